@@ -1,0 +1,54 @@
+"""INT4: asymmetric 4-bit weights in groups along the input dim.
+
+Each group of `group` (32, 64 or 128) consecutive input weights of a row has a scale s and a minimum m, and
+w = q * s + m with q in [0, 15]. Stored: `qweight` (N, Kp/2) uint8, two values a byte (even input index in the
+low nibble), `scales` and `mins` (N, Kp/group) in the activation dtype. K is padded to a multiple of the
+group at pack time (padding weights are zero) and cropped by unpack.
+"""
+import torch
+
+from sparc.errors import SparcError
+
+GROUPS = (32, 64, 128)
+
+
+def check_group(group: int) -> None:
+    if group not in GROUPS:
+        raise SparcError(f"int4 group must be one of {GROUPS}, got {group}")
+
+
+def quantize(weight: torch.Tensor, group: int, dtype: torch.dtype):
+    """(q (N, Kp) uint8, scales, mins) for a float32 weight; scales and mins rounded to `dtype` before q is chosen."""
+    check_group(group)
+    kp = -(-weight.shape[1] // group) * group
+    groups = torch.nn.functional.pad(weight, (0, kp - weight.shape[1])).reshape(weight.shape[0], kp // group, group)
+    low, high = groups.amin(-1), groups.amax(-1)
+    scales = ((high - low) / 15).to(dtype)
+    mins = low.to(dtype)
+    step = torch.where(scales.float() > 0, scales.float(), torch.ones_like(low))
+    q = ((groups - mins.float()[..., None]) / step[..., None]).round().clamp(0, 15)
+    return q.reshape(weight.shape[0], kp).to(torch.uint8), scales.contiguous(), mins.contiguous()
+
+
+def dequantize(q: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int) -> torch.Tensor:
+    n = q.shape[0]
+    groups = q.reshape(n, -1, group).float() * scales.float()[..., None] + mins.float()[..., None]
+    return groups.reshape(n, -1)
+
+
+def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
+    return (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()
+
+
+def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
+    return torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(packed.shape[0], -1)
+
+
+def pack(weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype, group: int):
+    q, scales, mins = quantize(weight * mask, group, dtype)
+    return pack_nibbles(q), scales, mins
+
+
+def unpack(tensors, shape, group):
+    qweight, scales, mins = tensors
+    return dequantize(unpack_nibbles(qweight), scales, mins, group)[:, : shape[1]].to(scales.dtype)

@@ -1,0 +1,70 @@
+"""The pass pipeline, shared by `sparc.plan` and the backend."""
+from __future__ import annotations
+
+import itertools
+import logging
+
+import torch
+import torch.fx
+
+from sparc.passes.collect_stats import collect_stats
+from sparc.passes.find_linears import find_linears
+from sparc.passes.plan_layers import plan_layers
+
+from .errors import SparcError
+from .graph import keep_source_names
+from .ir import Plan
+from .options import PlanSettings
+
+log = logging.getLogger("sparc")
+
+
+def plan_graph(gm: torch.fx.GraphModule, example_inputs, settings: PlanSettings, calibration) -> Plan:
+    """find_linears -> collect_stats -> plan_layers on a graph that accepts the calibration batches."""
+    linears = find_linears(gm, example_inputs)
+    if calibration is not None:
+        collect_stats(gm, example_inputs, linears, calibration)
+    plan = plan_layers(linears, settings)
+    skipped = sorted({node.meta["sparc"].name for node in linears} - set(plan.layers))
+    if skipped:
+        log.info("sparc: left dense (excluded or shared with a non-linear op): %s", ", ".join(skipped))
+    return plan
+
+
+def capture_graph(model: torch.nn.Module, item) -> tuple[torch.fx.GraphModule, list]:
+    """Trace `model` called on one calibration item into a single static Dynamo graph."""
+    graphs = []
+
+    def grab(gm, example_inputs):
+        keep_source_names(gm)
+        graphs.append((gm, list(example_inputs)))
+        return gm.forward
+
+    compiled = torch.compile(model, backend=grab, fullgraph=True, dynamic=False)
+    try:
+        with torch.no_grad():
+            call_model(compiled, item)
+    except torch._dynamo.exc.Unsupported as error:
+        raise SparcError(f"sparc.plan needs the model to trace into one graph; Dynamo stopped at: "
+                         f"{str(error).splitlines()[0]}") from None
+    return graphs[-1]
+
+
+def call_model(model, item):
+    if isinstance(item, dict):
+        return model(**item)
+    if isinstance(item, (tuple, list)):
+        return model(*item)
+    return model(item)
+
+
+def split_first(calibration):
+    """(first item, iterable of all items); raises on empty or missing calibration."""
+    if calibration is None:
+        raise SparcError("option 'calibration' is missing: give an iterable of model inputs")
+    items = iter(calibration)
+    try:
+        first = next(items)
+    except StopIteration:
+        raise SparcError("option 'calibration' is empty: give at least one batch of model inputs") from None
+    return first, itertools.chain([first], items)
