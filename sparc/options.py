@@ -52,7 +52,8 @@ class PlanSettings:
         return self.group if self.bits == 4 else 0
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """JSON-ready: the exclude tuple becomes a list."""
+        return {**dataclasses.asdict(self), "exclude": list(self.exclude)}
 
 
 PLAN_KEYS = tuple(f.name for f in dataclasses.fields(PlanSettings))

@@ -16,7 +16,8 @@ def tiny_qwen2():
 
 
 def tiny_gpt2():
-    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=128))
+    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=128,
+                                      bos_token_id=0, eos_token_id=0))
 
 
 class MLP(torch.nn.Module):
