@@ -27,7 +27,8 @@ def plan_graph(gm: torch.fx.GraphModule, example_inputs, settings: PlanSettings,
     plan = plan_layers(linears, settings)
     skipped = sorted({node.meta["sparc"].name for node in linears} - set(plan.layers))
     if skipped:
-        log.info("sparc: left dense (excluded or shared with a non-linear op): %s", ", ".join(skipped))
+        log.warning("sparc: these linears stay dense (option 'exclude', or the weight is shared with a non-linear "
+                    "op such as a tied embedding): %s", ", ".join(skipped))
     return plan
 
 

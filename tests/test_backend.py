@@ -110,12 +110,19 @@ def test_sparc_linear_passes_opcheck():
                               (x, list(packed.tensors), torch.randn(24), layout, packed.dims))
 
 
-def test_backend_is_found_through_the_entry_point():
+def test_backend_is_found_through_the_entry_point_and_import_registers_nothing():
     from importlib.metadata import entry_points
 
     (entry,) = [e for e in entry_points(group="torch_dynamo_backends") if e.name == "sparc"]
     assert entry.value == "sparc.backend:sparc_backend"
-    assert "sparc" in torch._dynamo.list_backends()
-    import importlib
-    importlib.reload(sparc)  # importing sparc again registers nothing twice
-    assert torch._dynamo.backends.registry.lookup_backend("sparc").__name__ == "sparc_backend"
+    script = (
+        "import torch, sparc\n"
+        "from torch._dynamo.backends import registry\n"
+        "assert 'sparc' not in registry._COMPILER_FNS, 'import sparc registered the backend'\n"
+        "f = torch.compile(lambda x: x * 2, backend='sparc')\n"
+        "assert torch.equal(f(torch.ones(3)), torch.full((3,), 2.0))\n"
+        "assert registry._COMPILER_FNS['sparc'].__name__ == 'sparc_backend'\n"
+    )
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, "-c", script], check=True)
