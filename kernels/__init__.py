@@ -1,8 +1,11 @@
 """Weight formats: pack, unpack and matmul for each layout, dispatched by name.
 
-Each format lives in its own file with a pure-PyTorch reference (the ground truth, used on the CPU).
+Each format lives in its own file with a pure-PyTorch reference (the ground truth, used on the CPU) and the
+Triton piece that rebuilds its weight blocks; `hybrid.tile_grid_kernel` runs the tile formats (dense, nv24,
+int4, nv24_int4, zero and their hybrid grid), `bsr_int4.bsr_int4_kernel` the block-sparse one.
 A `PackedWeight` is what a planned linear holds at run time: the format name, the logical
-(out_features, in_features) shape, the quantization group and the tensors the format stores.
+(out_features, in_features) shape, the quantization group, the tensors the format stores and the format's
+extra dims (hybrid: the tile size; bsr_int4: block_n).
 """
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ import dataclasses
 
 import torch
 
-from . import dense, int4, nv24, nv24_int4, zero
+from . import bsr_int4, dense, hybrid, int4, nv24, nv24_int4, zero
 
-FORMATS = {"dense": dense, "nv24": nv24, "int4": int4, "nv24_int4": nv24_int4, "zero": zero}
+FORMATS = {"dense": dense, "nv24": nv24, "int4": int4, "nv24_int4": nv24_int4, "zero": zero,
+           "bsr_int4": bsr_int4, "hybrid": hybrid}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -21,6 +25,7 @@ class PackedWeight:
     shape: tuple[int, int]
     group: int
     tensors: tuple[torch.Tensor, ...]
+    extra: tuple[int, ...] = ()
 
     @property
     def nbytes(self) -> int:
@@ -28,26 +33,58 @@ class PackedWeight:
 
     @property
     def dims(self) -> list[int]:
-        return [self.shape[0], self.shape[1], self.group]
+        return [self.shape[0], self.shape[1], self.group, *self.extra]
 
     def to(self, device) -> PackedWeight:
         return dataclasses.replace(self, tensors=tuple(t.to(device) for t in self.tensors))
 
 
-def pack(layout: str, weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype, group: int = 0) -> PackedWeight:
-    """Pack `weight * mask` ((N, K), logical layout) into `layout`, values in `dtype`."""
-    tensors = FORMATS[layout].pack(weight.float(), mask.bool(), dtype, group)
-    return PackedWeight(layout, (weight.shape[0], weight.shape[1]), group, tuple(tensors))
+def pack(layout: str, weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype, group: int = 0, *,
+         block_n: int = 16, formats=None, tile: int = 128) -> PackedWeight:
+    """Pack `weight * mask` ((N, K), logical layout) into `layout`, values in `dtype`.
+
+    bsr_int4 takes `block_n`; hybrid takes `formats` (uint8 (ceil(N / tile), ceil(K / tile)) of TileFormat)
+    and `tile`."""
+    weight, mask = weight.float(), mask.bool()
+    if layout == "bsr_int4":
+        tensors, extra = bsr_int4.pack(weight, mask, dtype, group, block_n), (block_n,)
+    elif layout == "hybrid":
+        tensors, extra = hybrid.pack(weight, mask, dtype, group, formats, tile), (tile,)
+    else:
+        tensors, extra = FORMATS[layout].pack(weight, mask, dtype, group), ()
+    return PackedWeight(layout, (weight.shape[0], weight.shape[1]), group, tuple(tensors), extra)
 
 
 def unpack(packed: PackedWeight) -> torch.Tensor:
-    return FORMATS[packed.layout].unpack(packed.tensors, packed.shape, packed.group)
+    return FORMATS[packed.layout].unpack(packed.tensors, packed.shape, packed.group, *packed.extra)
 
 
 def reference_matmul(x: torch.Tensor, layout: str, tensors, dims, bias: torch.Tensor | None) -> torch.Tensor:
     """x (..., K) @ W.T + bias with W the unpacked weight: the reference every kernel is checked against."""
-    n, k, group = dims
+    n, k, group, *extra = dims
     if layout == "zero":
         return zero.matmul(x, n, bias)
-    weight = FORMATS[layout].unpack(tensors, (n, k), group).to(x.dtype)
+    weight = FORMATS[layout].unpack(tensors, (n, k), group, *extra).to(x.dtype)
     return torch.nn.functional.linear(x, weight, bias)
+
+
+def triton_matmul(x: torch.Tensor, layout: str, tensors, dims, bias: torch.Tensor | None, *, split_k=None,
+                  out=None, partials=None) -> torch.Tensor:
+    """x (..., K) @ W.T + bias through the format's Triton kernel (on the CPU: under TRITON_INTERPRET=1).
+
+    `split_k` overrides the split-K choice; `out` (M, N) and `partials` (split_k, M, N) fp32 are buffers owned
+    by the caller."""
+    n, k = dims[0], dims[1]
+    x2d = x.reshape(-1, k)
+    if x2d.shape[0] == 0:
+        return x.new_empty(*x.shape[:-1], n)
+    run = bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul
+    out = run(x2d, layout, list(tensors), dims, bias, split_k=split_k, out=out, partials=partials)
+    return out.reshape(*x.shape[:-1], n)
+
+
+def matmul(x: torch.Tensor, layout: str, tensors, dims, bias: torch.Tensor | None) -> torch.Tensor:
+    """x (..., K) @ W.T + bias: the Triton kernel on CUDA tensors, the reference elsewhere."""
+    if x.is_cuda:
+        return triton_matmul(x, layout, tensors, dims, bias)
+    return reference_matmul(x, layout, tensors, dims, bias)

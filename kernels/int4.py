@@ -4,8 +4,14 @@ Each group of `group` (32, 64 or 128) consecutive input weights of a row has a s
 w = q * s + m with q in [0, 15]. Stored: `qweight` (N, Kp/2) uint8, two values a byte (even input index in the
 low nibble), `scales` and `mins` (N, Kp/group) in the activation dtype. K is padded to a multiple of the
 group at pack time (padding weights are zero) and cropped by unpack.
+
+Kernel piece: `int4_block` rebuilds a (BLOCK_N x BLOCK_K) weight block from BLOCK_K / 2 bytes per row (one
+contiguous run) plus the scale and minimum of each group it covers: the low and high nibbles are joined back
+into input order and dequantized in fp32, w = q * s + m, then rounded to the activation dtype for the product.
 """
 import torch
+import triton
+import triton.language as tl
 
 from sparc.errors import SparcError
 
@@ -31,9 +37,9 @@ def quantize(weight: torch.Tensor, group: int, dtype: torch.dtype):
 
 
 def dequantize(q: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int) -> torch.Tensor:
-    n = q.shape[0]
-    groups = q.reshape(n, -1, group).float() * scales.float()[..., None] + mins.float()[..., None]
-    return groups.reshape(n, -1)
+    n, k = q.shape
+    groups = q.reshape(n, k // group, group).float() * scales.float()[..., None] + mins.float()[..., None]
+    return groups.reshape(n, k)
 
 
 def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
@@ -41,7 +47,7 @@ def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
-    return torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(packed.shape[0], -1)
+    return torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(packed.shape[0], 2 * packed.shape[1])
 
 
 def pack(weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype, group: int):
@@ -52,3 +58,22 @@ def pack(weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype, group: in
 def unpack(tensors, shape, group):
     qweight, scales, mins = tensors
     return dequantize(unpack_nibbles(qweight), scales, mins, group)[:, : shape[1]].to(scales.dtype)
+
+
+@triton.jit
+def int4_block(q_ptr, scales_ptr, mins_ptr, base, rows, row_ok, width, k0, BLOCK_N: tl.constexpr,
+               BLOCK_K: tl.constexpr, GROUP: tl.constexpr):
+    """Weight block (rows, k0 .. k0 + BLOCK_K) as fp32 of rows `width` inputs long (padded to GROUP) that start
+    at input position base + r * padded width."""
+    padded = tl.cdiv(width, GROUP) * GROUP
+    row_start = base + rows.to(tl.int64) * padded
+    pairs = tl.arange(0, BLOCK_K // 2)
+    ptrs = q_ptr + (row_start // 2)[:, None] + (k0 // 2 + pairs)[None, :]
+    packed = tl.load(ptrs, mask=row_ok[:, None] & (k0 + 2 * pairs < padded)[None, :], other=0)
+    q = tl.reshape(tl.join(packed & 0xF, packed >> 4), (BLOCK_N, BLOCK_K)).to(tl.float32)
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    groups = (row_start // GROUP)[:, None] + (offs_k // GROUP)[None, :]
+    mask = row_ok[:, None] & (offs_k < padded)[None, :]
+    scales = tl.load(scales_ptr + groups, mask=mask, other=0.0).to(tl.float32)
+    mins = tl.load(mins_ptr + groups, mask=mask, other=0.0).to(tl.float32)
+    return q * scales + mins

@@ -3,10 +3,17 @@
 The kept values of NV24 (N, Kp/2) are quantized like INT4, in groups of `group` consecutive kept values
 (covering 2 * group input positions). Stored: `qvalues` (N, Kp/4) uint8, `scales` and `mins`
 (N, Kp / (2 * group)) in the activation dtype, and NV24's `meta`. K is padded to a multiple of 2 * group.
+
+Kernel piece: `nv24_int4_block` rebuilds a (BLOCK_N x BLOCK_K) weight block from BLOCK_K / 4 bytes per row
+(one byte holds both kept values of a group of 4), BLOCK_K / 8 meta bytes and the scale and minimum of each
+quantization group: both nibbles are dequantized in fp32 and placed by `nv24.expand_24`.
 """
 import torch
+import triton
+import triton.language as tl
 
 from . import int4, nv24
+from .nv24 import expand_24, load_nibbles
 
 
 def pack(weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype, group: int):
@@ -21,3 +28,23 @@ def unpack(tensors, shape, group):
     qvalues, scales, mins, meta = tensors
     values = int4.dequantize(int4.unpack_nibbles(qvalues), scales, mins, group)
     return nv24.expand(values, meta, shape).to(scales.dtype)
+
+
+@triton.jit
+def nv24_int4_block(q_ptr, scales_ptr, mins_ptr, meta_ptr, base, rows, row_ok, width, k0, BLOCK_N: tl.constexpr,
+                    BLOCK_K: tl.constexpr, GROUP: tl.constexpr):
+    """Weight block (rows, k0 .. k0 + BLOCK_K) as fp32 of rows `width` inputs long (padded to 2 * GROUP) that
+    start at input position base + r * padded width."""
+    span = 2 * GROUP  # input positions covered by one quantization group of kept values
+    padded = tl.cdiv(width, span) * span
+    row_start = base + rows.to(tl.int64) * padded
+    quads = tl.arange(0, BLOCK_K // 4)
+    mask = row_ok[:, None] & (k0 + 4 * quads < padded)[None, :]
+    packed = tl.load(q_ptr + (row_start // 4)[:, None] + (k0 // 4 + quads)[None, :], mask=mask, other=0)
+    groups = (row_start // span)[:, None] + ((k0 + 4 * quads) // span)[None, :]
+    scales = tl.load(scales_ptr + groups, mask=mask, other=0.0).to(tl.float32)
+    mins = tl.load(mins_ptr + groups, mask=mask, other=0.0).to(tl.float32)
+    v0 = (packed & 0xF).to(tl.float32) * scales + mins
+    v1 = (packed >> 4).to(tl.float32) * scales + mins
+    nibbles = load_nibbles(meta_ptr, row_start, row_ok, padded, k0, BLOCK_N, BLOCK_K)
+    return expand_24(v0, v1, nibbles, BLOCK_N, BLOCK_K)
