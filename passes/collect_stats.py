@@ -21,6 +21,7 @@ from sparc.graph import graph_inputs
 class InputStats:
     sq_norms: torch.Tensor  # float64 (in_features,): sum over tokens of x_j^2
     tokens: int = 0
+    hessian: torch.Tensor | None = None  # float64 (in_features, in_features): sum over tokens of x x^T, if asked
 
     @property
     def norms(self) -> torch.Tensor:
@@ -32,6 +33,8 @@ class InputStats:
             raise SparcError(f"calibration activations entering layer '{layer}' contain NaN or Inf: check the "
                              "calibration batches and the weights before it")
         self.sq_norms += x.square().sum(0).cpu()
+        if self.hessian is not None:
+            self.hessian += (x.T @ x).cpu()
         self.tokens += x.shape[0]
 
 

@@ -15,7 +15,9 @@ DEFAULT_SPARSITY = {"dense": 0.0, "2:4": 0.5}
 class PlanSettings:
     """method: a planner name; sparsity: fraction of weights removed, in [0, 1); pattern: what the planner makes
     ("2:4", "unstructured", "dense"); bits: 16 (weights keep the activation dtype) or 4 (int4 groups of `group`);
-    tile: the tile edge of the format grid; exclude: substrings of weight names left dense."""
+    tile: the tile edge of the format grid; exclude: substrings of weight names left dense; refine_steps:
+    optimisation steps of planners that refine their one-shot result (PATCH, GQSA); prior: the one-shot
+    method a refining planner starts from ("wanda" or "sparsegpt")."""
 
     method: str = "wanda"
     sparsity: float | None = None
@@ -24,6 +26,8 @@ class PlanSettings:
     group: int = 128
     tile: int = 128
     exclude: tuple[str, ...] = ("lm_head",)
+    refine_steps: int = 0
+    prior: str = "wanda"
 
     def __post_init__(self):
         if self.method not in PLANNERS:
@@ -43,6 +47,10 @@ class PlanSettings:
             raise SparcError(f"option 'group' must be 32, 64 or 128, got {self.group!r}")
         if self.tile not in (64, 128):
             raise SparcError(f"option 'tile' must be 64 or 128, got {self.tile!r}")
+        if not isinstance(self.refine_steps, int) or self.refine_steps < 0:
+            raise SparcError(f"option 'refine_steps' must be a non-negative integer, got {self.refine_steps!r}")
+        if self.prior not in ("wanda", "sparsegpt"):
+            raise SparcError(f"option 'prior' must be 'wanda' or 'sparsegpt', got {self.prior!r}")
         object.__setattr__(self, "pattern", pattern)
         object.__setattr__(self, "sparsity", float(sparsity))
         object.__setattr__(self, "exclude", tuple(self.exclude))
