@@ -1,13 +1,18 @@
-"""collect_stats: run the graph over the calibration inputs and accumulate per-linear input statistics.
+"""collect_stats: run the graph over all calibration batches, node by node, and accumulate input statistics.
 
 Runs on: the Dynamo graph after find_linears.
-Accumulates, never storing activations: the squared norm of each input feature over all tokens (||X_j||^2,
-for Wanda-style scores) and the token count. Raises on NaN/Inf activations, naming the layer.
-Writes: `LinearSite.stats` (an `InputStats`).
+The graph runs in lockstep over the batches: each node runs for every batch before the next node does, so a
+planner can decide a linear from the statistics of all batches at that point and change its weight before
+the rest of the graph runs: later layers then see the already-pruned earlier ones (as Wanda's and
+SparseGPT's reference code do). Values die after their last use and the run stops after the last node
+anyone asked about, so memory stays bounded by the live activations of all batches.
+Accumulates, never storing activations: ||X_j||^2 per input feature and, when asked, X^T X. Raises on NaN/Inf
+activations, naming the layer. Writes: `LinearSite.stats` (an `InputStats`).
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 import torch.fx
@@ -23,42 +28,75 @@ class InputStats:
     tokens: int = 0
     hessian: torch.Tensor | None = None  # float64 (in_features, in_features): sum over tokens of x x^T, if asked
 
+    @classmethod
+    def empty(cls, in_features: int, with_hessian: bool) -> InputStats:
+        hessian = torch.zeros(in_features, in_features, dtype=torch.float64) if with_hessian else None
+        return cls(torch.zeros(in_features, dtype=torch.float64), 0, hessian)
+
     @property
     def norms(self) -> torch.Tensor:
         return self.sq_norms.sqrt().float()
 
     def add(self, x: torch.Tensor, layer: str) -> None:
-        x = x.detach().reshape(-1, x.shape[-1]).double()
+        x = x.detach().reshape(-1, x.shape[-1]).float()
         if not torch.isfinite(x).all():
             raise SparcError(f"calibration activations entering layer '{layer}' contain NaN or Inf: check the "
                              "calibration batches and the weights before it")
-        self.sq_norms += x.square().sum(0).cpu()
+        self.sq_norms += x.double().square().sum(0).cpu()
         if self.hessian is not None:
-            self.hessian += (x.T @ x).cpu()
+            self.hessian += (x.T @ x).double().cpu()
         self.tokens += x.shape[0]
 
 
-class _StatsInterpreter(torch.fx.Interpreter):
-    def __init__(self, gm, stats: dict[torch.fx.Node, InputStats]):
-        super().__init__(gm)
-        self.stats = stats
-
-    def run_node(self, node):
-        if node in self.stats:
-            self.stats[node].add(self.env[node.meta["sparc"].input], node.meta["sparc"].name)
-        return super().run_node(node)
+NodeHook = Callable[[torch.fx.Node, list[dict]], None]
 
 
-def collect_stats(gm: torch.fx.GraphModule, example_inputs, linears: list[torch.fx.Node], calibration) -> None:
-    stats = {node: InputStats(torch.zeros(node.meta["sparc"].logical_weight.shape[1], dtype=torch.float64))
-             for node in linears}
-    interpreter = _StatsInterpreter(gm, stats)
-    batches = 0
-    with torch.no_grad():
-        for item in tqdm(calibration, desc="sparc: calibrating", unit="batch"):
-            interpreter.run(*graph_inputs(gm, example_inputs, item))
-            batches += 1
-    if batches == 0:
+def last_uses(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, list[torch.fx.Node]]:
+    """{node: values whose last use is that node}."""
+    seen, dying = set(), {}
+    for node in reversed(gm.graph.nodes):
+        for value in node.all_input_nodes:
+            if value not in seen:
+                seen.add(value)
+                dying.setdefault(node, []).append(value)
+    return dying
+
+
+def run_lockstep(gm: torch.fx.GraphModule, example_inputs, calibration, before: dict[torch.fx.Node, NodeHook],
+                 desc: str = "sparc: calibrating") -> None:
+    """Run `gm` over every calibration batch at once, node by node; `before[node](node, envs)` runs before
+    `node` with the environments (node -> value) of all batches. Stops after the last hooked node."""
+    batches = [graph_inputs(gm, example_inputs, item) for item in calibration]
+    if not batches:
         raise SparcError("option 'calibration' is empty: give at least one batch of model inputs")
-    for node in linears:
-        node.meta["sparc"] = dataclasses.replace(node.meta["sparc"], stats=stats[node])
+    interpreters = [torch.fx.Interpreter(gm, garbage_collect_values=False) for _ in batches]
+    for interpreter, args in zip(interpreters, batches):
+        interpreter.args_iter = iter(args)
+    dying, remaining = last_uses(gm), len(before)
+    with torch.no_grad():
+        for node in tqdm(list(gm.graph.nodes), desc=desc, unit="node", leave=False):
+            if node in before:
+                before[node](node, [interpreter.env for interpreter in interpreters])
+                remaining -= 1
+            if node.op == "output":
+                break
+            for interpreter in interpreters:
+                interpreter.env[node] = interpreter.run_node(node)
+                for value in dying.get(node, ()):
+                    del interpreter.env[value]
+            if remaining == 0:
+                break
+
+
+def collect_stats(gm: torch.fx.GraphModule, example_inputs, linears: list[torch.fx.Node], calibration,
+                  with_hessian: bool = False) -> None:
+    """Statistics of every linear's input over the calibration batches, weights unchanged."""
+
+    def accumulate(node, envs):
+        site = node.meta["sparc"]
+        stats = InputStats.empty(site.logical_weight.shape[1], with_hessian)
+        for env in envs:
+            stats.add(env[site.input], site.name)
+        node.meta["sparc"] = dataclasses.replace(site, stats=stats)
+
+    run_lockstep(gm, example_inputs, calibration, {node: accumulate for node in linears})

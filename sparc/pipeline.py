@@ -7,7 +7,6 @@ import logging
 import torch
 import torch.fx
 
-from sparc.passes.collect_stats import collect_stats
 from sparc.passes.find_linears import find_linears
 from sparc.passes.plan_layers import plan_layers
 
@@ -20,11 +19,9 @@ log = logging.getLogger("sparc")
 
 
 def plan_graph(gm: torch.fx.GraphModule, example_inputs, settings: PlanSettings, calibration) -> Plan:
-    """find_linears -> collect_stats -> plan_layers on a graph that accepts the calibration batches."""
+    """find_linears -> plan_layers (statistics gathered as it goes) on a graph that accepts the calibration."""
     linears = find_linears(gm, example_inputs)
-    if calibration is not None:
-        collect_stats(gm, example_inputs, linears, calibration)
-    plan = plan_layers(linears, settings)
+    plan = plan_layers(gm, example_inputs, linears, settings, calibration)
     skipped = sorted({node.meta["sparc"].name for node in linears} - set(plan.layers))
     if skipped:
         log.warning("sparc: these linears stay dense (option 'exclude', or the weight is shared with a non-linear "
