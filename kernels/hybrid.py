@@ -230,7 +230,8 @@ def kernel_arguments(layout: str, tensors, dims):
         present = [any(t.numel() for t in buffers) for buffers in split_buffers(tensors[2:])]
         flags = dict(IS_GRID=True, FORMAT=-1, TILE=tile, INT4_GROUP=tile_group(TileFormat.INT4, group, tile),
                      NV24_INT4_GROUP=tile_group(TileFormat.NV24_INT4, group, tile))
-        return tuple(tensors), tensors[0].shape[1], tile, {**flags, **format_flags(present)}
+        pointers = tuple(t if t.numel() else None for t in tensors)  # formats without tiles pass no pointer
+        return pointers, tensors[0].shape[1], tile, {**flags, **format_flags(present)}
     fmt = PURE_LAYOUTS[layout]
     slots = [list(tensors) if f == fmt else [None] * BUFFER_COUNTS[f] for f in STORED]
     pointers = (None, None, *(pointer for slot in slots for pointer in slot))
