@@ -81,7 +81,8 @@ def hybrid_plan(dense_tiles: torch.Tensor, mask_24: torch.Tensor, tile: int, pro
 
 def prior_layer_plan(weight: torch.Tensor, mask_24: torch.Tensor, mask_unstructured: torch.Tensor, sparsity: float,
                      tile: int) -> LayerPlan:
-    """The one-shot PATCH plan of one layer from its 2:4 and unstructured one-shot masks (both (N, K) bool)."""
+    """The one-shot PATCH plan of one layer from its 2:4 and unstructured one-shot masks (both (N, K) bool, from
+    Wanda or SparseGPT at the target sparsity); `weight` only fixes the shape, it is not updated."""
     if tuple(mask_24.shape) != tuple(weight.shape) or tuple(mask_unstructured.shape) != tuple(weight.shape):
         raise SparcError(f"PATCH prior masks {tuple(mask_24.shape)}, {tuple(mask_unstructured.shape)} differ from the "
                          f"weight shape {tuple(weight.shape)}")
@@ -140,9 +141,9 @@ class TileGates(torch.nn.Module):
 
     def pattern_mask(self, name: str, tau24: float, kappa24: float) -> torch.Tensor:
         if self.pattern_logits is None:
-            return self.prior_24[name].float()
+            return self.prior_24[name].to(self.tile_logits[self.index[name]].device).float()
         logits = self.pattern_logits[self.index[name]]
-        soft = F.gumbel_softmax(logits * kappa24, tau=tau24, dim=-1) @ PATTERNS_24
+        soft = F.gumbel_softmax(logits * kappa24, tau=tau24, dim=-1) @ PATTERNS_24.to(logits.device)
         return soft.reshape(soft.shape[0], -1)[:, : self.shapes[name][1]]
 
     def soft_mask(self, name: str, tau: float, kappa: float, tau24: float, kappa24: float) -> torch.Tensor:
@@ -151,15 +152,15 @@ class TileGates(torch.nn.Module):
         return gate + (1 - gate) * self.pattern_mask(name, tau24, kappa24)
 
     def hard_mask_24(self, name: str) -> torch.Tensor:
-        """(N, K) bool: the argmax pattern of every group (the prior 2:4 mask without pattern logits)."""
+        """(N, K) bool on the CPU: the argmax pattern of every group (the prior 2:4 mask without pattern logits)."""
         if self.pattern_logits is None:
             return self.prior_24[name]
-        hard = PATTERNS_24[self.pattern_logits[self.index[name]].detach().argmax(-1)].bool()
+        hard = PATTERNS_24[self.pattern_logits[self.index[name]].detach().argmax(-1).cpu()].bool()
         return hard.reshape(hard.shape[0], -1)[:, : self.shapes[name][1]]
 
     def confidence(self, name: str) -> torch.Tensor:
         """(gN, gK) tile logits: dense iff > 0, the distance from 0 is how sure the decision is."""
-        return self.tile_logits[self.index[name]].detach()
+        return self.tile_logits[self.index[name]].detach().cpu()
 
 
 class Temperatures(NamedTuple):
@@ -216,7 +217,8 @@ def refine(gates: TileGates, weights: dict[str, torch.Tensor],
 
     loss_fn gets {name: W * soft mask} (weights detached, the mask carrying the gradient) and returns the LM loss.
     AdamW without weight decay (decay would pull every decision toward undecided), cosine learning rate after
-    `warmup` linear warm-up steps. The joint (pattern logits) or tile-only schedule follows `gates.joint`."""
+    `warmup` linear warm-up steps. The joint (pattern logits) or tile-only schedule follows `gates.joint`. Gates and
+    weights must be on one device."""
     if steps <= 0:
         raise SparcError(f"option 'refine_steps' must be positive to refine a PATCH plan, got {steps}")
     frozen = {name: weights[name].detach() for name in gates.names}
@@ -258,8 +260,9 @@ def match_global_density(confidence: dict[str, torch.Tensor], dense_kept: dict[s
     too_dense = kept > target
     candidates = torch.nonzero(dense if too_dense else ~dense).flatten()
     order = torch.argsort(conf[candidates], descending=not too_dense, stable=True)
+    gains = gain.tolist()
     for i in candidates[order].tolist():
-        flipped = kept - gain[i].item() if too_dense else kept + gain[i].item()
+        flipped = kept - gains[i] if too_dense else kept + gains[i]
         if abs(flipped - target) < abs(kept - target):
             dense[i], kept = not too_dense, flipped
     sizes = [confidence[n].numel() for n in names]
