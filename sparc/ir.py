@@ -69,6 +69,9 @@ class LayerPlan:
     transposed: bool = False  # the parameter is stored (in_features, out_features), like GPT-2's Conv1D
     weight: torch.Tensor | None = None  # replacement weights (N, K) for planners that update them
     provenance: dict = dataclasses.field(default_factory=dict)
+    block_n: int = 0  # > 0: the mask drops whole (block_n x group) blocks of INT4 tiles, stored block-sparse
+    scales: torch.Tensor | None = None  # int4 scales (N, ceil(K / group)) chosen by the planner, else round-to-nearest
+    mins: torch.Tensor | None = None  # int4 minimums, same shape
 
     def __post_init__(self):
         n, k = self.shape
@@ -133,11 +136,12 @@ class Plan:
         for i, (name, layer) in enumerate(self.layers.items()):
             arrays[f"{i}.formats"] = layer.formats
             arrays[f"{i}.mask"] = np.packbits(layer.mask.numpy().reshape(-1))
-            if layer.weight is not None:
-                arrays[f"{i}.weight"] = tensor_to_numpy(layer.weight)
+            for field in ("weight", "scales", "mins"):
+                if getattr(layer, field) is not None:
+                    arrays[f"{i}.{field}"] = tensor_to_numpy(getattr(layer, field))
             header["layers"][name] = {"index": i, "shape": list(layer.shape), "tile": layer.tile, "group": layer.group,
                                       "transposed": layer.transposed,
-                                      "weight_dtype": None if layer.weight is None else _dtype_name(layer.weight),
+                                      "block_n": layer.block_n, "dtypes": _dtypes(layer),
                                       "provenance": layer.provenance}
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
@@ -174,7 +178,11 @@ def _layer_from_json(entry: dict, arrays) -> LayerPlan:
     i, shape = entry["index"], tuple(entry["shape"])
     bits = np.unpackbits(arrays[f"{i}.mask"], count=shape[0] * shape[1])
     mask = torch.from_numpy(bits.astype(bool).reshape(shape))
-    dtype = entry["weight_dtype"]
-    weight = None if dtype is None else tensor_from_numpy(arrays[f"{i}.weight"], dtype)
-    return LayerPlan(shape, entry["tile"], arrays[f"{i}.formats"], mask, entry["group"], entry["transposed"], weight,
-                     entry["provenance"])
+    tensors = {field: tensor_from_numpy(arrays[f"{i}.{field}"], dtype) for field, dtype in entry["dtypes"].items()}
+    return LayerPlan(shape, entry["tile"], arrays[f"{i}.formats"], mask, entry["group"], entry["transposed"],
+                     provenance=entry["provenance"], block_n=entry["block_n"], **tensors)
+
+
+def _dtypes(layer: LayerPlan) -> dict[str, str]:
+    return {field: _dtype_name(getattr(layer, field)) for field in ("weight", "scales", "mins")
+            if getattr(layer, field) is not None}

@@ -16,9 +16,11 @@ def assert_same_plan(a: Plan, b: Plan):
                                                                           y.provenance)
         assert np.array_equal(x.formats, y.formats) and x.formats.dtype == y.formats.dtype
         assert torch.equal(x.mask, y.mask)
-        assert (x.weight is None) == (y.weight is None)
-        if x.weight is not None:
-            assert x.weight.dtype == y.weight.dtype and torch.equal(x.weight, y.weight)
+        assert x.block_n == y.block_n
+        for field in ("weight", "scales", "mins"):
+            saved, loaded = getattr(x, field), getattr(y, field)
+            assert (saved is None) == (loaded is None)
+            assert saved is None or (saved.dtype == loaded.dtype and torch.equal(saved, loaded))
 
 
 def test_round_trip_of_a_planned_model_is_exact(tmp_path):
@@ -34,7 +36,8 @@ def test_round_trip_of_mixed_tiles_quantization_and_weights(tmp_path):
     layers = {}
     for name, dtype in (("a.weight", torch.float32), ("b.weight", torch.bfloat16)):
         layers[name] = LayerPlan((100, 130), 64, formats, torch.rand(100, 130) > 0.3, group=32, transposed=True,
-                                 weight=torch.randn(100, 130).to(dtype), provenance={"method": "test", "error": 0.25})
+                                 weight=torch.randn(100, 130).to(dtype), provenance={"method": "test", "error": 0.25},
+                                 block_n=16, scales=torch.rand(100, 5).to(dtype), mins=-torch.rand(100, 5).to(dtype))
     signature = {name: weight_signature(torch.randn(130, 100)) for name in layers}
     plan = Plan(layers, signature, "test", {"sparsity": 0.3})
     plan.save(tmp_path / "p.json")
