@@ -76,21 +76,20 @@ def apportion_channels(ideal: list[float], total_kept: int, channels: int, tile:
     """Per-block kept counts near `ideal`, in multiples of the tile within [tile, channels], summing to total_kept.
 
     Starts from round(ideal / tile) * tile, then moves one tile at a time: while the sum is short, the block furthest
-    below its ideal gains a tile; while over, the block furthest above loses one (ties: the lower block index). It
-    stops when no move brings the sum closer, so the total is exact whenever total_kept is reachable in tile steps
-    (channels a multiple of the tile); otherwise it is within one tile. A block capped at `channels` keeps all."""
+    below its ideal gains a tile; while over, the block furthest above loses one (ties: the lower block index); only
+    moves that bring the sum closer are taken. The total is exact whenever total_kept is reachable (channels a
+    multiple of the tile and total_kept >= L * tile); otherwise it is as close as such moves get. With channels not
+    a multiple of the tile, a block may also keep all `channels`."""
     floor, cap = min(tile, channels), channels
     kept = [min(max(round(x / tile) * tile, floor), cap) for x in ideal]
     while True:
         gap = total_kept - sum(kept)
-        movable = [i for i in range(len(kept)) if (kept[i] < cap if gap > 0 else kept[i] > floor)]
-        if gap == 0 or not movable:
+        steps = [min(k + tile, cap) - k if gap > 0 else k - max(k - tile, floor) for k in kept]
+        movable = [b for b, step in enumerate(steps) if 0 < step < 2 * abs(gap)]
+        if not movable:
             return kept
-        i = max(movable, key=lambda b: ((ideal[b] - kept[b]) if gap > 0 else (kept[b] - ideal[b]), -b))
-        step = min(kept[i] + tile, cap) - kept[i] if gap > 0 else kept[i] - max(kept[i] - tile, floor)
-        if 2 * abs(gap) <= step:
-            return kept
-        kept[i] += step if gap > 0 else -step
+        b = max(movable, key=lambda i: ((ideal[i] - kept[i]) if gap > 0 else (kept[i] - ideal[i]), -i))
+        kept[b] += steps[b] if gap > 0 else -steps[b]
 
 
 def removed_target(p: float, channels: int, blocks: int, tile: int) -> int:
