@@ -176,7 +176,8 @@ def test_gqsa_compensation_beats_round_to_nearest_and_refinement_does_not_hurt()
     assert plan.provenance["error"] < 0.8 * output_error(weight, nearest, hessian)
     assert plan.provenance["error"] == pytest.approx(output_gap(calibration, weight, plan.weight) / 1024, rel=1e-6)
     q, scales, mins, dequantized = gqsa_quantize(weight, hessian, plan.mask, group)
-    refined_scales, refined_mins = refine_quant_params(weight, hessian, q, scales, mins, plan.mask, group, steps=5)
+    with torch.no_grad():  # as during planning
+        refined_scales, refined_mins = refine_quant_params(weight, hessian, q, scales, mins, plan.mask, group, steps=5)
     refined = dequantize(q, refined_scales.float(), refined_mins.float(), group, 256) * plan.mask
     assert output_error(weight, refined, hessian) <= output_error(weight, dequantized, hessian)
     assert torch.equal(requantize(refined, refined_scales, refined_mins, group)[plan.mask], q[plan.mask])

@@ -175,10 +175,11 @@ def refine_quant_params(weight, hessian, q, scales, mins, mask, group: int, step
         delta = target - approx
         return ((delta @ h) * delta).sum() / 2
 
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss_of(*candidate(ds, dm)).backward()
-        optimizer.step()
+    with torch.enable_grad():  # planning runs inside the calibration pass's no_grad
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss_of(*candidate(ds, dm)).backward()
+            optimizer.step()
     with torch.no_grad():
         s, m = candidate(ds, dm)
         s, m = torch.maximum(s, s0 / 2).to(dtype), m.to(dtype)  # a positive scale keeps every code recoverable
