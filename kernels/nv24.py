@@ -32,7 +32,7 @@ def kept_positions(mask: torch.Tensor) -> torch.Tensor:
     groups = mask.reshape(n, kp // 4, 4)
     if (groups.sum(-1) > 2).any():
         raise SparcError("mask keeps more than 2 of 4 weights in a group: not a 2:4 pattern")
-    priority = groups.float() * 8 - torch.arange(4, dtype=torch.float32)
+    priority = groups.float() * 8 - torch.arange(4, dtype=torch.float32, device=mask.device)
     return priority.topk(2, dim=-1).indices.sort(dim=-1).values
 
 

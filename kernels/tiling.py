@@ -81,15 +81,16 @@ def store_result(acc, out_ptr, bias_ptr, offs_m, offs_n, M, N, pid_k, HAS_BIAS: 
 
 
 @triton.jit
-def reduce_splits_kernel(partials_ptr, bias_ptr, out_ptr, M, N, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
+def reduce_splits_kernel(partials_ptr, bias_ptr, out_ptr, size, N, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
                          ROUND_BF16: tl.constexpr, BLOCK: tl.constexpr):
-    """out = sum over slices of partials (SPLIT_K, M, N) + bias, cast to the output dtype."""
+    """out = sum over slices of partials (SPLIT_K, M, N) + bias, cast to the output dtype; size = M * N."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    size = M.to(tl.int64) * N
     mask = offs < size
     acc = tl.zeros((BLOCK,), tl.float32)
-    for s in tl.static_range(SPLIT_K):
-        acc += tl.load(partials_ptr + s * size + offs, mask=mask, other=0.0)
+    ptrs = partials_ptr + offs
+    for _ in tl.static_range(SPLIT_K):
+        acc += tl.load(ptrs, mask=mask, other=0.0)
+        ptrs += size
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs % N, mask=mask, other=0.0).to(tl.float32)
     if ROUND_BF16:
@@ -172,6 +173,6 @@ def launch(kernel, x2d: torch.Tensor, n: int, k: int, bias, tiling: Tiling, poin
                               HAS_BIAS=bias is not None, **tiling.constexprs(x2d), **constexprs)
     if tiling.split_k > 1:
         grid = (triton.cdiv(m * n, REDUCE_BLOCK),)
-        reduce_splits_kernel[grid](partials, bias, out, m, n, HAS_BIAS=bias is not None, SPLIT_K=tiling.split_k,
+        reduce_splits_kernel[grid](partials, bias, out, m * n, n, HAS_BIAS=bias is not None, SPLIT_K=tiling.split_k,
                                    ROUND_BF16=interpreted_bf16(x2d), BLOCK=REDUCE_BLOCK)
     return out
