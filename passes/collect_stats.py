@@ -63,27 +63,33 @@ def last_uses(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, list[torch.fx.Nod
 
 
 def run_lockstep(gm: torch.fx.GraphModule, example_inputs, calibration, before: dict[torch.fx.Node, NodeHook],
-                 desc: str = "sparc: calibrating") -> None:
+                 after: dict[torch.fx.Node, NodeHook] | None = None, desc: str = "sparc: calibrating") -> None:
     """Run `gm` over every calibration batch at once, node by node; `before[node](node, envs)` runs before
-    `node` with the environments (node -> value) of all batches. Stops after the last hooked node."""
+    `node`, `after[node](node, envs)` once it ran, with the environments (node -> value) of all batches.
+    Stops after the last hooked node."""
+    after = after or {}
     batches = [graph_inputs(gm, example_inputs, item) for item in calibration]
     if not batches:
         raise SparcError("option 'calibration' is empty: give at least one batch of model inputs")
     interpreters = [torch.fx.Interpreter(gm, garbage_collect_values=False) for _ in batches]
     for interpreter, args in zip(interpreters, batches):
         interpreter.args_iter = iter(args)
-    dying, remaining = last_uses(gm), len(before)
+    dying, remaining = last_uses(gm), len(set(before) | set(after))
     with torch.no_grad():
         for node in tqdm(list(gm.graph.nodes), desc=desc, unit="node", leave=False):
+            envs = [interpreter.env for interpreter in interpreters]
             if node in before:
-                before[node](node, [interpreter.env for interpreter in interpreters])
-                remaining -= 1
+                before[node](node, envs)
             if node.op == "output":
                 break
             for interpreter in interpreters:
                 interpreter.env[node] = interpreter.run_node(node)
+            if node in after:
+                after[node](node, envs)
+            remaining -= node in before or node in after
+            for env in envs:
                 for value in dying.get(node, ()):
-                    del interpreter.env[value]
+                    del env[value]
             if remaining == 0:
                 break
 

@@ -95,9 +95,29 @@ class _SequentialPlanner:
             self.progress.update()
 
 
+def plan_model(gm, example_inputs, targets: list[torch.fx.Node], settings, calibration) -> Plan:
+    """Model-level planners decide all their layers at once from a PlanContext."""
+    from sparc.planners.context import PlanContext
+
+    planner = PLANNERS[settings.method]()
+    context = PlanContext(gm, example_inputs, targets, settings, list(calibration or []))
+    layers = planner.plan_model(context)
+    sites = {node.meta["sparc"].name: node for node in targets}
+    for name, layer in layers.items():
+        node = sites[name]
+        layer.transposed = node.meta["sparc"].transposed
+        node.meta["sparc"] = dataclasses.replace(node.meta["sparc"], layer_plan=layer)
+    signature = {name: weight_signature(sites[name].meta["sparc"].weight) for name in layers}
+    return Plan(layers, signature, settings.method, settings.as_dict())
+
+
 def plan_layers(gm: torch.fx.GraphModule, example_inputs, linears: list[torch.fx.Node], settings,
                 calibration) -> Plan:
     targets = plannable(linears, settings)
+    for node in targets:
+        check_finite(node.meta["sparc"].name, node.meta["sparc"].logical_weight)
+    if hasattr(PLANNERS[settings.method], "plan_model"):
+        return plan_model(gm, example_inputs, targets, settings, calibration)
     sequential = _SequentialPlanner(settings)
     with tqdm(total=len(targets), desc=f"sparc: planning ({settings.method})", unit="layer") as progress:
         sequential.progress = progress

@@ -9,6 +9,7 @@ from .planners import PLANNERS
 
 INNER_COMPILERS = ("inductor", "eager")
 DEFAULT_SPARSITY = {"dense": 0.0, "2:4": 0.5}
+SPARSITY_RANGE = {"hybrid": (0.0, 0.5)}  # PATCH tiles are dense or 2:4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,9 @@ class PlanSettings:
         sparsity = DEFAULT_SPARSITY.get(pattern, 0.5) if self.sparsity is None else self.sparsity
         if not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
             raise SparcError(f"option 'sparsity' must be a number in [0, 1), got {sparsity!r}")
+        low, high = SPARSITY_RANGE.get(pattern, (0.0, 1.0))
+        if not low <= sparsity <= high:
+            raise SparcError(f"option 'sparsity' must be in [{low}, {high}] for method '{self.method}', got {sparsity}")
         if pattern in DEFAULT_SPARSITY and sparsity != DEFAULT_SPARSITY[pattern]:
             raise SparcError(f"pattern '{pattern}' fixes sparsity at {DEFAULT_SPARSITY[pattern]}, got {sparsity}")
         if self.bits not in (16, 4):

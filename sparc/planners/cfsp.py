@@ -24,6 +24,8 @@ import torch
 from sparc.errors import SparcError
 from sparc.ir import LayerPlan, TileFormat
 
+from .context import block_of
+
 PAPER_TOKENS = 131072  # 128 x 1024 calibration tokens, which the constant 1e4 of the budget rule assumes
 SHRINK_MARGIN = 1.05
 
@@ -188,3 +190,95 @@ def cfsp_layer_plans(keep: torch.Tensor, hidden: int, tile: int, names: dict[str
     return {name: LayerPlan(tuple(masks[role].shape), tile, _formats_from_mask(masks[role], tile), masks[role],
                             transposed=transposed.get(name, False), provenance=dict(provenance))
             for role, name in names.items()}
+
+
+def ffn_roles(context) -> list[dict[str, object]]:
+    """Per decoder block with an FFN: {"gate"?: node, "up": node, "down": node}. The FFN is the module named
+    mlp / ffn / feed_forward (or of a class named *MLP*); down is its last linear in graph order, up (and
+    gate, by name) the ones whose output width is down's input width."""
+    found = []
+    for nodes in context.blocks().values():
+        ffn = [n for n in nodes if _in_ffn(n)]
+        if len(ffn) < 2:
+            continue
+        down = ffn[-1]
+        width = down.meta["sparc"].logical_weight.shape[1]
+        roles = {"down": down}
+        for node in ffn[:-1]:
+            if node.meta["sparc"].logical_weight.shape[0] == width:
+                roles["gate" if "gate" in node.meta["sparc"].name else "up"] = node
+        if "up" in roles:
+            found.append(roles)
+    return found
+
+
+def _in_ffn(node) -> bool:
+    stack = (node.meta.get("nn_module_stack") or {}).values()
+    return any(path.rsplit(".", 1)[-1] in ("mlp", "ffn", "feed_forward") or "MLP" in cls.__name__
+               for path, cls in stack)
+
+
+def _weights(roles) -> dict[str, torch.Tensor]:
+    return {role: node.meta["sparc"].logical_weight.float().cpu() for role, node in roles.items()}
+
+
+def _plans(roles, keep: torch.Tensor, tile: int, method: str) -> dict[str, LayerPlan]:
+    hidden = roles["down"].meta["sparc"].logical_weight.shape[0]
+    names = {role: node.meta["sparc"].name for role, node in roles.items()}
+    transposed = {node.meta["sparc"].name: node.meta["sparc"].transposed for node in roles.values()}
+    return cfsp_layer_plans(keep, hidden, tile, names, method, transposed)
+
+
+class Cfsp:
+    """method="cfsp": coarse block budgets from the angular distance of block inputs and outputs, fine channel
+    scores within each block; sparsity = fraction of FFN channels removed."""
+
+    patterns = ("channels",)
+    needs_calibration = True
+
+    def plan_model(self, context) -> dict[str, LayerPlan]:
+        importance: dict[str, CoarseImportance] = {}
+        stats = context.input_stats(block_hook=lambda block, h_in, h_out:
+                                    importance.setdefault(block, CoarseImportance()).add(h_in, h_out))
+        blocks = ffn_roles(context)
+        values = [importance[block_of(roles["down"])].value for roles in blocks]
+        tokens = importance[block_of(blocks[0]["down"])].tokens
+        channels = blocks[0]["down"].meta["sparc"].logical_weight.shape[1]
+        kept = allocate_budget(values, context.settings.sparsity, tokens, channels, context.settings.tile)
+        plans = {}
+        for roles, count in zip(blocks, kept):
+            w = _weights(roles)
+            scores = fine_scores(w["up"], w.get("gate"), w["down"], stats[roles["down"].meta["sparc"].name].norms)
+            plans.update(_plans(roles, top_channels(scores, count), context.settings.tile, "cfsp"))
+        return plans
+
+
+class WandaSP:
+    """method="wanda-sp": standardised |W_down| * ||X|| channel scores, one global threshold."""
+
+    patterns = ("channels",)
+    needs_calibration = True
+    label = "wanda-sp"
+
+    def scores(self, weights, stats) -> torch.Tensor:
+        return wanda_sp_scores(weights["down"], stats.norms)
+
+    def plan_model(self, context) -> dict[str, LayerPlan]:
+        stats = context.input_stats() if self.needs_calibration else {}
+        blocks = ffn_roles(context)
+        scores = [self.scores(_weights(roles), stats.get(roles["down"].meta["sparc"].name)) for roles in blocks]
+        kept = global_keep_counts(scores, context.settings.sparsity, context.settings.tile)
+        plans = {}
+        for roles, block_scores, count in zip(blocks, scores, kept):
+            plans.update(_plans(roles, top_channels(block_scores, count), context.settings.tile, self.label))
+        return plans
+
+
+class MagnitudeSP(WandaSP):
+    """method="magnitude-sp": channel weight norms of up, gate and down, one global threshold."""
+
+    needs_calibration = False
+    label = "magnitude-sp"
+
+    def scores(self, weights, stats) -> torch.Tensor:
+        return magnitude_sp_scores(weights["up"], weights.get("gate"), weights["down"])

@@ -283,3 +283,40 @@ def final_layer_plans(gates: TileGates, match_target: bool = True) -> dict[str, 
     return {name: hybrid_plan(dense[name], masks_24[name], gates.tile,
                               {"method": "patch", "stage": "refined", "dense_tiles": int(dense[name].sum())})
             for name in gates.names}
+
+
+def prior_masks(weight: torch.Tensor, stats, settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """(2:4 mask, unstructured mask at the target sparsity) of one layer from the one-shot `settings.prior`."""
+    from .masks import mask_2of4, mask_unstructured_rows
+    from .sparsegpt import scaled_hessian, sparsegpt_prune
+
+    if settings.prior == "sparsegpt":
+        hessian = scaled_hessian(stats)
+        return (sparsegpt_prune(weight, hessian, "2:4")[1],
+                sparsegpt_prune(weight, hessian, "unstructured", settings.sparsity)[1])
+    scores = weight.abs() * stats.norms[None, :]
+    return mask_2of4(scores), mask_unstructured_rows(scores, settings.sparsity)
+
+
+class Patch:
+    """method="patch": the one-shot prior, then (refine_steps > 0) the learnable tile refinement on the LM loss of
+    the calibration batches. CPU-sized runs refine the tile logits only (the 2:4 patterns stay the prior's)."""
+
+    patterns = ("hybrid",)
+    needs_calibration = True
+
+    def plan_model(self, context) -> dict[str, LayerPlan]:
+        settings = context.settings
+        stats = context.input_stats(with_hessian=settings.prior == "sparsegpt")
+        weights = context.weights()
+        plans, masks_24 = {}, {}
+        for name, weight in weights.items():
+            masks_24[name], unstructured = prior_masks(weight, stats[name], settings)
+            plans[name] = prior_layer_plan(weight, masks_24[name], unstructured, settings.sparsity, settings.tile)
+        if settings.refine_steps == 0:
+            return plans
+        gates = TileGates.from_prior_plans(plans, masks_24, settings.sparsity, patterns=False)
+        batches = itertools.cycle(context.calibration)
+        with torch.enable_grad():
+            refine(gates, weights, lambda masked: context.lm_loss(masked, next(batches)), settings.refine_steps)
+        return final_layer_plans(gates)
