@@ -21,6 +21,7 @@ tl.dot runs on the tensor cores; fp32 activations use IEEE fp32 dots.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 
@@ -169,10 +170,11 @@ def launch(kernel, x2d: torch.Tensor, n: int, k: int, bias, tiling: Tiling, poin
     m = x2d.shape[0]
     out, partials = output_buffers(x2d, n, tiling, out, partials)
     target = out if tiling.split_k == 1 else partials
-    kernel[tiling.grid(m, n)](x2d, target, bias, *pointers, m, n, k, x2d.stride(0), x2d.stride(1), *extra_args,
-                              HAS_BIAS=bias is not None, **tiling.constexprs(x2d), **constexprs)
-    if tiling.split_k > 1:
-        grid = (triton.cdiv(m * n, REDUCE_BLOCK),)
-        reduce_splits_kernel[grid](partials, bias, out, m * n, n, HAS_BIAS=bias is not None, SPLIT_K=tiling.split_k,
-                                   ROUND_BF16=interpreted_bf16(x2d), BLOCK=REDUCE_BLOCK)
+    with torch.cuda.device(x2d.device) if x2d.is_cuda else contextlib.nullcontext():
+        kernel[tiling.grid(m, n)](x2d, target, bias, *pointers, m, n, k, x2d.stride(0), x2d.stride(1), *extra_args,
+                                  HAS_BIAS=bias is not None, **tiling.constexprs(x2d), **constexprs)
+        if tiling.split_k > 1:
+            grid = (triton.cdiv(m * n, REDUCE_BLOCK),)
+            reduce_splits_kernel[grid](partials, bias, out, m * n, n, HAS_BIAS=bias is not None,
+                                       SPLIT_K=tiling.split_k, ROUND_BF16=interpreted_bf16(x2d), BLOCK=REDUCE_BLOCK)
     return out
