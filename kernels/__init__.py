@@ -40,14 +40,18 @@ class PackedWeight:
 
 
 def pack(layout: str, weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype, group: int = 0, *,
-         block_n: int = 16, formats=None, tile: int = 128) -> PackedWeight:
+         block_n: int = 16, formats=None, tile: int = 128, scales=None, mins=None) -> PackedWeight:
     """Pack `weight * mask` ((N, K), logical layout) into `layout`, values in `dtype`.
 
     bsr_int4 takes `block_n`; hybrid takes `formats` (uint8 (ceil(N / tile), ceil(K / tile)) of TileFormat)
-    and `tile`."""
+    and `tile`; int4 and bsr_int4 take the planner's `scales` and `mins` (N, ceil(K / group)) if it chose them."""
     weight, mask = weight.float(), mask.bool()
+    if scales is not None and layout not in ("int4", "bsr_int4"):
+        raise ValueError(f"layout '{layout}' cannot take planner-chosen int4 scales")
     if layout == "bsr_int4":
-        tensors, extra = bsr_int4.pack(weight, mask, dtype, group, block_n), (block_n,)
+        tensors, extra = bsr_int4.pack(weight, mask, dtype, group, block_n, scales, mins), (block_n,)
+    elif layout == "int4":
+        tensors, extra = int4.pack(weight, mask, dtype, group, scales, mins), ()
     elif layout == "hybrid":
         tensors, extra = hybrid.pack(weight, mask, dtype, group, formats, tile), (tile,)
     else:

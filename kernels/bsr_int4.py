@@ -44,12 +44,16 @@ def block_grid(t: torch.Tensor, block_n: int, group: int) -> torch.Tensor:
     return padded.reshape(nb, block_n, kb, group).transpose(1, 2)
 
 
-def pack(weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype, group: int, block_n: int = 16):
+def pack(weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype, group: int, block_n: int = 16,
+         scales=None, mins=None):
+    """`scales`/`mins` (N, ceil(K / group)), when given, fix each group's quantization grid."""
     int4.check_group(group)
     check_block_n(block_n)
     kept = block_grid(mask, block_n, group).any(dim=-1).any(dim=-1)
     blocks = block_grid(weight * mask, block_n, group)[kept]
-    q, scales, mins = int4.quantize(blocks.reshape(-1, group), group, dtype)
+    if scales is not None:
+        scales, mins = (block_grid(t.float(), block_n, 1)[kept].reshape(-1, 1) for t in (scales, mins))
+    q, scales, mins = int4.quantize(blocks.reshape(-1, group), group, dtype, scales, mins)
     row_ptr = torch.nn.functional.pad(kept.sum(dim=1).cumsum(0), (1, 0)).to(torch.int32)
     index_dtype = torch.int16 if kept.shape[1] <= torch.iinfo(torch.int16).max else torch.int32
     col_idx = kept.nonzero()[:, 1].to(index_dtype)

@@ -23,14 +23,15 @@ def check_group(group: int) -> None:
         raise SparcError(f"int4 group must be one of {GROUPS}, got {group}")
 
 
-def quantize(weight: torch.Tensor, group: int, dtype: torch.dtype):
-    """(q (N, Kp) uint8, scales, mins) for a float32 weight; scales and mins rounded to `dtype` before q is chosen."""
+def quantize(weight: torch.Tensor, group: int, dtype: torch.dtype, scales=None, mins=None):
+    """(q (N, Kp) uint8, scales, mins) for a float32 weight; scales and mins (each group's range unless given, as
+    (N, Kp/group)) are rounded to `dtype` before q is chosen."""
     check_group(group)
     kp = -(-weight.shape[1] // group) * group
     groups = torch.nn.functional.pad(weight, (0, kp - weight.shape[1])).reshape(weight.shape[0], kp // group, group)
     low, high = groups.amin(-1), groups.amax(-1)
-    scales = ((high - low) / 15).to(dtype)
-    mins = low.to(dtype)
+    scales = ((high - low) / 15 if scales is None else scales).to(dtype)
+    mins = (low if mins is None else mins).to(dtype)
     step = torch.where(scales.float() > 0, scales.float(), torch.ones_like(low))
     q = ((groups - mins.float()[..., None]) / step[..., None]).round().clamp(0, 15)
     return q.reshape(weight.shape[0], kp).to(torch.uint8), scales.contiguous(), mins.contiguous()
@@ -50,8 +51,8 @@ def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(packed.shape[0], 2 * packed.shape[1])
 
 
-def pack(weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype, group: int):
-    q, scales, mins = quantize(weight * mask, group, dtype)
+def pack(weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype, group: int, scales=None, mins=None):
+    q, scales, mins = quantize(weight * mask, group, dtype, scales, mins)
     return pack_nibbles(q), scales, mins
 
 

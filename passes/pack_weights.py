@@ -25,18 +25,30 @@ LAYOUTS = {TileFormat.DENSE: "dense", TileFormat.NV24: "nv24", TileFormat.INT4: 
 
 
 def layout_of(name: str, layer: LayerPlan) -> str:
+    """One tile format: its layout (INT4 with whole blocks dropped: bsr_int4); several: hybrid."""
     formats = layer.format_set
-    if len(formats) != 1:
-        raise SparcError(f"layer '{name}' mixes tile formats {sorted(f.name for f in formats)}: mixed tile grids "
-                         "need the HYBRID format, which this version cannot pack yet; plan it with one format")
-    return LAYOUTS[formats.pop()]
+    if len(formats) > 1:
+        return "hybrid"
+    layout = LAYOUTS[formats.pop()]
+    if layer.block_n:
+        if layout != "int4":
+            raise SparcError(f"layer '{name}' is block-sparse (block_n={layer.block_n}) but its tiles are {layout}: "
+                             "block-sparse storage is for INT4 layers")
+        return "bsr_int4"
+    return layout
 
 
 def pack_layer(name: str, layer: LayerPlan, stored_weight: torch.Tensor) -> PackedWeight:
     """Pack one planned weight (given in its stored layout) in its own dtype, on its own device."""
     logical = stored_weight.detach().t() if layer.transposed else stored_weight.detach()
     weight = layer.weight if layer.weight is not None else logical
-    packed = pack(layout_of(name, layer), weight.float().cpu(), layer.mask, stored_weight.dtype, layer.group)
+    layout = layout_of(name, layer)
+    options = {"formats": layer.formats, "tile": layer.tile} if layout == "hybrid" else {}
+    if layer.block_n:
+        options["block_n"] = layer.block_n
+    if layer.scales is not None:
+        options.update(scales=layer.scales, mins=layer.mins)
+    packed = pack(layout, weight.float().cpu(), layer.mask, stored_weight.dtype, layer.group, **options)
     return packed.to(stored_weight.device)
 
 

@@ -126,3 +126,20 @@ def test_backend_is_found_through_the_entry_point_and_import_registers_nothing()
     import subprocess
     import sys
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+@pytest.mark.parametrize("method,settings,layouts", [
+    ("gqsa", dict(bits=4, group=32, sparsity=0.5), {"bsr_int4"}),
+    ("patch", dict(sparsity=0.3, tile=64), {"hybrid", "nv24"}),
+    ("cfsp", dict(sparsity=0.3, tile=64), {"dense"}),
+    ("sparsegpt", dict(pattern="2:4"), {"nv24"}),
+])
+def test_every_planner_compiles_to_its_layouts_and_matches_reference(method, settings, layouts, tmp_path):
+    model = make("llama")
+    plan = sparc.plan(model, calibration("llama"), method=method, **settings)
+    compiled = torch.compile(model, backend="sparc", options={"plan": plan, "dump": str(tmp_path)})
+    x = example_input("llama", 2, 11)
+    with torch.no_grad():
+        assert relative_error(logits(compiled(x)), logits(sparc.reference(model, plan)(x))) <= 1e-5
+    table = (tmp_path / "layers_0.txt").read_text()
+    assert all(f" {layout} " in table for layout in layouts), table
