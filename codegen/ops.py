@@ -1,8 +1,9 @@
 """`sparc::linear`: one custom op for every packed format.
 
 `linear(x, weights, bias, layout, dims)` computes x @ W.T + bias for the weight packed in `layout` (its
-tensors in `weights`, dims = [out_features, in_features, group]). Inductor sees an opaque op with a fake
-implementation; at run time the reference implementation of the layout does the work.
+tensors in `weights`, dims = [out_features, in_features, group, *the layout's extra dims]). Inductor sees an
+opaque op with a fake implementation; at run time the layout's Triton kernel does the work on CUDA tensors
+and its pure-PyTorch reference elsewhere.
 """
 from __future__ import annotations
 

@@ -46,6 +46,10 @@ def decode_meta(meta: torch.Tensor) -> torch.Tensor:
     return torch.stack([nibbles & 3, nibbles >> 2], dim=-1)
 
 
+# byte -> input positions (within its 8 inputs) of the 4 values it places: one table lookup decodes a byte
+_BYTE_POSITIONS = torch.tensor([[b & 3, (b >> 2) & 3, 4 + ((b >> 4) & 3), 4 + (b >> 6)] for b in range(256)])
+
+
 def compress(weight: torch.Tensor, mask: torch.Tensor):
     """(values (N, Kp/2) float32, meta) of the masked weight."""
     kp = padded_k(weight.shape[1])
@@ -57,10 +61,10 @@ def compress(weight: torch.Tensor, mask: torch.Tensor):
 
 def expand(values: torch.Tensor, meta: torch.Tensor, shape) -> torch.Tensor:
     n, k = shape
-    positions = decode_meta(meta)
-    groups = torch.zeros(n, positions.shape[1], 4, dtype=values.dtype, device=values.device)
-    groups.scatter_(-1, positions, values.reshape(n, -1, 2))
-    return groups.reshape(n, -1)[:, :k]
+    offsets = 8 * torch.arange(meta.shape[1], device=meta.device)[:, None]
+    columns = (_BYTE_POSITIONS.to(meta.device)[meta.long()] + offsets).reshape(n, -1)
+    dense = torch.zeros(n, 8 * meta.shape[1], dtype=values.dtype, device=values.device)
+    return dense.scatter_(1, columns, values)[:, :k]
 
 
 def pack(weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype, group: int):
