@@ -39,10 +39,11 @@ def kjv_verses() -> list[str]:
 
 
 def kjv_split(calibration_share: float = 0.8) -> tuple[str, str]:
-    """(calibration text, held-out text): the first `calibration_share` of the verses, and the rest."""
+    """(calibration text, held-out text): the first `calibration_share` of the verses, and the rest, one verse a
+    line."""
     verses = kjv_verses()
     cut = int(len(verses) * calibration_share)
-    return " ".join(verses[:cut]), " ".join(verses[cut:])
+    return "\n".join(verses[:cut]), "\n".join(verses[cut:])
 
 
 def token_windows(tokenizer, text: str, length: int, count: int) -> list[torch.Tensor]:
