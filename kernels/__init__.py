@@ -2,7 +2,8 @@
 
 Each format lives in its own file with a pure-PyTorch reference (the ground truth, used on the CPU) and the
 Triton piece that rebuilds its weight blocks; `hybrid.tile_grid_kernel` runs the tile formats (dense, nv24,
-int4, nv24_int4, zero and their hybrid grid), `bsr_int4.bsr_int4_kernel` the block-sparse one.
+int4, nv24_int4, zero and their hybrid grid), `bsr_int4.bsr_int4_kernel` the block-sparse one, and for decode
+(M <= 16) `gemv` runs int4, nv24, nv24_int4 and bsr_int4 with weight-streaming kernels.
 A `PackedWeight` is what a planned linear holds at run time: the format name, the logical
 (out_features, in_features) shape, the quantization group, the tensors the format stores and the format's
 extra dims (hybrid: the tile size; bsr_int4: block_n).
@@ -13,7 +14,7 @@ import dataclasses
 
 import torch
 
-from . import bsr_int4, dense, hybrid, int4, nv24, nv24_int4, zero
+from . import bsr_int4, dense, gemv, hybrid, int4, nv24, nv24_int4, zero
 
 FORMATS = {"dense": dense, "nv24": nv24, "int4": int4, "nv24_int4": nv24_int4, "zero": zero,
            "bsr_int4": bsr_int4, "hybrid": hybrid}
@@ -82,7 +83,10 @@ def triton_matmul(x: torch.Tensor, layout: str, tensors, dims, bias: torch.Tenso
     x2d = x.reshape(-1, k)
     if x2d.shape[0] == 0:
         return x.new_empty(*x.shape[:-1], n)
-    run = bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul
+    if gemv.supports(layout, x2d.shape[0]):
+        run = gemv.matmul
+    else:
+        run = bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul
     out = run(x2d, layout, list(tensors), dims, bias, split_k=split_k, out=out, partials=partials)
     return out.reshape(*x.shape[:-1], n)
 

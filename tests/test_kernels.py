@@ -371,3 +371,18 @@ def test_kernel_through_torch_compile_gpu(layout):
         x = torch.randn(m, 1500, device="cuda", dtype=torch.bfloat16)
         for _ in range(3):
             assert_matches_reference(compiled(x) / 2, x, packed, None)
+
+
+@pytest.mark.parametrize("layout", kernels.gemv.LAYOUTS)
+@pytest.mark.parametrize("m", [1, 5, 16])
+def test_decode_runs_the_gemv_kernels(layout, m, monkeypatch):
+    """M <= 16 goes through `gemv` (whole groups per K block, every group size), larger M does not."""
+    calls = []
+    run = kernels.gemv.matmul
+    monkeypatch.setattr(kernels.gemv, "matmul", lambda *args, **kw: calls.append(1) or run(*args, **kw))
+    for group in (32, 64, 128):
+        case = make_case(layout, 48, 600, torch.bfloat16, group, 0.6, group + m, block_n=32)
+        check_kernel(case, m, None, True)
+    assert len(calls) == 3
+    check_kernel(make_case(layout, 20, 70, torch.float32, 32, 0.6, 5), 17, None, False)
+    assert len(calls) == 3
