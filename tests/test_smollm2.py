@@ -14,19 +14,42 @@ from common import kjv_split, load_smollm2, perplexity, token_windows  # noqa: E
 pytestmark = pytest.mark.slow
 
 
-def test_wanda_24_compiled_matches_reference_and_eager_perplexity():
+@pytest.fixture(scope="module")
+def smollm2():
     model, tokenizer = load_smollm2()
     calibration_text, held_out_text = kjv_split()
-    calibration = token_windows(tokenizer, calibration_text, 128, 4)
-    held_out = token_windows(tokenizer, held_out_text, 256, 2)
+    return model, token_windows(tokenizer, calibration_text, 128, 4), token_windows(tokenizer, held_out_text, 256, 2)
+
+
+def relative_error(actual, expected):
+    return ((actual.float() - expected.float()).norm() / expected.float().norm()).item()
+
+
+def test_wanda_24_compiled_matches_reference_and_eager_perplexity(smollm2):
+    model, calibration, held_out = smollm2
     plan = sparc.plan(model, calibration, method="wanda", sparsity=0.5, pattern="2:4")
     assert len(plan.layers) == 30 * 7 and "lm_head.weight" not in plan.layers
     reference = sparc.reference(model, plan)
     compiled = torch.compile(model, backend="sparc", options={"plan": plan})
     with torch.no_grad():
         actual, expected = compiled(held_out[0]).logits, reference(held_out[0]).logits
-    assert ((actual - expected).norm() / expected.norm()).item() <= 1e-5
+    assert relative_error(actual, expected) <= 1e-5
     compiled_ppl, eager_ppl, dense_ppl = perplexity(compiled, held_out), perplexity(reference, held_out), \
         perplexity(model, held_out)
     assert abs(compiled_ppl / eager_ppl - 1) <= 0.01
     assert compiled_ppl > dense_ppl * 1.5  # 2:4 pruning without weight updates costs a lot on a 135M model
+
+
+def test_patch_planned_while_compiling_matches_reference(smollm2):
+    model, calibration, held_out = smollm2
+    options = {"method": "patch", "sparsity": 0.35, "calibration": calibration}
+    compiled = torch.compile(model, backend="sparc", options=options)
+    with torch.no_grad():
+        actual = compiled(calibration[0]).logits  # the first call traces at the calibration shape and plans
+    plan = sparc.plan(model, calibration, method="patch", sparsity=0.35)
+    assert {layer.describe() for layer in plan.layers.values()} == {"dense+nv24"}
+    achieved = 1 - sum(l.mask.sum().item() for l in plan.layers.values()) / sum(l.mask.numel() for l in plan.layers.values())
+    assert abs(achieved - 0.35) <= 0.01
+    with torch.no_grad():
+        expected = sparc.reference(model, plan)(calibration[0]).logits
+    assert relative_error(actual, expected) <= 1e-5
