@@ -33,7 +33,7 @@ def plan_from_options(options: dict, opts: Options, gm, example_inputs):
     cached = _PLANS_BY_OPTIONS.get(id(options))
     if cached is not None:
         return cached[1]
-    first, batches = split_first(opts.calibration) if opts.calibration is not None else (None, None)
+    batches = split_first(opts.calibration)[1] if opts.calibration is not None else None
     plan = plan_graph(gm, example_inputs, opts.settings, batches)
     _PLANS_BY_OPTIONS[id(options)] = (options, plan)
     return plan

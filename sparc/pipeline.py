@@ -24,8 +24,9 @@ def plan_graph(gm: torch.fx.GraphModule, example_inputs, settings: PlanSettings,
     plan = plan_layers(gm, example_inputs, linears, settings, calibration)
     skipped = sorted({node.meta["sparc"].name for node in linears} - set(plan.layers))
     if skipped:
-        log.warning("sparc: these linears stay dense (option 'exclude', or the weight is shared with a non-linear "
-                    "op such as a tied embedding): %s", ", ".join(skipped))
+        log.warning("sparc: method '%s' leaves these linears dense (option 'exclude', a weight shared with a "
+                    "non-linear op such as a tied embedding, or outside what the method prunes): %s",
+                    settings.method, ", ".join(skipped))
     return plan
 
 
