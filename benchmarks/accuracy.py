@@ -18,7 +18,7 @@ import torch
 import sparc
 from sparc.passes.pack_weights import pack_layer
 
-from common import kjv_split, load_smollm2, perplexity, token_windows
+from common import perplexity, smollm2_with_kjv
 
 REFINE_STEPS = 20
 
@@ -74,10 +74,7 @@ def main():
     parser.add_argument("--out", default="", help="also write the table to this file")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model, tokenizer = load_smollm2()
-    calibration_text, held_out_text = kjv_split()
-    calibration = token_windows(tokenizer, calibration_text, 512, args.calibration)
-    held_out = token_windows(tokenizer, held_out_text, 512, args.windows)
+    model, _, calibration, held_out = smollm2_with_kjv((args.calibration, 512), (args.windows, 512))
     wanted = [part for part in args.only.split(",") if part]
     rows = []
     for name, settings in ROWS:

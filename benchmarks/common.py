@@ -54,6 +54,14 @@ def token_windows(tokenizer, text: str, length: int, count: int) -> list[torch.T
     return [ids[i * length:(i + 1) * length][None] for i in range(count)]
 
 
+def smollm2_with_kjv(calibration: tuple[int, int], held_out: tuple[int, int]):
+    """(model, tokenizer, calibration windows, held-out windows); each window spec is (count, tokens)."""
+    model, tokenizer = load_smollm2()
+    calibration_text, held_out_text = kjv_split()
+    return (model, tokenizer, token_windows(tokenizer, calibration_text, calibration[1], calibration[0]),
+            token_windows(tokenizer, held_out_text, held_out[1], held_out[0]))
+
+
 @torch.no_grad()
 def perplexity(model, windows: list[torch.Tensor]) -> float:
     total, tokens = 0.0, 0

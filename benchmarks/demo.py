@@ -13,7 +13,7 @@ import torch
 import sparc
 from sparc.debug import plan_table
 
-from common import greedy, kjv_split, load_smollm2, perplexity, token_windows
+from common import greedy, perplexity, smollm2_with_kjv
 
 PROMPT = "And God said unto Moses,"
 
@@ -27,10 +27,7 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    model, tokenizer = load_smollm2()
-    calibration_text, held_out_text = kjv_split()
-    calibration = token_windows(tokenizer, calibration_text, 256, args.calibration_batches)
-    held_out = token_windows(tokenizer, held_out_text, 512, args.windows)
+    model, tokenizer, calibration, held_out = smollm2_with_kjv((args.calibration_batches, 256), (args.windows, 512))
 
     start = time.perf_counter()
     plan = sparc.plan(model, calibration, method="wanda", sparsity=0.5, pattern="2:4")

@@ -9,16 +9,15 @@ import torch
 import sparc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from common import kjv_split, load_smollm2, perplexity, token_windows  # noqa: E402
+from common import perplexity, smollm2_with_kjv  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def smollm2():
-    model, tokenizer = load_smollm2()
-    calibration_text, held_out_text = kjv_split()
-    return model, token_windows(tokenizer, calibration_text, 128, 4), token_windows(tokenizer, held_out_text, 256, 2)
+    model, _, calibration, held_out = smollm2_with_kjv((4, 128), (2, 256))
+    return model, calibration, held_out
 
 
 def relative_error(actual, expected):
