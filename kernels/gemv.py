@@ -20,7 +20,8 @@ device). Per K block of BLOCK_K inputs it loads, for its BLOCK_N rows:
     bsr_int4   one stored (block_n x group) block: group / 2 contiguous bytes a row, one scale and minimum a row.
 
 and the x values that meet them. M == 1 (BLOCK_M == 1) multiplies on the FMA units: acc[n] += sum over the
-block of w[n, j] * x[k(j)], a broadcast product reduced with tl.sum; for NV24 and NV24_INT4, k(j) is the kept
+block of w[n, j] * x[k(j)], a broadcast product reduced with tl.sum. INT4 and BSR_INT4 sum per group first,
+s * sum(q * x) + m * sum(x), so the scale and minimum cost one FMA per group; for NV24 and NV24_INT4, k(j) is the kept
 position, x[4g + idx] picked among the group's four x values with three selects (no dense weight is built).
 2 <= M <= 16 (BLOCK_M == 16) feeds the same weight pieces to tl.dot against the matching strided x columns
 (x[:, k0 + i::4] @ w_i.T for the four NV24 positions i), so every weight byte is loaded once for all rows of x.
@@ -53,11 +54,11 @@ class Config:
 
 
 # (layout, M == 1) -> Config
-CONFIGS = {
-    ("int4", True): Config(32, 256), ("int4", False): Config(64, 256),
-    ("nv24", True): Config(32, 256), ("nv24", False): Config(64, 256),
-    ("nv24_int4", True): Config(32, 512), ("nv24_int4", False): Config(64, 512),
-    ("bsr_int4", True): Config(16, 128), ("bsr_int4", False): Config(16, 128),
+CONFIGS = {  # the fastest on an H100 over 4096x4096, 14336x4096 and 4096x14336 (bf16, group 128)
+    ("int4", True): Config(64, 128, 4), ("int4", False): Config(128, 128, 8),
+    ("nv24", True): Config(64, 256, 8), ("nv24", False): Config(128, 128, 4),
+    ("nv24_int4", True): Config(16, 1024, 4), ("nv24_int4", False): Config(128, 256, 8),
+    ("bsr_int4", True): Config(16, 128, 8), ("bsr_int4", False): Config(16, 128, 4),
 }
 
 
@@ -120,6 +121,44 @@ def dequantize_groups(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, g0,
 
 
 @triton.jit
+def group_sums(q_ptr, scales_ptr, mins_ptr, x_ptr, rows, row_ok, row_groups, g0, k0, K, stride_xk,
+               G: tl.constexpr, GROUP_BYTES: tl.constexpr):
+    """sum over groups g0 .. g0 + G of s * sum(q * x) + m * sum(x), (BLOCK_N,) fp32: the M == 1 product of an
+    int4 block (groups of GROUP_BYTES bytes, even inputs in the low nibbles) with x[k0 :], one scale and minimum
+    applied per group instead of per weight."""
+    groups = g0 + tl.arange(0, G)
+    ok = row_ok[:, None] & (groups < row_groups)[None, :]
+    meta = rows.to(tl.int64)[:, None] * row_groups + groups[None, :]
+    scales = tl.load(scales_ptr + meta, mask=ok, other=0.0).to(tl.float32)
+    mins = tl.load(mins_ptr + meta, mask=ok, other=0.0).to(tl.float32)
+    packed = tl.load(q_ptr + meta[:, :, None] * GROUP_BYTES + tl.arange(0, GROUP_BYTES)[None, None, :],
+                     mask=ok[:, :, None], other=0)
+    offs_k = k0 + 2 * (GROUP_BYTES * tl.arange(0, G)[:, None] + tl.arange(0, GROUP_BYTES)[None, :])
+    x_even = tl.load(x_ptr + offs_k * stride_xk, mask=offs_k < K, other=0.0).to(tl.float32)
+    x_odd = tl.load(x_ptr + (offs_k + 1) * stride_xk, mask=offs_k + 1 < K, other=0.0).to(tl.float32)
+    dots = tl.sum((packed & 0xF).to(tl.float32) * x_even[None] + (packed >> 4).to(tl.float32) * x_odd[None], axis=2)
+    return tl.sum(dots * scales + mins * tl.sum(x_even + x_odd, axis=1)[None, :], axis=1)
+
+
+@triton.jit
+def int4_product(acc, q_ptr, scales_ptr, mins_ptr, x_ptr, offs_m, rows, row_ok, row_groups, g0, k0, M, K,
+                 stride_xm, stride_xk, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP: tl.constexpr,
+                 USE_DOT: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """acc += x[:, k0 : k0 + BLOCK_K] @ w.T for the int4 groups g0 .. g0 + BLOCK_K / GROUP of `rows`."""
+    if USE_DOT:
+        even, odd = dequantize_groups(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, g0, BLOCK_N,
+                                      BLOCK_K // GROUP, GROUP // 2)
+        acc = strided_product(acc, even, x_ptr, offs_m, k0, M, K, stride_xm, stride_xk, 2, 0, BLOCK_K, USE_DOT,
+                              DOT_DTYPE, PRECISION)
+        acc = strided_product(acc, odd, x_ptr, offs_m, k0, M, K, stride_xm, stride_xk, 2, 1, BLOCK_K, USE_DOT,
+                              DOT_DTYPE, PRECISION)
+    else:
+        acc += group_sums(q_ptr, scales_ptr, mins_ptr, x_ptr + offs_m.to(tl.int64) * stride_xm, rows, row_ok,
+                          row_groups, g0, k0, K, stride_xk, BLOCK_K // GROUP, GROUP // 2)[None, :]
+    return acc
+
+
+@triton.jit
 def program_slice(N, K, SPAN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                   SPLIT_K: tl.constexpr):
     """(offs_m, offs_n, first and end K block) of this program; rows are K padded to SPAN long."""
@@ -142,12 +181,8 @@ def int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for step in range(first, end):
         k0 = step * BLOCK_K
-        even, odd = dequantize_groups(q_ptr, scales_ptr, mins_ptr, offs_n, offs_n < N, row_groups, k0 // GROUP,
-                                      BLOCK_N, BLOCK_K // GROUP, GROUP // 2)
-        acc = strided_product(acc, even, x_ptr, offs_m, k0, M, K, stride_xm, stride_xk, 2, 0, BLOCK_K, USE_DOT,
-                              DOT_DTYPE, PRECISION)
-        acc = strided_product(acc, odd, x_ptr, offs_m, k0, M, K, stride_xm, stride_xk, 2, 1, BLOCK_K, USE_DOT,
-                              DOT_DTYPE, PRECISION)
+        acc = int4_product(acc, q_ptr, scales_ptr, mins_ptr, x_ptr, offs_m, offs_n, offs_n < N, row_groups, k0 // GROUP,
+                           k0, M, K, stride_xm, stride_xk, BLOCK_N, BLOCK_K, GROUP, USE_DOT, DOT_DTYPE, PRECISION)
     store_result(acc, out_ptr, bias_ptr, offs_m, offs_n, M, N, tl.program_id(1), HAS_BIAS, SPLIT_K, ROUND_BF16)
 
 
@@ -211,12 +246,10 @@ def bsr_int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scal
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for block in range(first + pid_k, last, SPLIT_K):
         k0 = tl.load(col_ptr + block).to(tl.int32) * BLOCK_K
-        even, odd = dequantize_groups(q_ptr, scales_ptr, mins_ptr, block * BLOCK_N + rows,
-                                      rows < BLOCK_N, 1, 0, BLOCK_N, 1, BLOCK_K // 2)
-        acc = strided_product(acc, even, x_ptr, offs_m, k0, M, K, stride_xm, stride_xk, 2, 0, BLOCK_K, USE_DOT,
-                              DOT_DTYPE, PRECISION)
-        acc = strided_product(acc, odd, x_ptr, offs_m, k0, M, K, stride_xm, stride_xk, 2, 1, BLOCK_K, USE_DOT,
-                              DOT_DTYPE, PRECISION)
+        # the stored block: BLOCK_N rows of one group each, group rows block * BLOCK_N + r
+        acc = int4_product(acc, q_ptr, scales_ptr, mins_ptr, x_ptr, offs_m, block * BLOCK_N + rows, rows < BLOCK_N, 1,
+                           0, k0, M, K, stride_xm, stride_xk, BLOCK_N, BLOCK_K, BLOCK_K, USE_DOT,
+                           DOT_DTYPE, PRECISION)
     offs_n = block_row * BLOCK_N + rows
     store_result(acc, out_ptr, bias_ptr, offs_m, offs_n, M, N, pid_k, HAS_BIAS, SPLIT_K, ROUND_BF16)
 
