@@ -6,8 +6,9 @@ planner can decide a linear from the statistics of all batches at that point and
 the rest of the graph runs: later layers then see the already-pruned earlier ones (as Wanda's and
 SparseGPT's reference code do). Values die after their last use and the run stops after the last node
 anyone asked about, so memory stays bounded by the live activations of all batches.
-Accumulates, never storing activations: ||X_j||^2 per input feature and, when asked, X^T X. Raises on NaN/Inf
-activations, naming the layer. Writes: `LinearSite.stats` (an `InputStats`).
+`InputStats` accumulates, never storing activations: ||X_j||^2 per input feature and, when asked, X^T X; it
+raises on NaN/Inf activations, naming the layer. Used by plan_layers (per-layer planners, which write
+`LinearSite.stats`) and by PlanContext.input_stats (model-level planners).
 """
 from __future__ import annotations
 
@@ -92,17 +93,3 @@ def run_lockstep(gm: torch.fx.GraphModule, example_inputs, calibration, before: 
                     del env[value]
             if remaining == 0:
                 break
-
-
-def collect_stats(gm: torch.fx.GraphModule, example_inputs, linears: list[torch.fx.Node], calibration,
-                  with_hessian: bool = False) -> None:
-    """Statistics of every linear's input over the calibration batches, weights unchanged."""
-
-    def accumulate(node, envs):
-        site = node.meta["sparc"]
-        stats = InputStats.empty(site.logical_weight.shape[1], with_hessian)
-        for env in envs:
-            stats.add(env[site.input], site.name)
-        node.meta["sparc"] = dataclasses.replace(site, stats=stats)
-
-    run_lockstep(gm, example_inputs, calibration, {node: accumulate for node in linears})
