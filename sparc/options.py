@@ -18,7 +18,7 @@ class PlanSettings:
     ("2:4", "unstructured", "dense"); bits: 16 (weights keep the activation dtype) or 4 (int4 groups of `group`);
     tile: the tile edge of the format grid; exclude: substrings of weight names left dense; refine_steps:
     optimisation steps of planners that refine their one-shot result (PATCH, GQSA); prior: the one-shot
-    method a refining planner starts from ("wanda" or "sparsegpt")."""
+    method a refining planner starts from ("sparsegpt" or "wanda"); refine_lr: the refinement's learning rate."""
 
     method: str = "wanda"
     sparsity: float | None = None
@@ -28,7 +28,8 @@ class PlanSettings:
     tile: int = 128
     exclude: tuple[str, ...] = ("lm_head",)
     refine_steps: int = 0
-    prior: str = "wanda"
+    refine_lr: float = 1e-3
+    prior: str = "sparsegpt"
 
     def __post_init__(self):
         if self.method not in PLANNERS:
@@ -53,6 +54,8 @@ class PlanSettings:
             raise SparcError(f"option 'tile' must be 64 or 128, got {self.tile!r}")
         if not isinstance(self.refine_steps, int) or self.refine_steps < 0:
             raise SparcError(f"option 'refine_steps' must be a non-negative integer, got {self.refine_steps!r}")
+        if not isinstance(self.refine_lr, (int, float)) or not self.refine_lr > 0:
+            raise SparcError(f"option 'refine_lr' must be a positive number, got {self.refine_lr!r}")
         if self.prior not in ("wanda", "sparsegpt"):
             raise SparcError(f"option 'prior' must be 'wanda' or 'sparsegpt', got {self.prior!r}")
         object.__setattr__(self, "pattern", pattern)

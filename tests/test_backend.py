@@ -143,3 +143,21 @@ def test_every_planner_compiles_to_its_layouts_and_matches_reference(method, set
         assert relative_error(logits(compiled(x)), logits(sparc.reference(model, plan)(x))) <= 1e-5
     table = (tmp_path / "layers_0.txt").read_text()
     assert all(f" {layout} " in table for layout in layouts), table
+
+
+@pytest.mark.parametrize("prior", ["sparsegpt", "wanda"])
+def test_refined_patch_plan_meets_its_sparsity_and_matches_reference(prior):
+    model = make("llama")
+    weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+    plan = sparc.plan(model, calibration("llama"), method="patch", sparsity=0.3, tile=64, refine_steps=3,
+                      refine_lr=0.05, prior=prior)
+    assert all(torch.equal(p, weights[name]) for name, p in model.named_parameters())  # the model is not changed
+    kept = sum(int(layer.mask.sum()) for layer in plan.layers.values())
+    total = sum(layer.mask.numel() for layer in plan.layers.values())
+    assert abs(1 - kept / total - 0.3) <= 0.05  # tiny model: one 64 x 64 tile is 2-6% of a layer
+    assert {layer.provenance["stage"] for layer in plan.layers.values()} == {"refined"}
+    assert all((layer.weight is not None) == (prior == "sparsegpt") for layer in plan.layers.values())
+    compiled = torch.compile(model, backend="sparc", options={"plan": plan})
+    x = example_input("llama", 1, 9)
+    with torch.no_grad():
+        assert relative_error(logits(compiled(x)), logits(sparc.reference(model, plan)(x))) <= 1e-5

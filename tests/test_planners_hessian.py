@@ -57,6 +57,27 @@ def test_sparsegpt_with_identity_hessian_is_magnitude_2of4_without_updates():
     assert plan.format_set == {TileFormat.NV24} and plan.provenance["pattern"] == "2:4"
 
 
+def test_sparsegpt_never_prunes_protected_weights_and_keeps_2of4_elsewhere():
+    torch.manual_seed(0)
+    weight, x = torch.randn(16, 256), correlated_inputs(256, 512, seed=3)()
+    protected = torch.zeros(16, 256, dtype=torch.bool)
+    protected[:8, 128:] = True
+    updated, kept, _ = sparsegpt_prune(weight, stats_of(x).hessian * 2 / 512, "2:4", protected=protected)
+    assert kept[protected].all()
+    assert torch.all(kept[~protected].reshape(-1, 4).sum(-1) == 2)
+    assert (updated[~kept] == 0).all()
+    assert not torch.equal(updated[protected], weight[protected])  # protected weights still take the OBS update
+    unprotected = sparsegpt_prune(weight, identity_stats(256).hessian * 2 / 10, "2:4", protected=protected)
+    assert torch.equal(unprotected[1][~protected], mask_2of4(weight.abs())[~protected])
+
+
+def test_sparsegpt_protecting_every_weight_changes_nothing():
+    weight, x = torch.randn(8, 64), torch.randn(100, 64)
+    updated, kept, loss = sparsegpt_prune(weight, stats_of(x).hessian, "2:4",
+                                          protected=torch.ones(8, 64, dtype=torch.bool))
+    assert kept.all() and loss == 0 and torch.allclose(updated, weight)
+
+
 def test_sparsegpt_with_identity_hessian_prunes_lowest_magnitudes_of_each_128_block():
     weight, sparsity = torch.randn(24, 300), 0.4
     plan = SparseGPT().plan_layer(weight, identity_stats(300), settings("sparsegpt", "unstructured", sparsity))

@@ -1,5 +1,6 @@
 """CFSP and PATCH math: budget allocation, scores, masks, tile gates and the refinement loop, on hand examples."""
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -171,6 +172,19 @@ def test_prior_picks_the_tiles_that_keep_most_and_breaks_ties_in_order():
     weight = torch.ones(8, 8)
     plan = patch.prior_layer_plan(weight, mask_2of4(weight), mask, 0.25, tile=4)  # 2 dense of 4
     assert plan.formats.tolist() == [[TileFormat.DENSE, TileFormat.NV24], [TileFormat.DENSE, TileFormat.NV24]]
+
+
+def test_sparsegpt_prior_protects_its_dense_tiles_and_updates_the_weights():
+    torch.manual_seed(0)
+    weight, x = torch.randn(32, 64), torch.randn(256, 64) @ (torch.eye(64) + 0.3 * torch.randn(64, 64))
+    stats = SimpleNamespace(hessian=(x.T @ x).double(), tokens=256, norms=x.norm(dim=0))
+    plan = patch.prior_layer(weight, stats, SimpleNamespace(prior="sparsegpt", sparsity=0.35, tile=16))
+    dense = plan.tile_mask(TileFormat.DENSE)
+    assert int((plan.formats == TileFormat.DENSE).sum()) == patch.n_dense_tiles(8, 0.35) == 2
+    assert plan.mask[dense].all() and torch.all(plan.mask[~dense].reshape(-1, 4).sum(-1) == 2)
+    assert plan.weight is not None and (plan.weight[~plan.mask] == 0).all()
+    error = ((x @ (weight - plan.weight).T) ** 2).sum()
+    assert error < ((x @ (weight - weight * plan.mask).T) ** 2).sum()  # the OBS update beats masking alone
 
 
 def test_soft_mask_approaches_the_hard_mask():

@@ -88,6 +88,18 @@ class PlanContext:
                      after)
         return stats
 
+    def plan_in_order(self, plan_layer, needs_hessian: bool = False, desc: str = "sparc: planning") -> dict:
+        """{name: LayerPlan} from `plan_layer(name, weight, stats)`, called layer by layer in graph order, each
+        layer's statistics taken with the earlier layers holding their planned weights (see plan_layers)."""
+        from sparc.passes.plan_layers import plan_in_order
+
+        return plan_in_order(self.gm, self.example_inputs, self.linears, plan_layer, self.calibration or None,
+                             needs_hessian, desc)
+
+    def planned_stats(self) -> dict[str, InputStats]:
+        """{name: input statistics (no Hessian)} each linear was last planned with by `plan_in_order`."""
+        return {node.meta["sparc"].name: node.meta["sparc"].stats for node in self.linears}
+
     def _block_observers(self, block_hook) -> dict:
         """After-hooks that keep each block's input (it dies inside the block) and report it with the output."""
         kept: dict[str, list[torch.Tensor]] = {}

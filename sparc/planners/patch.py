@@ -26,6 +26,9 @@ from tqdm.auto import tqdm
 from sparc.errors import SparcError
 from sparc.ir import LayerPlan, TileFormat
 
+from .masks import mask_2of4, mask_unstructured_rows
+from .sparsegpt import scaled_hessian, sparsegpt_prune
+
 PATTERNS_24 = torch.tensor([[1.0 if i in kept else 0.0 for i in range(4)]
                             for kept in itertools.combinations(range(4), 2)])  # (6, 4): the legal 2:4 patterns
 INIT_STD = 0.014
@@ -285,38 +288,76 @@ def final_layer_plans(gates: TileGates, match_target: bool = True) -> dict[str, 
             for name in gates.names}
 
 
-def prior_masks(weight: torch.Tensor, stats, settings) -> tuple[torch.Tensor, torch.Tensor]:
-    """(2:4 mask, unstructured mask at the target sparsity) of one layer from the one-shot `settings.prior`."""
-    from .masks import mask_2of4, mask_unstructured_rows
-    from .sparsegpt import scaled_hessian, sparsegpt_prune
-
-    if settings.prior == "sparsegpt":
-        hessian = scaled_hessian(stats)
-        return (sparsegpt_prune(weight, hessian, "2:4")[1],
-                sparsegpt_prune(weight, hessian, "unstructured", settings.sparsity)[1])
+def wanda_masks(weight: torch.Tensor, stats, sparsity: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(2:4 mask, per-row unstructured mask at `sparsity`) from the Wanda scores |W_ij| * ||X_j||."""
     scores = weight.abs() * stats.norms[None, :]
-    return mask_2of4(scores), mask_unstructured_rows(scores, settings.sparsity)
+    return mask_2of4(scores), mask_unstructured_rows(scores, sparsity)
+
+
+def sparsegpt_hybrid(weight: torch.Tensor, hessian: torch.Tensor, dense_tiles: torch.Tensor, tile: int,
+                     provenance: dict) -> LayerPlan:
+    """SparseGPT 2:4 outside `dense_tiles`: every weight of the layer, dense tiles included, takes the OBS update."""
+    protected = _expand_tiles(dense_tiles, tile, tuple(weight.shape))
+    updated, kept, loss = sparsegpt_prune(weight, hessian, "2:4", protected=protected)
+    plan = hybrid_plan(dense_tiles, kept, tile, {**provenance, "error": loss})
+    plan.weight = updated
+    return plan
+
+
+def prior_layer(weight: torch.Tensor, stats, settings) -> LayerPlan:
+    """The one-shot plan of one layer: dense tiles where the unstructured mask keeps most, 2:4 elsewhere."""
+    if settings.prior == "wanda":
+        mask_24, unstructured = wanda_masks(weight, stats, settings.sparsity)
+        return prior_layer_plan(weight, mask_24, unstructured, settings.sparsity, settings.tile)
+    hessian = scaled_hessian(stats)
+    unstructured = sparsegpt_prune(weight, hessian, "unstructured", settings.sparsity)[1]
+    scores = tile_scores(unstructured, settings.tile)
+    dense = _top_tiles(scores, n_dense_tiles(scores.numel(), settings.sparsity))
+    return sparsegpt_hybrid(weight, hessian, dense, settings.tile,
+                            {"method": "patch", "stage": "prior", "dense_tiles": int(dense.sum())})
+
+
+def refinement_start(plan: LayerPlan, weight: torch.Tensor, stats, sparsity: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frozen weights, 2:4 mask of every tile) the refinement starts from: the prior's weights where it keeps
+    them, the original ones where it prunes (what a tile turned dense gets back); the prior's 2:4 pattern in its
+    2:4 tiles and the Wanda pattern in its dense tiles (what a tile turned 2:4 keeps)."""
+    dense = _expand_tiles(torch.from_numpy(plan.formats == TileFormat.DENSE), plan.tile, tuple(weight.shape))
+    frozen = weight if plan.weight is None else torch.where(plan.mask, plan.weight, weight)
+    return frozen, torch.where(dense, wanda_masks(weight, stats, sparsity)[0], plan.mask)
 
 
 class Patch:
-    """method="patch": the one-shot prior, then (refine_steps > 0) the learnable tile refinement on the LM loss of
-    the calibration batches. CPU-sized runs refine the tile logits only (the 2:4 patterns stay the prior's)."""
+    """method="patch": the one-shot prior (planned layer by layer, each layer calibrated on the already planned
+    ones), then (refine_steps > 0) the learnable tile refinement on the LM loss of the calibration batches. CPU-sized
+    runs refine the tile logits only (the 2:4 patterns stay the prior's). With the SparseGPT prior, the refined tiles
+    get SparseGPT's weight update once more, layer by layer, as the prior did."""
 
     patterns = ("hybrid",)
     needs_calibration = True
 
     def plan_model(self, context) -> dict[str, LayerPlan]:
         settings = context.settings
-        stats = context.input_stats(with_hessian=settings.prior == "sparsegpt")
-        weights = context.weights()
-        plans, masks_24 = {}, {}
-        for name, weight in weights.items():
-            masks_24[name], unstructured = prior_masks(weight, stats[name], settings)
-            plans[name] = prior_layer_plan(weight, masks_24[name], unstructured, settings.sparsity, settings.tile)
+        with_hessian = settings.prior == "sparsegpt"
+        plans = context.plan_in_order(lambda name, weight, layer_stats: prior_layer(weight, layer_stats, settings),
+                                      with_hessian, "sparc: PATCH prior")
         if settings.refine_steps == 0:
             return plans
-        gates = TileGates.from_prior_plans(plans, masks_24, settings.sparsity, patterns=False)
+        weights, stats = context.weights(), context.planned_stats()
+        start = {name: refinement_start(plans[name], weights[name], stats[name], settings.sparsity) for name in plans}
+        frozen = {name: pair[0] for name, pair in start.items()}
+        gates = TileGates.from_prior_plans(plans, {name: pair[1] for name, pair in start.items()}, settings.sparsity,
+                                           patterns=False)
         batches = itertools.cycle(context.calibration)
         with torch.enable_grad():
-            refine(gates, weights, lambda masked: context.lm_loss(masked, next(batches)), settings.refine_steps)
-        return final_layer_plans(gates)
+            refine(gates, frozen, lambda masked: context.lm_loss(masked, next(batches)), settings.refine_steps,
+                   lr=settings.refine_lr)
+        refined = final_layer_plans(gates)
+        if not with_hessian:
+            return refined
+
+        def update_weights(name: str, weight: torch.Tensor, layer_stats) -> LayerPlan:
+            dense = torch.from_numpy(refined[name].formats == TileFormat.DENSE)
+            return sparsegpt_hybrid(weight, scaled_hessian(layer_stats), dense, settings.tile,
+                                    {**refined[name].provenance, "weight_update": "sparsegpt"})
+
+        return context.plan_in_order(update_weights, True, "sparc: PATCH weight update")

@@ -78,19 +78,25 @@ def quad_pruned(weights: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
     return pruned
 
 
-def prune_block(block: torch.Tensor, u_block: torch.Tensor, pattern: str, sparsity: float):
-    """Sweep one block of columns in place: returns (pruned mask, errors err_i per column, OBS losses per column)."""
+def prune_block(block: torch.Tensor, u_block: torch.Tensor, pattern: str, sparsity: float,
+                protected: torch.Tensor | None = None):
+    """Sweep one block of columns in place: returns (pruned mask, errors err_i per column, OBS losses per column).
+    `protected` (bool, like `block`) marks weights never pruned (their columns are still updated)."""
     diagonal = torch.diagonal(u_block)
     count = block.shape[1]
     if pattern == "2:4":
         pruned = torch.zeros_like(block, dtype=torch.bool)
     else:
         pruned = block_unstructured_mask(block, diagonal, sparsity)
+    if protected is not None:
+        pruned &= ~protected
     errors = torch.zeros_like(block)
     losses = torch.zeros_like(block)
     for i in range(count):
         if pattern == "2:4" and i % 4 == 0:
             pruned[:, i:i + 4] = quad_pruned(block[:, i:i + 4], diagonal[i:i + 4])
+            if protected is not None:
+                pruned[:, i:i + 4] &= ~protected[:, i:i + 4]
         column = block[:, i]
         target = torch.where(pruned[:, i], torch.zeros_like(column), column)
         error = (column - target) / diagonal[i]
@@ -101,10 +107,12 @@ def prune_block(block: torch.Tensor, u_block: torch.Tensor, pattern: str, sparsi
     return pruned, errors, losses
 
 
-def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, pattern: str, sparsity: float = 0.5):
+def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, pattern: str, sparsity: float = 0.5,
+                    protected: torch.Tensor | None = None):
     """SparseGPT on one layer: (updated weight float32 (N, K), kept mask bool (N, K), OBS loss sum).
 
-    weight (N, K); hessian (K, K) = 2/n X^T X (undamped, any multiple of X^T X works up to the loss scale)."""
+    weight (N, K); hessian (K, K) = 2/n X^T X (undamped, any multiple of X^T X works up to the loss scale);
+    protected: bool (N, K), weights kept whatever their score (PATCH's dense tiles), updated like the others."""
     work = weight.double().clone()
     work[:, dead_inputs(hessian)] = 0
     u = upper_inverse_factor(hessian_inverse(damped_hessian(hessian)))
@@ -113,7 +121,8 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, pattern: str, s
     for start in range(0, work.shape[1], BLOCK):
         end = min(start + BLOCK, work.shape[1])
         block = work[:, start:end].clone()
-        pruned[:, start:end], errors, losses = prune_block(block, u[start:end, start:end], pattern, sparsity)
+        guard = None if protected is None else protected[:, start:end]
+        pruned[:, start:end], errors, losses = prune_block(block, u[start:end, start:end], pattern, sparsity, guard)
         work[:, start:end] = block
         work[:, end:] -= errors @ u[start:end, end:]
         loss += losses.sum().item()
