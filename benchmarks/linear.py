@@ -73,6 +73,7 @@ class Operand:
     nbytes: int
     ideal: float
     weight: Callable[[], torch.Tensor]
+    packed: object = None  # sparc's PackedWeight
 
 
 def nbytes(*tensors) -> int:
@@ -148,7 +149,7 @@ def sparc_operand(layout, w, mask, ideal, group=0, **options) -> Operand:
         packed = kernels.pack(layout, w.cpu(), mask.cpu(), BF16, group, **options).to(w.device)
     tensors, dims = packed.tensors, packed.dims
     return Operand(lambda x: kernels.triton_matmul(x, layout, tensors, dims, None), packed.nbytes, ideal,
-                   lambda: kernels.unpack(packed))
+                   lambda: kernels.unpack(packed), packed)
 
 
 def build_bsr_int4(w, gen) -> Operand:

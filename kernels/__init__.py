@@ -3,7 +3,8 @@
 Each format lives in its own file with a pure-PyTorch reference (the ground truth, used on the CPU) and the
 Triton piece that rebuilds its weight blocks; `hybrid.tile_grid_kernel` runs the tile formats (dense, nv24,
 int4, nv24_int4, zero and their hybrid grid), `bsr_int4.bsr_int4_kernel` the block-sparse one, and for decode
-(M <= 16) `gemv` runs int4, nv24, nv24_int4 and bsr_int4 with weight-streaming kernels.
+int4, nv24, nv24_int4 and bsr_int4 run weight-streaming kernels: `decode` at M == 1, `gemv` for M <= 16.
+`tuning` picks the kernel and its launch configuration (the per-GPU table of `autotune`).
 A `PackedWeight` is what a planned linear holds at run time: the format name, the logical
 (out_features, in_features) shape, the quantization group, the tensors the format stores and the format's
 extra dims (hybrid: the tile size; bsr_int4: block_n).
@@ -14,7 +15,7 @@ import dataclasses
 
 import torch
 
-from . import bsr_int4, dense, gemv, hybrid, int4, nv24, nv24_int4, zero
+from . import autotune, bsr_int4, decode, dense, gemv, hybrid, int4, nv24, nv24_int4, tuning, zero
 
 FORMATS = {"dense": dense, "nv24": nv24, "int4": int4, "nv24_int4": nv24_int4, "zero": zero,
            "bsr_int4": bsr_int4, "hybrid": hybrid}
@@ -74,20 +75,19 @@ def reference_matmul(x: torch.Tensor, layout: str, tensors, dims, bias: torch.Te
 
 
 def triton_matmul(x: torch.Tensor, layout: str, tensors, dims, bias: torch.Tensor | None, *, split_k=None,
-                  out=None, partials=None) -> torch.Tensor:
+                  out=None, partials=None, config=None) -> torch.Tensor:
     """x (..., K) @ W.T + bias through the format's Triton kernel (on the CPU: under TRITON_INTERPRET=1).
 
     `split_k` overrides the split-K choice; `out` (M, N) and `partials` (split_k, M, N) fp32 are buffers owned
-    by the caller."""
+    by the caller; `config` overrides the tuned launch configuration (of the kernel `tuning.kernel_for` names)."""
     n, k = dims[0], dims[1]
     x2d = x.reshape(-1, k)
     if x2d.shape[0] == 0:
         return x.new_empty(*x.shape[:-1], n)
-    if gemv.supports(layout, x2d.shape[0]):
-        run = gemv.matmul
-    else:
-        run = bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul
-    out = run(x2d, layout, list(tensors), dims, bias, split_k=split_k, out=out, partials=partials)
+    kernel, run = tuning.kernel_for(layout, x2d)
+    if config is None:
+        config = tuning.config_for(kernel, layout, x2d, list(tensors), dims, bias)
+    out = run(x2d, layout, list(tensors), dims, bias, config, split_k=split_k, out=out, partials=partials)
     return out.reshape(*x.shape[:-1], n)
 
 

@@ -27,7 +27,7 @@ from sparc.errors import SparcError
 
 from . import int4
 from .int4 import int4_block
-from .tiling import accumulate, choose_tiling, launch, load_x, store_result
+from .tiling import accumulate, choose_tiling, launch, load_x_tile, store_result, tile_position
 
 BLOCK_NS = (16, 32, 64, 128)
 
@@ -80,29 +80,43 @@ def bsr_int4_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scales_pt
                     M, N, K, stride_xm, stride_xk,
                     HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                     SPLIT_K: tl.constexpr, USE_DOT: tl.constexpr, DOT_DTYPE: tl.constexpr,
-                    PRECISION: tl.constexpr, ROUND_BF16: tl.constexpr):
+                    PRECISION: tl.constexpr, ROUND_BF16: tl.constexpr, UPCAST: tl.constexpr, SWAP: tl.constexpr,
+                    GROUP_M: tl.constexpr):
     """BLOCK_N = block_n and BLOCK_K = group: one stored block per iteration."""
-    pid_mn, pid_k = tl.program_id(0), tl.program_id(1)
-    n_blocks = tl.cdiv(N, BLOCK_N)
-    pid_m, block_row = pid_mn // n_blocks, pid_mn % n_blocks
+    pid_m, block_row = tile_position(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    pid_k = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rows = tl.arange(0, BLOCK_N)
     first = tl.load(row_ptr + block_row)
     last = tl.load(row_ptr + block_row + 1)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    if SWAP:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for i in range(pid_k, last - first, SPLIT_K):
         block = first + i
         col = tl.load(col_ptr + block).to(tl.int32)
         w = int4_block(q_ptr, scales_ptr, mins_ptr, block.to(tl.int64) * (BLOCK_N * BLOCK_K), rows, rows < BLOCK_N,
                        BLOCK_K, 0, BLOCK_N, BLOCK_K, BLOCK_K)
-        x = load_x(x_ptr, offs_m, col * BLOCK_K + tl.arange(0, BLOCK_K), M, K, stride_xm, stride_xk)
-        acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16)
+        x = load_x_tile(x_ptr, offs_m, col * BLOCK_K + tl.arange(0, BLOCK_K), M, K, stride_xm, stride_xk, UPCAST)
+        acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16, SWAP)
+    if SWAP:
+        acc = tl.trans(acc)
     offs_n = block_row * BLOCK_N + rows
     store_result(acc, out_ptr, bias_ptr, offs_m, offs_n, M, N, pid_k, HAS_BIAS, SPLIT_K, ROUND_BF16)
 
 
-def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, split_k=None, out=None, partials=None):
-    """x2d (M, K) @ W.T + bias for a BSR_INT4 weight."""
+def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config=None, split_k=None, out=None,
+           partials=None):
+    """x2d (M, K) @ W.T + bias for a BSR_INT4 weight; `config` a `hybrid.Config` (its block_n and block_k are
+    the layout's)."""
+    from .hybrid import default_config, launch_options
+
     n, k, group, block_n = dims
-    tiling = choose_tiling(x2d, n, triton.cdiv(k, group), block_n, group, split_k)
-    return launch(bsr_int4_kernel, x2d, n, k, bias, tiling, tensors, (), {}, out, partials)
+    config = config or default_config(x2d.shape[0])
+    if split_k is None and config.split_k:
+        split_k = config.split_k
+    block_m = config.block_m if x2d.is_cuda else None
+    tiling = choose_tiling(x2d, n, triton.cdiv(k, group), block_n, group, split_k, block_m)
+    return launch(bsr_int4_kernel, x2d, n, k, bias, tiling, tensors, (), launch_options(x2d, tiling.block_m, config),
+                  out, partials)

@@ -1,7 +1,8 @@
 """DENSE: the (masked) weight as is, in the activation dtype.
 
 Kernel piece: `dense_block` loads a (BLOCK_N x BLOCK_K) block of a row-major weight whose rows are `width`
-values long, one contiguous run of BLOCK_K values (2 * BLOCK_K bytes in bf16) per row.
+values long, one contiguous run of BLOCK_K values (2 * BLOCK_K bytes in bf16) per row, in the stored dtype
+on the GPU (fp32 under the interpreter).
 """
 import torch
 import triton
@@ -17,8 +18,12 @@ def unpack(tensors, shape, group):
 
 
 @triton.jit
-def dense_block(values_ptr, base, rows, row_ok, width, k0, BLOCK_K: tl.constexpr):
-    """Weight block (rows, k0 .. k0 + BLOCK_K) as fp32; row r starts at element base + r * width."""
+def dense_block(values_ptr, base, rows, row_ok, width, k0, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr = True):
+    """Weight block (rows, k0 .. k0 + BLOCK_K), fp32 when UPCAST, else as stored (straight to the tensor
+    cores); row r starts at element base + r * width."""
     offs_k = k0 + tl.arange(0, BLOCK_K)
     ptrs = values_ptr + (base + rows.to(tl.int64) * width)[:, None] + offs_k[None, :]
-    return tl.load(ptrs, mask=row_ok[:, None] & (offs_k < width)[None, :], other=0.0).to(tl.float32)
+    w = tl.load(ptrs, mask=row_ok[:, None] & (offs_k < width)[None, :], other=0.0)
+    if UPCAST:
+        w = w.to(tl.float32)
+    return w

@@ -273,11 +273,16 @@ def block_sizes(layout: str, dims, config: Config) -> tuple[int, int, dict]:
     return config.block_n, max(config.block_k, span), {"GROUP": group}
 
 
-def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, split_k=None, out=None, partials=None):
+def default_config(layout: str, m: int) -> Config:
+    return CONFIGS[layout, m == 1]
+
+
+def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config | None = None, split_k=None,
+           out=None, partials=None):
     """x2d (M, K) @ W.T + bias, M <= 16, for an INT4, NV24, NV24_INT4 or BSR_INT4 weight."""
     n, k = dims[0], dims[1]
     m = x2d.shape[0]
-    config = CONFIGS[layout, m == 1]
+    config = config or default_config(layout, m)
     block_n, block_k, constexprs = block_sizes(layout, dims, config)
     steps = triton.cdiv(k, dims[2]) if layout == "bsr_int4" else triton.cdiv(k, block_k)
     tiling = choose_tiling(x2d, n, steps, block_n, block_k, split_k)

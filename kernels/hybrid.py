@@ -24,6 +24,8 @@ The formats present are tl.constexpr flags, so a kernel for DENSE + NV24 tiles h
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 import triton
@@ -37,11 +39,9 @@ from .dense import dense_block
 from .int4 import int4_block
 from .nv24 import nv24_block
 from .nv24_int4 import nv24_int4_block
-from .tiling import accumulate, choose_tiling, launch, load_x, store_result
+from .tiling import accumulate, block_m_for, choose_tiling, launch, load_x_tile, store_result, tile_position
 
 TILES = (64, 128)
-BLOCK_N = 64
-PURE_BLOCK_K = 128
 STORED = (TileFormat.DENSE, TileFormat.NV24, TileFormat.INT4, TileFormat.NV24_INT4)  # buffer order
 BUFFER_COUNTS = {TileFormat.DENSE: 1, TileFormat.NV24: 2, TileFormat.INT4: 3, TileFormat.NV24_INT4: 4}
 MODULES = {TileFormat.DENSE: dense, TileFormat.NV24: nv24, TileFormat.INT4: int4, TileFormat.NV24_INT4: nv24_int4}
@@ -180,15 +180,18 @@ def tile_grid_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_p
                      SPLIT_K: tl.constexpr, USE_DOT: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
                      ROUND_BF16: tl.constexpr, IS_GRID: tl.constexpr, FORMAT: tl.constexpr, TILE: tl.constexpr,
                      INT4_GROUP: tl.constexpr, NV24_INT4_GROUP: tl.constexpr, HAS_DENSE: tl.constexpr,
-                     HAS_NV24: tl.constexpr, HAS_INT4: tl.constexpr, HAS_NV24_INT4: tl.constexpr):
-    pid_mn, pid_k = tl.program_id(0), tl.program_id(1)
-    n_blocks = tl.cdiv(N, BLOCK_N)
-    pid_m, pid_n = pid_mn // n_blocks, pid_mn % n_blocks
+                     HAS_NV24: tl.constexpr, HAS_INT4: tl.constexpr, HAS_NV24_INT4: tl.constexpr,
+                     UPCAST: tl.constexpr, SWAP: tl.constexpr, GROUP_M: tl.constexpr):
+    pid_m, pid_n = tile_position(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    pid_k = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     steps = tl.cdiv(K, BLOCK_K)
     per_split = tl.cdiv(steps, SPLIT_K)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    if SWAP:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for step in range(pid_k * per_split, tl.minimum(pid_k * per_split + per_split, steps)):
         k0 = step * BLOCK_K
         if IS_GRID:
@@ -199,31 +202,57 @@ def tile_grid_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_p
         offs_k = k0 + tl.arange(0, BLOCK_K)
         if HAS_DENSE:
             if code == CODE_DENSE:
-                w = dense_block(dense_ptr, base, rows, row_ok, width, k_local, BLOCK_K)
-                x = load_x(x_ptr, offs_m, offs_k, M, K, stride_xm, stride_xk)
-                acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16)
+                w = dense_block(dense_ptr, base, rows, row_ok, width, k_local, BLOCK_K, UPCAST)
+                x = load_x_tile(x_ptr, offs_m, offs_k, M, K, stride_xm, stride_xk, UPCAST)
+                acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16, SWAP)
         if HAS_NV24:
             if code == CODE_NV24:
                 w = nv24_block(nv24_values_ptr, nv24_meta_ptr, base, rows, row_ok, width, k_local, BLOCK_N, BLOCK_K)
-                x = load_x(x_ptr, offs_m, offs_k, M, K, stride_xm, stride_xk)
-                acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16)
+                x = load_x_tile(x_ptr, offs_m, offs_k, M, K, stride_xm, stride_xk, UPCAST)
+                acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16, SWAP)
         if HAS_INT4:
             if code == CODE_INT4:
                 w = int4_block(int4_q_ptr, int4_scales_ptr, int4_mins_ptr, base, rows, row_ok, width, k_local, BLOCK_N,
                                BLOCK_K, INT4_GROUP)
-                x = load_x(x_ptr, offs_m, offs_k, M, K, stride_xm, stride_xk)
-                acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16)
+                x = load_x_tile(x_ptr, offs_m, offs_k, M, K, stride_xm, stride_xk, UPCAST)
+                acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16, SWAP)
         if HAS_NV24_INT4:
             if code == CODE_NV24_INT4:
                 w = nv24_int4_block(nq_q_ptr, nq_scales_ptr, nq_mins_ptr, nq_meta_ptr, base, rows, row_ok, width,
                                     k_local, BLOCK_N, BLOCK_K, NV24_INT4_GROUP)
-                x = load_x(x_ptr, offs_m, offs_k, M, K, stride_xm, stride_xk)
-                acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16)
+                x = load_x_tile(x_ptr, offs_m, offs_k, M, K, stride_xm, stride_xk, UPCAST)
+                acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16, SWAP)
+    if SWAP:
+        acc = tl.trans(acc)
     store_result(acc, out_ptr, bias_ptr, offs_m, offs_n, M, N, pid_k, HAS_BIAS, SPLIT_K, ROUND_BF16)
 
 
-def kernel_arguments(layout: str, tensors, dims):
-    """(pointers, grid_cols, block_k, constexprs) of `tile_grid_kernel` for a pure or hybrid layout."""
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Launch configuration of `tile_grid_kernel` (and of `bsr_int4_kernel`, which takes block_n and block_k
+    from its layout): block sizes, split-K (0: chosen from the SM count), the swapped product and the L2
+    grouping of row blocks."""
+    block_m: int
+    block_n: int
+    block_k: int
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 3
+    swap: bool = False
+    group_m: int = 8
+
+
+def default_config(m: int) -> Config:
+    """Before tuning: small M splits K to fill the GPU, large M takes 128-row tiles."""
+    block_m = block_m_for(m)
+    if m <= 64:
+        return Config(block_m, 64, 128, 0, 4, 3)
+    return Config(min(128, block_m * 2), 128, 64, 1, 8, 2)
+
+
+def kernel_arguments(layout: str, tensors, dims, config: Config):
+    """(pointers, grid_cols, block_n, block_k, constexprs) of `tile_grid_kernel` for a pure or hybrid layout; a
+    hybrid block never leaves its tile (block_k = tile, block_n at most the tile)."""
     group = dims[2]
     if layout == "hybrid":
         tile = dims[3]
@@ -231,12 +260,15 @@ def kernel_arguments(layout: str, tensors, dims):
         flags = dict(IS_GRID=True, FORMAT=-1, TILE=tile, INT4_GROUP=tile_group(TileFormat.INT4, group, tile),
                      NV24_INT4_GROUP=tile_group(TileFormat.NV24_INT4, group, tile))
         pointers = tuple(t if t.numel() else None for t in tensors)  # formats without tiles pass no pointer
-        return pointers, tensors[0].shape[1], tile, {**flags, **format_flags(present)}
+        return (pointers, tensors[0].shape[1], min(config.block_n, tile), tile,
+                {**flags, **format_flags(present)})
     fmt = PURE_LAYOUTS[layout]
     slots = [list(tensors) if f == fmt else [None] * BUFFER_COUNTS[f] for f in STORED]
     pointers = (None, None, *(pointer for slot in slots for pointer in slot))
     flags = dict(IS_GRID=False, FORMAT=int(fmt), TILE=0, INT4_GROUP=group, NV24_INT4_GROUP=group)
-    return pointers, 0, PURE_BLOCK_K, {**flags, **format_flags([f == fmt for f in STORED])}
+    span = {TileFormat.INT4: group, TileFormat.NV24_INT4: 2 * group}.get(fmt, 8)  # whole groups per block
+    return (pointers, 0, config.block_n, max(config.block_k, span),
+            {**flags, **format_flags([f == fmt for f in STORED])})
 
 
 def format_flags(present) -> dict:
@@ -244,9 +276,24 @@ def format_flags(present) -> dict:
     return dict(zip(("HAS_DENSE", "HAS_NV24", "HAS_INT4", "HAS_NV24_INT4"), present))
 
 
-def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, split_k=None, out=None, partials=None):
+def launch_options(x2d: torch.Tensor, block_m: int, config: Config) -> dict:
+    """The product and launch constexprs shared by the tile kernels; the CPU interpreter gets fp32 and no swap."""
+    native = x2d.is_cuda
+    options = dict(UPCAST=not native, SWAP=native and config.swap and block_m >= 16, GROUP_M=config.group_m)
+    if native:
+        options.update(num_warps=config.num_warps, num_stages=config.num_stages)
+    return options
+
+
+def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config | None = None, split_k=None,
+           out=None, partials=None):
     """x2d (M, K) @ W.T + bias for a pure tile format or a hybrid tile grid, through `tile_grid_kernel`."""
     n, k = dims[0], dims[1]
-    pointers, grid_cols, block_k, constexprs = kernel_arguments(layout, tensors, dims)
-    tiling = choose_tiling(x2d, n, triton.cdiv(k, block_k), BLOCK_N, block_k, split_k)
+    config = config or default_config(x2d.shape[0])
+    pointers, grid_cols, block_n, block_k, constexprs = kernel_arguments(layout, tensors, dims, config)
+    if split_k is None and config.split_k:
+        split_k = config.split_k
+    block_m = config.block_m if x2d.is_cuda else block_m_for(x2d.shape[0])
+    tiling = choose_tiling(x2d, n, triton.cdiv(k, block_k), block_n, block_k, split_k, block_m)
+    constexprs.update(launch_options(x2d, tiling.block_m, config))
     return launch(tile_grid_kernel, x2d, n, k, bias, tiling, pointers, (grid_cols,), constexprs, out, partials)

@@ -6,8 +6,9 @@ low nibble), `scales` and `mins` (N, Kp/group) in the activation dtype. K is pad
 group at pack time (padding weights are zero) and cropped by unpack.
 
 Kernel piece: `int4_block` rebuilds a (BLOCK_N x BLOCK_K) weight block from BLOCK_K / 2 bytes per row (one
-contiguous run) plus the scale and minimum of each group it covers: the low and high nibbles are joined back
-into input order and dequantized in fp32, w = q * s + m, then rounded to the activation dtype for the product.
+contiguous run) plus the scale and minimum of each group it covers (loaded once per group and broadcast): the
+nibbles become exact fp32 by bit arithmetic (`nibbles_as_float`), are dequantized, w = q * s + m, joined back
+into input order, then rounded to the activation dtype for the product.
 """
 import torch
 import triton
@@ -62,19 +63,31 @@ def unpack(tensors, shape, group):
 
 
 @triton.jit
+def nibbles_as_float(packed):
+    """(low, high) nibbles of uint8 bytes as exact fp32, without integer-to-float instructions: q | 2^23's
+    bits is the float 2^23 + q."""
+    p = packed.to(tl.int32)
+    low = ((p & 0xF) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+    high = ((p >> 4) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+    return low, high
+
+
+@triton.jit
 def int4_block(q_ptr, scales_ptr, mins_ptr, base, rows, row_ok, width, k0, BLOCK_N: tl.constexpr,
                BLOCK_K: tl.constexpr, GROUP: tl.constexpr):
     """Weight block (rows, k0 .. k0 + BLOCK_K) as fp32 of rows `width` inputs long (padded to GROUP) that start
-    at input position base + r * padded width."""
+    at input position base + r * padded width; BLOCK_K a multiple of GROUP. The block is read as
+    (BLOCK_N, BLOCK_K / GROUP, GROUP / 2) bytes, so each scale and minimum is loaded once and broadcast."""
+    SUB: tl.constexpr = GROUP
+    S: tl.constexpr = BLOCK_K // GROUP
     padded = tl.cdiv(width, GROUP) * GROUP
     row_start = base + rows.to(tl.int64) * padded
-    pairs = tl.arange(0, BLOCK_K // 2)
-    ptrs = q_ptr + (row_start // 2)[:, None] + (k0 // 2 + pairs)[None, :]
-    packed = tl.load(ptrs, mask=row_ok[:, None] & (k0 + 2 * pairs < padded)[None, :], other=0)
-    q = tl.reshape(tl.join(packed & 0xF, packed >> 4), (BLOCK_N, BLOCK_K)).to(tl.float32)
-    offs_k = k0 + tl.arange(0, BLOCK_K)
-    groups = (row_start // GROUP)[:, None] + (offs_k // GROUP)[None, :]
-    mask = row_ok[:, None] & (offs_k < padded)[None, :]
-    scales = tl.load(scales_ptr + groups, mask=mask, other=0.0).to(tl.float32)
-    mins = tl.load(mins_ptr + groups, mask=mask, other=0.0).to(tl.float32)
-    return q * scales + mins
+    sub_k = k0 + SUB * tl.arange(0, S)
+    ok = row_ok[:, None] & (sub_k < padded)[None, :]
+    groups = (row_start // GROUP)[:, None] + (sub_k // GROUP)[None, :]
+    scales = tl.load(scales_ptr + groups, mask=ok, other=0.0).to(tl.float32)[:, :, None]
+    mins = tl.load(mins_ptr + groups, mask=ok, other=0.0).to(tl.float32)[:, :, None]
+    ptrs = q_ptr + ((row_start // 2)[:, None] + (sub_k // 2)[None, :])[:, :, None] + tl.arange(0, SUB // 2)
+    low, high = nibbles_as_float(tl.load(ptrs, mask=ok[:, :, None], other=0))
+    w = tl.join(low * scales + mins, high * scales + mins)
+    return tl.reshape(w, (BLOCK_N, BLOCK_K))

@@ -43,6 +43,27 @@ def load_x(x_ptr, offs_m, offs_k, M, K, stride_xm, stride_xk):
 
 
 @triton.jit
+def load_x_tile(x_ptr, offs_m, offs_k, M, K, stride_xm, stride_xk, UPCAST: tl.constexpr):
+    """x[offs_m, offs_k], zero outside (M, K): in x's own dtype for the tensor cores, fp32 when UPCAST."""
+    ptrs = x_ptr + offs_m[:, None].to(tl.int64) * stride_xm + offs_k[None, :] * stride_xk
+    x = tl.load(ptrs, mask=(offs_m < M)[:, None] & (offs_k < K)[None, :], other=0.0)
+    if UPCAST:
+        x = x.to(tl.float32)
+    return x
+
+
+@triton.jit
+def tile_position(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) of program `pid`: GROUP_M row blocks of x sweep each weight block column together, so
+    the weight blocks and x rows in flight stay in L2."""
+    grid_m, grid_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * grid_n
+    first_m = (pid // per_group) * GROUP_M
+    size_m = tl.minimum(grid_m - first_m, GROUP_M)
+    return first_m + (pid % per_group) % size_m, (pid % per_group) // size_m
+
+
+@triton.jit
 def round_to_bf16(v):
     """fp32 rounded to the nearest bf16 (ties to even), kept in fp32. Bit arithmetic, because the CPU
     interpreter's bf16 cast truncates."""
@@ -52,16 +73,20 @@ def round_to_bf16(v):
 
 @triton.jit
 def accumulate(acc, x, w, USE_DOT: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
-               ROUND_BF16: tl.constexpr):
+               ROUND_BF16: tl.constexpr, SWAP: tl.constexpr = False):
     """acc (BLOCK_M, BLOCK_N) += x (BLOCK_M, BLOCK_K) @ w.T, w (BLOCK_N, BLOCK_K) rounded to DOT_DTYPE first
-    (and to bf16 when ROUND_BF16)."""
+    (and to bf16 when ROUND_BF16). SWAP: acc is (BLOCK_N, BLOCK_M) and gets w @ x.T (the weight block is then
+    the tensor cores' register operand)."""
     if ROUND_BF16:
         w = round_to_bf16(w)
     w = w.to(DOT_DTYPE)
     if USE_DOT:
-        acc = tl.dot(x.to(DOT_DTYPE), tl.trans(w), acc, input_precision=PRECISION)
+        if SWAP:
+            acc = tl.dot(w, tl.trans(x.to(DOT_DTYPE)), acc, input_precision=PRECISION)
+        else:
+            acc = tl.dot(x.to(DOT_DTYPE), tl.trans(w), acc, input_precision=PRECISION)
     else:
-        acc += tl.sum(x[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+        acc += tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
     return acc
 
 
@@ -134,9 +159,9 @@ def block_m_for(m: int) -> int:
 
 
 def choose_tiling(x2d: torch.Tensor, n: int, k_steps: int, block_n: int, block_k: int,
-                  split_k: int | None = None) -> Tiling:
+                  split_k: int | None = None, block_m: int | None = None) -> Tiling:
     """Tiles for an (M, K) x (K, N) product of `k_steps` K blocks; split-K fills the GPU at small M."""
-    block_m = block_m_for(x2d.shape[0])
+    block_m = block_m or block_m_for(x2d.shape[0])
     if split_k is None:
         split_k = 1
         if x2d.is_cuda:

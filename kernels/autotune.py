@@ -1,0 +1,141 @@
+"""Launch configurations per GPU: a JSON table per device name, read at run time, retuned with SPARC_AUTOTUNE=1.
+
+`configs/<device name>.json` (the name with every run of other characters than letters and digits turned into
+one '_', e.g. NVIDIA_H100_80GB_HBM3.json) maps a key "<kernel>/<layout>/<N>x<K>/m<bucket>" to the fields of that
+kernel's config dataclass; the bucket is the smallest of M_BUCKETS at least M (the last one past it). At run
+time `select` looks the key up and falls back to the kernel's default: no tuning, no timing, no host sync.
+With SPARC_AUTOTUNE=1 on a CUDA device, the first call of a key in a process times every candidate config on
+the call's own inputs (`graph_bench` over copies of the weight, see `tuning.timed_run`), keeps the fastest and
+writes the table back, printing each candidate's time to stderr. Never under the Triton interpreter
+(TRITON_INTERPRET=1), never while a CUDA graph is being captured.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+M_BUCKETS = (1, 16, 64, 256, 2048)
+_TUNED: set[tuple[Path, str]] = set()  # (table, key) tuned by this process
+_CHOSEN: dict[tuple[int, str], object] = {}  # (device index, key) -> config, so a call costs one dict lookup
+
+
+def m_bucket(m: int) -> int:
+    return next((b for b in M_BUCKETS if m <= b), M_BUCKETS[-1])
+
+
+def config_key(kernel: str, layout: str, n: int, k: int, m: int) -> str:
+    return f"{kernel}/{layout}/{n}x{k}/m{m_bucket(m)}"
+
+
+def device_file(device_name: str, directory: Path | None = None) -> Path:
+    return (directory or CONFIG_DIR) / (re.sub(r"[^A-Za-z0-9]+", "_", device_name).strip("_") + ".json")
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def tuning_requested() -> bool:
+    return os.environ.get("SPARC_AUTOTUNE", "0") not in ("", "0") and not interpreting()
+
+
+@functools.cache
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()).get("configs", {})
+    except FileNotFoundError:
+        return {}
+
+
+def lookup(path: Path, key: str) -> dict | None:
+    return _read(path).get(key)
+
+
+def store(path: Path, key: str, fields: dict, device_name: str) -> None:
+    """Write `fields` under `key` into the table at `path` (other keys kept, keys sorted)."""
+    configs = dict(_read(path))
+    configs[key] = fields
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"device": device_name, "configs": dict(sorted(configs.items()))}, indent=1) + "\n")
+    _read.cache_clear()
+
+
+def fastest(candidates: Sequence, run: Callable, bench: Callable[[Callable[[], object]], float], log=None):
+    """(config, time) of the candidate whose run(config) `bench` times lowest; candidates that fail are skipped.
+    `log(config, time or None)` sees every candidate."""
+    best, best_time = None, math.inf
+    for config in candidates:
+        try:
+            elapsed = bench(lambda: run(config))
+        except Exception:  # a config the compiler or the device refuses (shared memory, registers)
+            elapsed = None
+        if log:
+            log(config, elapsed)
+        if elapsed is not None and elapsed < best_time:
+            best, best_time = config, elapsed
+    return best, best_time
+
+
+def graph_bench(fn, replays: int = 10) -> float:
+    """Median milliseconds of fn() replayed in a CUDA graph (no launch overhead), after a compiling call."""
+    fn()
+    current, side = torch.cuda.current_stream(), torch.cuda.Stream()
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        fn()
+    current.wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    graph.replay()
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+@functools.cache
+def _device_table(index: int, directory: Path | None) -> tuple[str, Path]:
+    name = torch.cuda.get_device_name(index)
+    return name, device_file(name, directory)
+
+
+def select(key: str, default, candidates: Sequence, run: Callable, device: torch.device, *, directory=None,
+           bench: Callable | None = None):
+    """The config for `key` on `device`: the tuned table's, else `default`; tuned first when requested.
+    `run(config)` runs the product (tuning times it with `bench`, by default `graph_bench`)."""
+    if device.type != "cuda" or interpreting():
+        return default
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    chosen = _CHOSEN.get((index, key))
+    if chosen is not None:
+        return chosen
+    name, path = _device_table(index, directory)
+    if tuning_requested() and (path, key) not in _TUNED and not torch.cuda.is_current_stream_capturing():
+        _TUNED.add((path, key))
+        tried = []
+        best, _ = fastest([default, *candidates], run, bench or graph_bench,
+                          lambda c, t: tried.append("x" if t is None else f"{t:.3f}"))
+        print(f"sparc autotune {key}: {best} from ms [{' '.join(tried)}]", file=sys.stderr, flush=True)
+        if best is not None:
+            store(path, key, dataclasses.asdict(best), name)
+            _CHOSEN[index, key] = best
+            return best
+    fields = lookup(path, key)
+    _CHOSEN[index, key] = type(default)(**fields) if fields else default
+    return _CHOSEN[index, key]

@@ -1,0 +1,82 @@
+"""Which kernel runs a product, with which launch configuration: the defaults and the candidates tuned over.
+
+`kernel_for` picks the kernel from the layout and M: `decode` at M == 1 (int4, nv24, nv24_int4, bsr_int4), `gemv`
+for M <= 16 (the same formats), else the tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`).
+`config_for` returns the config the per-GPU table of `autotune` holds for (kernel, layout, N, K, M bucket), or
+the kernel's default; with SPARC_AUTOTUNE=1 it times `candidates` on the call's inputs first.
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from . import autotune, bsr_int4, decode, gemv, hybrid
+
+
+def kernel_for(layout: str, x2d: torch.Tensor):
+    """(kernel name, matmul function) for this product."""
+    m = x2d.shape[0]
+    if decode.supports(layout, m, x2d.dtype):
+        return "decode", decode.matmul
+    if gemv.supports(layout, m):
+        return "gemv", gemv.matmul
+    return "tile", (bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul)
+
+
+def default(kernel: str, layout: str, m: int):
+    if kernel == "decode":
+        return decode.DEFAULTS[layout]
+    if kernel == "gemv":
+        return gemv.default_config(layout, m)
+    return hybrid.default_config(m)
+
+
+def candidates(kernel: str, layout: str, m: int) -> list:
+    """The configs SPARC_AUTOTUNE=1 times for this kernel, layout and M."""
+    if kernel == "decode":
+        if layout == "bsr_int4":
+            return [decode.Config(b, 0, s, w) for b, s, w in itertools.product((2, 4, 8), (1, 2), (4, 8))]
+        block_ks = {"int4": (512, 1024), "nv24": (256, 512), "nv24_int4": (1024, 2048)}[layout]
+        return [decode.Config(n, k, 1, w, 2) for n, k, w in itertools.product((8, 16, 32), block_ks, (4, 8))] + [
+            decode.Config(16, block_ks[1], 1, 4, 1), decode.Config(16, block_ks[1], 1, 4, 3),
+            decode.Config(16, 2 * block_ks[1], 1, 4, 2), decode.Config(64, block_ks[0], 1, 8, 2)]
+    if kernel == "gemv":
+        return [gemv.Config(n, k, w) for n, k, w in itertools.product((32, 64, 128), (128, 256), (4, 8))]
+    if m <= 64:
+        block_m = max(16, min(64, 1 << (m - 1).bit_length()))
+        return [hybrid.Config(block_m, n, k, 0, w, st, swap) for n, k, w, st, swap in
+                [(64, 128, 4, 3, False), (64, 128, 4, 3, True), (128, 128, 8, 3, False), (128, 128, 8, 3, True),
+                 (128, 64, 4, 4, True), (64, 64, 4, 4, False), (128, 128, 4, 2, True)]]
+    return [hybrid.Config(bm, bn, bk, 1, w, st, swap) for bm, bn, bk, w, st, swap in
+            [(128, 128, 64, 8, 3, False), (128, 128, 64, 8, 3, True), (128, 256, 64, 8, 3, False),
+             (128, 128, 128, 8, 3, False), (64, 128, 64, 4, 4, False), (128, 128, 64, 4, 4, True),
+             (64, 256, 64, 8, 3, True), (128, 256, 64, 8, 4, True)]]
+
+
+TUNING_BYTES = 200 * 2**20  # weight bytes each timed run streams: 4x the H100's L2, so none comes from L2
+
+
+def timed_run(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
+    """run(config): the product over enough copies of the weight to stream TUNING_BYTES (the first is the
+    caller's), so tuning times device memory, not L2; made only when a key is tuned."""
+    matmul = dict(decode=decode.matmul, gemv=gemv.matmul).get(
+        kernel, bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul)
+    copies = [tensors]
+
+    def run(config):
+        if len(copies) == 1:
+            size = max(1, sum(t.numel() * t.element_size() for t in tensors))
+            copies.extend([t.clone() for t in tensors] for _ in range(min(63, TUNING_BYTES // size)))
+        for weights in copies:
+            matmul(x2d, layout, weights, dims, bias, config)
+    return run
+
+
+def config_for(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
+    """The tuned (or default) config for this product; tunes first under SPARC_AUTOTUNE=1 (the timed run's
+    time covers every copy: only the ranking matters)."""
+    n, k, m = dims[0], dims[1], x2d.shape[0]
+    return autotune.select(autotune.config_key(kernel, layout, n, k, m), default(kernel, layout, m),
+                           candidates(kernel, layout, m), timed_run(kernel, layout, x2d, tensors, dims, bias),
+                           x2d.device)

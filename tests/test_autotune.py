@@ -1,0 +1,146 @@
+"""The per-GPU launch-config table: keys, file names, lookup, tuning (with a fake timer) and the rules that keep
+tuning away from the interpreter and from run time."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from sparc.kernels import autotune, decode, hybrid, tuning
+
+
+@dataclasses.dataclass(frozen=True)
+class Fake:
+    a: int
+    b: int = 0
+
+
+@pytest.fixture(autouse=True)
+def fresh_tables(monkeypatch):
+    monkeypatch.setattr(autotune, "_TUNED", set())
+    monkeypatch.setattr(autotune, "_CHOSEN", {})
+    autotune._read.cache_clear()
+    yield
+    autotune._read.cache_clear()
+
+
+@pytest.mark.parametrize("m, bucket", [(1, 1), (2, 16), (16, 16), (17, 64), (64, 64), (65, 256), (300, 2048),
+                                       (2048, 2048), (100000, 2048)])
+def test_m_bucket(m, bucket):
+    assert autotune.m_bucket(m) == bucket
+    assert autotune.config_key("tile", "int4", 14336, 4096, m) == f"tile/int4/14336x4096/m{bucket}"
+
+
+def test_device_file_names(tmp_path):
+    assert autotune.device_file("NVIDIA H100 80GB HBM3").name == "NVIDIA_H100_80GB_HBM3.json"
+    assert autotune.device_file("NVIDIA H100 80GB HBM3").parent == autotune.CONFIG_DIR
+    assert autotune.device_file(" A/B--c ", tmp_path) == tmp_path / "A_B_c.json"
+
+
+def test_store_then_lookup_keeps_other_keys(tmp_path):
+    path = tmp_path / "GPU.json"
+    assert autotune.lookup(path, "k1") is None
+    autotune.store(path, "k2", {"a": 2}, "GPU")
+    autotune.store(path, "k1", {"a": 1, "b": 3}, "GPU")
+    assert autotune.lookup(path, "k1") == {"a": 1, "b": 3}
+    assert autotune.lookup(path, "k2") == {"a": 2}
+    table = json.loads(path.read_text())
+    assert table["device"] == "GPU" and list(table["configs"]) == ["k1", "k2"]
+
+
+def test_fastest_skips_failing_candidates():
+    times = {1: 3.0, 2: 1.5, 3: 2.0}
+
+    def run(config):
+        if config.a == 4:
+            raise RuntimeError("out of shared memory")
+        return config.a
+
+    seen = []
+    best, best_time = autotune.fastest([Fake(a) for a in (1, 4, 2, 3)], run, lambda fn: times[fn()],
+                                       lambda c, t: seen.append((c.a, t)))
+    assert (best, best_time) == (Fake(2), 1.5)
+    assert seen == [(1, 3.0), (4, None), (2, 1.5), (3, 2.0)]
+
+
+def test_select_off_cuda_or_interpreted_returns_the_default_without_running(monkeypatch):
+    monkeypatch.setenv("SPARC_AUTOTUNE", "1")
+    ran = []
+    assert autotune.select("k", Fake(1), [Fake(2)], ran.append, torch.device("cpu")) == Fake(1)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert not autotune.tuning_requested()
+    assert autotune.select("k", Fake(1), [Fake(2)], ran.append, torch.device("cuda", 0)) == Fake(1)
+    assert ran == []
+
+
+def fake_cuda(monkeypatch, tmp_path, capturing=False):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing)
+    autotune._device_table.cache_clear()
+    return tmp_path / "Fake_GPU.json"
+
+
+def test_select_reads_the_table_without_tuning(monkeypatch, tmp_path):
+    path = fake_cuda(monkeypatch, tmp_path)
+    monkeypatch.delenv("SPARC_AUTOTUNE", raising=False)
+    autotune.store(path, "k", {"a": 7, "b": 1}, "Fake GPU")
+    ran = []
+    device = torch.device("cuda", 0)
+    assert autotune.select("k", Fake(1), [Fake(2)], ran.append, device, directory=tmp_path) == Fake(7, 1)
+    assert autotune.select("other", Fake(1), [Fake(2)], ran.append, device, directory=tmp_path) == Fake(1)
+    assert ran == []
+    autotune._device_table.cache_clear()
+
+
+def test_select_tunes_once_and_writes_the_table(monkeypatch, tmp_path, capsys):
+    path = fake_cuda(monkeypatch, tmp_path)
+    monkeypatch.setenv("SPARC_AUTOTUNE", "1")
+    ran = []
+    bench = {1: 5.0, 2: 4.0, 3: 1.0}
+
+    def run(config):
+        ran.append(config.a)
+        return config.a
+
+    device = torch.device("cuda", 0)
+    chosen = autotune.select("k", Fake(1), [Fake(2), Fake(3)], run, device, directory=tmp_path,
+                             bench=lambda fn: bench[fn()])
+    assert chosen == Fake(3) and ran == [1, 2, 3]
+    assert autotune.lookup(path, "k") == {"a": 3, "b": 0}
+    assert "k" in capsys.readouterr().err
+    again = autotune.select("k", Fake(1), [Fake(2), Fake(3)], run, device, directory=tmp_path,
+                            bench=lambda fn: bench[fn()])
+    assert again == Fake(3) and ran == [1, 2, 3]
+    autotune._device_table.cache_clear()
+
+
+def test_select_never_tunes_while_a_graph_is_captured(monkeypatch, tmp_path):
+    fake_cuda(monkeypatch, tmp_path, capturing=True)
+    monkeypatch.setenv("SPARC_AUTOTUNE", "1")
+    ran = []
+    assert autotune.select("k", Fake(1), [Fake(2)], ran.append, torch.device("cuda", 0), directory=tmp_path,
+                           bench=lambda fn: 1.0) == Fake(1)
+    assert ran == [] and not (tmp_path / "Fake_GPU.json").exists()
+    autotune._device_table.cache_clear()
+
+
+def test_shipped_tables_hold_valid_configs():
+    """Every entry of every table in the package builds its kernel's config, for a known layout and bucket."""
+    classes = {"decode": decode.Config, "gemv": tuning.gemv.Config, "tile": hybrid.Config}
+    tables = list(autotune.CONFIG_DIR.glob("*.json"))
+    assert tables
+    for path in tables:
+        for key, fields in json.loads(path.read_text())["configs"].items():
+            kernel, layout, shape, bucket = key.split("/")
+            assert layout in ("int4", "nv24", "nv24_int4", "bsr_int4", "hybrid", "dense")
+            assert int(bucket[1:]) in autotune.M_BUCKETS and len(shape.split("x")) == 2
+            classes[kernel](**fields)
+
+
+@pytest.mark.parametrize("kernel, layout, m", [("decode", "int4", 1), ("decode", "bsr_int4", 1), ("gemv", "nv24", 16),
+                                               ("tile", "hybrid", 64), ("tile", "int4", 2048)])
+def test_candidates_are_of_the_kernels_config_type(kernel, layout, m):
+    default = tuning.default(kernel, layout, m)
+    candidates = tuning.candidates(kernel, layout, m)
+    assert candidates and all(type(c) is type(default) for c in candidates)
