@@ -6,7 +6,10 @@ statistics of its input over all batches are gathered, the planner decides, and 
 the weights the plan represents, so later layers are calibrated on the outputs of already-planned ones.
 A weight is planned unless its name contains an `exclude` substring or the parameter also feeds something
 other than a linear (a tied embedding, say): pruning it would change that too.
-Writes: `LinearSite.stats` and `LinearSite.layer_plan`; returns the `Plan` (keyed by qualified name).
+`plan_in_order` is that loop for any per-layer function; model-level planners reach it through
+`PlanContext.plan_in_order` (PATCH plans its prior and its final weights with it).
+Writes: `LinearSite.stats` (without the Hessian) and `LinearSite.layer_plan`; returns the `Plan` (keyed by
+qualified name).
 """
 from __future__ import annotations
 

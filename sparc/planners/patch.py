@@ -3,14 +3,18 @@
 Every tile of a weight is dense or 2:4: mask = T + (1 - T) * M24, T the tile indicator broadcast over the tile.
 A layer with a fraction f of dense tiles has sparsity 0.5 * (1 - f), so sparsity is continuous in [0, 0.5].
 
-- One-shot prior (`prior_layer_plan`): the N_dense = round(2 * N_tiles * (density - 0.5)) tiles that keep most
-  weights under an unstructured mask at the target sparsity are dense, the rest take a one-shot 2:4 mask.
+- One-shot prior (`prior_layer`), planned layer by layer in graph order, each layer calibrated on the already
+  planned ones: the N_dense = round(2 * N_tiles * (density - 0.5)) tiles that keep most weights under an unstructured
+  mask at the target sparsity are dense, the rest take a one-shot 2:4 mask. With prior="sparsegpt" (the default) both
+  masks are SparseGPT's and the 2:4 sweep runs with the dense tiles protected, so every weight takes the OBS update
+  (`sparsegpt_hybrid`); with prior="wanda" the masks are Wanda's and the weights stay as they are.
 - Learnable refinement (`TileGates`, `refine`): one logit p per tile, gate = gumbel_softmax([0, p] * kappa, tau)[1];
   optionally 6 logits per group of 4 over the legal 2:4 patterns, M24 = gumbel_softmax(logits * kappa24, tau24)
   @ patterns. Weights frozen; loss = LM loss + l1 * |D - D*| - l2 * (1 - step / T) * sum ||M * W||_F / sum ||W||_F,
   D the element-weighted soft density over all layers (one global target, so per-layer densities differ).
 - Final decision (`final_layer_plans`): tile dense iff p > 0, pattern = argmax, then `match_global_density` flips the
-  least confident tiles until the overall density is as close to the target as whole tiles allow.
+  least confident tiles until the overall density is as close to the target as whole tiles allow. With the SparseGPT
+  prior the refinement starts from the prior's updated weights, and the final tiles take the OBS update once more.
 """
 from __future__ import annotations
 
