@@ -84,7 +84,7 @@ def triton_matmul(x: torch.Tensor, layout: str, tensors, dims, bias: torch.Tenso
     x2d = x.reshape(-1, k)
     if x2d.shape[0] == 0:
         return x.new_empty(*x.shape[:-1], n)
-    kernel, run = tuning.kernel_for(layout, x2d)
+    kernel, run = tuning.kernel_for(layout, x2d, tensors)
     if config is None:
         config = tuning.config_for(kernel, layout, x2d, list(tensors), dims, bias)
     out = run(x2d, layout, list(tensors), dims, bias, config, split_k=split_k, out=out, partials=partials)

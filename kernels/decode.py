@@ -1,4 +1,5 @@
-"""Single-row decode kernels: x (1, K) @ W.T + bias for INT4, NV24, NV24_INT4 and BSR_INT4, one weight pass.
+"""Single-row decode kernels: x (1, K) @ W.T + bias for INT4, NV24, NV24_INT4, BSR_INT4 and HYBRID grids of DENSE /
+NV24 / ZERO tiles, one weight pass.
 
 At M == 1 a layer is a stream of weight bytes (a 4096 x 4096 INT4 layer is 8.9 MB against 8 KB of x), so the
 kernels are built around the weight loads: every stored byte is read once, as 32-bit words (int32 views of the
@@ -6,26 +7,31 @@ packed tensors, made on the host), with 16-byte contiguous loads along each row,
 masks. Nothing is converted with an integer-to-float instruction: a 4-bit q is moved to the top of an fp32
 mantissa, f = 1 + q / 16 (one shift and one and-or), so q * x = 16 * (f * x - x); a bf16 value is the high or
 low half of its word shifted into an fp32. The activations are tiny and stay in L1; each program loads the x
-values of its words once and reuses them for all its rows.
+values of its words once per K block and reuses them for all its rows.
 
 Kernel guide. Program (pid_n, pid_k) owns BLOCK_N output rows and the pid_k-th of SPLIT_K slices of the K
-blocks (for BSR_INT4: one block row and every SPLIT_K-th of its kept blocks, the row pointers read on the
-device). Per K block it loads, for its rows, a (BLOCK_N, G, W) tile of words, W words per group:
+blocks (BSR_INT4: one block row and every SPLIT_K-th group of BLOCK_B kept blocks, the row pointers read on the
+device; HYBRID: BLOCK_N rows of one tile row, K blocks = tiles). Each program loads K block i + 1 while it
+computes K block i (the loads of the next block are issued first, masked off past the slice), and reduces each
+block's products to a (BLOCK_N,) fp32 accumulator. Per K block, for its rows:
 
-    int4       8 nibbles a word, nibble i (bits 4i..4i+3) = input 8w + i (the packed byte order read as
-               little-endian words); G quantization groups of GROUP inputs, W = GROUP / 8. Per word
-               d = sum_i f_i * x[8w + i] and the program-wide xs = sum_i x[8w + i]; with a = 16 s and
-               b = m - 16 s of its group, acc += a * d + b * xs (two FMAs a word for scale and minimum).
-    bsr_int4   the same per stored block (block_n rows x GROUP inputs), BLOCK_B blocks per iteration, each
-               block's x columns from its column index.
-    nv24       (bf16 only) one word per group of 4 inputs (its two kept values), 2 words per meta byte; the
-               meta nibble picks x[4g + idx] among the group's four x values with three selects.
-    nv24_int4  one word per 4 groups of 4 (a byte each: v0 low nibble, v1 high), W = GROUP / 8 words per
-               quantization group of 2 * GROUP inputs; the meta read as int16 words, 4 nibbles matching
-               the 4 value bytes. Per word d = sum f * x_kept and xs = sum x_kept (row-dependent),
-               acc += a * d + b * xs.
-The fp32 accumulator keeps the (BLOCK_N, G, W) shape through the loop and is reduced once at the end; the
-epilogue (bias, cast, or fp32 partials summed by the split-K reduction) is `tiling`'s with BLOCK_M = 1.
+    int4       a (BLOCK_N, G, W) tile of words, G quantization groups of W = GROUP / 8 words; nibble i (bits
+               4i..4i+3) of word w = input 8w + i (the packed byte order read as little-endian words). Per word
+               d = sum_i f_i * x[8w + i] and xs = sum_i x[8w + i] (x loaded once per program, shared by its rows);
+               with a = 16 s and b = m - 16 s of its group, the block adds sum a * d + b * xs.
+    bsr_int4   the same per stored block (block_n rows x GROUP inputs), BLOCK_B blocks at once, each block's x
+               from its column index.
+    nv24       (bf16 only) the meta bytes (BLOCK_N, B) and one value word per group of 4 (BLOCK_N, B, 2), two
+               groups a meta byte; x loaded as contiguous runs of 8 and split into the four inputs of each group;
+               the meta nibble picks x[4g + idx] with three selects.
+    nv24_int4  (BLOCK_N, G, W) value words, 4 groups of 4 a word (a byte each: v0 low nibble, v1 high) and the
+               meta read as int16 words, 4 nibbles matching the 4 value bytes; W = GROUP / 8 words per
+               quantization group of 2 * GROUP inputs. d = sum f * x_kept, xs = sum x_kept (row-dependent).
+    hybrid     (bf16, no INT4 / NV24_INT4 tiles) the tile row's format codes and offsets are loaded once
+               (`hybrid.tile_row_table`); per tile, the DENSE rows (bf16) and the NV24 meta / value words are
+               loaded with masks that keep only the tile's own format, and both products are added (a ZERO tile
+               moves no weight bytes). With K % 8 == 0 offsets and widths are hinted as multiples of 8.
+The epilogue (bias, cast, or fp32 partials summed by the split-K reduction) is `tiling`'s with BLOCK_M = 1.
 Launch grids depend only on N, K and the config: safe inside CUDA graphs and torch.compile.
 """
 from __future__ import annotations
@@ -36,11 +42,10 @@ import torch
 import triton
 import triton.language as tl
 
+from .hybrid import CODE_DENSE, CODE_NV24, tile_row_table
 from .tiling import Tiling, launch, store_result
 
 LAYOUTS = ("int4", "nv24", "nv24_int4", "bsr_int4")
-MANTISSA_Q = tl.constexpr(0x00780000)  # bits 19..22: q / 16 in the mantissa of 1.0
-ONE = tl.constexpr(0x3F800000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,30 +61,68 @@ class Config:
 
 DEFAULTS = {  # layout -> Config, used where the tuned table has no entry
     "int4": Config(16, 1024, 1, 4), "nv24": Config(16, 512, 1, 4), "nv24_int4": Config(16, 2048, 1, 4),
-    "bsr_int4": Config(4, 0, 1, 4),
+    "bsr_int4": Config(4, 0, 1, 4), "hybrid": Config(16, 0, 1, 4),
 }
 
 
 @triton.jit
 def nibble_as_float(words, I: tl.constexpr):
-    """1 + q / 16 in fp32 for the nibble at bits 4I..4I+3 of each word."""
+    """1 + q / 16 in fp32 for the nibble q at bits 4I..4I+3 of each word: q moved to the top of the mantissa."""
     if 4 * I <= 19:
         moved = words << (19 - 4 * I)
     else:
         moved = words >> (4 * I - 19)
-    return ((moved & MANTISSA_Q) | ONE).to(tl.float32, bitcast=True)
+    return ((moved & 0x00780000) | 0x3F800000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def load_x(x_ptr, offs, K, stride_xk):
+    return tl.load(x_ptr + offs * stride_xk, mask=offs < K, other=0.0).to(tl.float32)
 
 
 @triton.jit
 def int4_word_sums(words, x_ptr, kbase, K, stride_xk):
-    """(d, xs): d = sum_i (1 + q_i / 16) * x[kbase + i] per word and xs = sum_i x[kbase + i]; kbase (G, W)."""
+    """(d, xs): d = sum_i (1 + q_i / 16) * x[kbase + i] per word (nibble i at bits 4i) and xs = sum_i
+    x[kbase + i]; words (A, B, W), kbase (B, W) or (A, 1, W)."""
     d = tl.zeros(words.shape, tl.float32)
     xs = tl.zeros(kbase.shape, tl.float32)
     for i in tl.static_range(8):
-        xi = tl.load(x_ptr + (kbase + i) * stride_xk, mask=kbase + i < K, other=0.0).to(tl.float32)
-        d += nibble_as_float(words, i) * xi[None]
+        xi = load_x(x_ptr, kbase + i, K, stride_xk)
+        d += nibble_as_float(words, i) * xi
         xs += xi
     return d, xs
+
+
+@triton.jit
+def group_at(rows, row_ok, row_groups, step, live, G: tl.constexpr):
+    """(index, mask) of the G groups of K block `step` in each row (masked off unless `live`)."""
+    groups = step * G + tl.arange(0, G)
+    return rows.to(tl.int64)[:, None] * row_groups + groups[None, :], row_ok[:, None] & (groups < row_groups) & live
+
+
+@triton.jit
+def group_words(ptr, at, ok, W: tl.constexpr):
+    """(BLOCK_N, G, W) words: the W words of each group `at`."""
+    return tl.load(ptr + at[:, :, None] * W + tl.arange(0, W)[None, None, :], mask=ok[:, :, None], other=0)
+
+
+@triton.jit
+def group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, step, live, G: tl.constexpr,
+                W: tl.constexpr):
+    """(scales, mins (BLOCK_N, G) fp32, words (BLOCK_N, G, W)) of K block `step` (all zero unless `live`):
+    G groups of W words a row, one scale and minimum a group."""
+    at, ok = group_at(rows, row_ok, row_groups, step, live, G)
+    s = tl.load(scales_ptr + at, mask=ok, other=0.0).to(tl.float32)
+    m = tl.load(mins_ptr + at, mask=ok, other=0.0).to(tl.float32)
+    return s, m, group_words(q_ptr, at, ok, W)
+
+
+@triton.jit
+def k_slice(steps, SPLIT_K: tl.constexpr):
+    """(first, end) K block of this program's split-K slice."""
+    per_split = tl.cdiv(steps, SPLIT_K)
+    first = tl.program_id(1) * per_split
+    return first, tl.minimum(first + per_split, steps)
 
 
 @triton.jit
@@ -90,26 +133,38 @@ def int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M,
     """q_ptr: int32 words (N, Kp / 8)."""
     G: tl.constexpr = BLOCK_K // GROUP
     W: tl.constexpr = GROUP // 8
-    pid_n, pid_k = tl.program_id(0), tl.program_id(1)
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     row_groups = tl.cdiv(K, GROUP)
-    steps = tl.cdiv(row_groups, G)
-    per_split = tl.cdiv(steps, SPLIT_K)
-    acc = tl.zeros((BLOCK_N, G, W), tl.float32)
-    for step in range(pid_k * per_split, tl.minimum(pid_k * per_split + per_split, steps)):
-        groups = step * G + tl.arange(0, G)
-        ok = row_ok[:, None] & (groups < row_groups)[None, :]
-        meta = rows.to(tl.int64)[:, None] * row_groups + groups[None, :]
-        s = tl.load(scales_ptr + meta, mask=ok, other=0.0).to(tl.float32)
-        m = tl.load(mins_ptr + meta, mask=ok, other=0.0).to(tl.float32)
-        words = tl.load(q_ptr + meta[:, :, None] * W + tl.arange(0, W)[None, None, :], mask=ok[:, :, None],
-                        other=0)
-        kbase = 8 * (groups[:, None] * W + tl.arange(0, W)[None, :])
+    first, end = k_slice(tl.cdiv(row_groups, G), SPLIT_K)
+    acc = tl.zeros((BLOCK_N,), tl.float32)
+    s, m, words = group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, first, first < end, G, W)
+    for step in range(first, end):
+        s_next, m_next, words_next = group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, step + 1,
+                                                 step + 1 < end, G, W)
+        kbase = 8 * ((step * G + tl.arange(0, G))[:, None] * W + tl.arange(0, W)[None, :])
         d, xs = int4_word_sums(words, x_ptr, kbase, K, stride_xk)
-        acc += (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs[None]
-    out = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
-    store_result(out, out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, pid_k, HAS_BIAS, SPLIT_K, ROUND_BF16)
+        part = (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs[None]
+        acc += tl.sum(tl.sum(part, axis=2), axis=1)
+        s, m, words = s_next, m_next, words_next
+    store_result(acc[None, :], out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, tl.program_id(1), HAS_BIAS, SPLIT_K,
+                 ROUND_BF16)
+
+
+@triton.jit
+def bsr_loads(col_ptr, q_ptr, scales_ptr, mins_ptr, first, count, i0, rows, BLOCK_B: tl.constexpr,
+              BLOCK_N: tl.constexpr, W: tl.constexpr):
+    """(cols (BLOCK_B,), scales, mins (BLOCK_B, BLOCK_N), words (BLOCK_B, BLOCK_N, W)) of kept blocks
+    i0 .. i0 + BLOCK_B of a block row (zeros past `count`)."""
+    ids = i0 + tl.arange(0, BLOCK_B)
+    ok = ids < count
+    blocks = (first + ids).to(tl.int64)
+    cols = tl.load(col_ptr + blocks, mask=ok, other=0).to(tl.int32)
+    at = blocks[:, None] * BLOCK_N + rows[None, :]
+    s = tl.load(scales_ptr + at, mask=ok[:, None], other=0.0).to(tl.float32)
+    m = tl.load(mins_ptr + at, mask=ok[:, None], other=0.0).to(tl.float32)
+    words = tl.load(q_ptr + at[:, :, None] * W + tl.arange(0, W)[None, None, :], mask=ok[:, None, None], other=0)
+    return cols, s, m, words
 
 
 @triton.jit
@@ -120,33 +175,25 @@ def bsr_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, sc
                            ROUND_BF16: tl.constexpr, BLOCK_B: tl.constexpr):
     """BLOCK_N = block_n and BLOCK_K = group; q_ptr: int32 words (nnz, block_n, group / 8)."""
     W: tl.constexpr = BLOCK_K // 8
+    STRIDE: tl.constexpr = SPLIT_K * BLOCK_B
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
     first = tl.load(row_ptr + pid_n)
     count = tl.load(row_ptr + pid_n + 1) - first
     rows = tl.arange(0, BLOCK_N)
-    acc = tl.zeros((BLOCK_B, BLOCK_N, W), tl.float32)
-    for i0 in range(pid_k * BLOCK_B, count, SPLIT_K * BLOCK_B):
-        ids = i0 + tl.arange(0, BLOCK_B)
-        ok = ids < count
-        blocks = (first + ids).to(tl.int64)
-        cols = tl.load(col_ptr + blocks, mask=ok, other=0).to(tl.int32)
-        meta = blocks[:, None] * BLOCK_N + rows[None, :]
-        s = tl.load(scales_ptr + meta, mask=ok[:, None], other=0.0).to(tl.float32)
-        m = tl.load(mins_ptr + meta, mask=ok[:, None], other=0.0).to(tl.float32)
-        words = tl.load(q_ptr + meta[:, :, None] * W + tl.arange(0, W)[None, None, :], mask=ok[:, None, None],
-                        other=0)
-        kbase = cols[:, None] * BLOCK_K + 8 * tl.arange(0, W)[None, :]
-        d = tl.zeros((BLOCK_B, BLOCK_N, W), tl.float32)
-        xs = tl.zeros((BLOCK_B, W), tl.float32)
-        for i in tl.static_range(8):
-            xi = tl.load(x_ptr + (kbase + i) * stride_xk, mask=ok[:, None] & (kbase + i < K), other=0.0)
-            xi = xi.to(tl.float32)
-            d += nibble_as_float(words, i) * xi[:, None, :]
-            xs += xi
-        acc += (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs[:, None, :]
-    out = tl.sum(tl.sum(acc, axis=2), axis=0)[None, :]
-    store_result(out, out_ptr, bias_ptr, tl.arange(0, 1), pid_n * BLOCK_N + rows, 1, N, pid_k, HAS_BIAS, SPLIT_K,
-                 ROUND_BF16)
+    acc = tl.zeros((BLOCK_N,), tl.float32)
+    cols, s, m, words = bsr_loads(col_ptr, q_ptr, scales_ptr, mins_ptr, first, count, pid_k * BLOCK_B, rows, BLOCK_B,
+                                  BLOCK_N, W)
+    for i0 in range(pid_k * BLOCK_B, count, STRIDE):
+        cols_n, s_n, m_n, words_n = bsr_loads(col_ptr, q_ptr, scales_ptr, mins_ptr, first, count, i0 + STRIDE, rows,
+                                              BLOCK_B, BLOCK_N, W)
+        ok = i0 + tl.arange(0, BLOCK_B) < count
+        kbase = tl.where(ok, cols * BLOCK_K, K)[:, None, None] + 8 * tl.arange(0, W)[None, None, :]
+        d, xs = int4_word_sums(words, x_ptr, kbase, K, stride_xk)
+        part = (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs
+        acc += tl.sum(tl.sum(part, axis=2), axis=0)
+        cols, s, m, words = cols_n, s_n, m_n, words_n
+    store_result(acc[None, :], out_ptr, bias_ptr, tl.arange(0, 1), pid_n * BLOCK_N + rows, 1, N, pid_k, HAS_BIAS,
+                 SPLIT_K, ROUND_BF16)
 
 
 @triton.jit
@@ -156,37 +203,51 @@ def pick(idx, x0, x1, x2, x3):
 
 
 @triton.jit
+def quad_split(x):
+    """(x0, x1, x2, x3): the four inputs of each group of 4, x (..., 2, 2) holding input 2a + b at [..., a, b]."""
+    even, odd = tl.split(x)
+    x0, x2 = tl.split(even)
+    x1, x3 = tl.split(odd)
+    return x0, x1, x2, x3
+
+
+@triton.jit
+def nv24_loads(values_ptr, meta_ptr, rows, row_ok, row_bytes, step, live, B: tl.constexpr):
+    """(meta (BLOCK_N, B) int32, words (BLOCK_N, B, 2)) of K block `step`: B meta bytes a row and the two
+    value words (groups of 4) of each (zeros unless `live`)."""
+    pairs = step * B + tl.arange(0, B)
+    ok = row_ok[:, None] & (pairs < row_bytes)[None, :] & live
+    at = rows.to(tl.int64)[:, None] * row_bytes + pairs[None, :]
+    meta = tl.load(meta_ptr + at, mask=ok, other=0).to(tl.int32)
+    words = tl.load(values_ptr + at[:, :, None] * 2 + tl.arange(0, 2)[None, None, :], mask=ok[:, :, None], other=0)
+    return meta, words
+
+
+@triton.jit
 def nv24_decode_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, stride_xm, stride_xk,
                        HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        SPLIT_K: tl.constexpr, USE_DOT: tl.constexpr, DOT_DTYPE: tl.constexpr,
                        PRECISION: tl.constexpr, ROUND_BF16: tl.constexpr):
     """values_ptr: int32 words (N, Kp / 4), one group of 4 inputs each; meta_ptr: uint8 (N, Kp / 8)."""
     B: tl.constexpr = BLOCK_K // 8  # meta bytes (pairs of groups) per K block
-    pid_n, pid_k = tl.program_id(0), tl.program_id(1)
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     row_bytes = tl.cdiv(K, 8)
-    steps = tl.cdiv(row_bytes, B)
-    per_split = tl.cdiv(steps, SPLIT_K)
-    half = tl.arange(0, 2)
-    acc = tl.zeros((BLOCK_N, B, 2), tl.float32)
-    for step in range(pid_k * per_split, tl.minimum(pid_k * per_split + per_split, steps)):
-        pairs = step * B + tl.arange(0, B)
-        ok = row_ok[:, None] & (pairs < row_bytes)[None, :]
-        at = rows.to(tl.int64)[:, None] * row_bytes + pairs[None, :]
-        meta = tl.load(meta_ptr + at, mask=ok, other=0).to(tl.int32)
-        words = tl.load(values_ptr + at[:, :, None] * 2 + half[None, None, :], mask=ok[:, :, None], other=0)
-        nibbles = (meta[:, :, None] >> (4 * half)[None, None, :]) & 0xF
-        quads = 8 * pairs[:, None] + 4 * half[None, :]  # (B, 2): first input of each group
-        x0 = tl.load(x_ptr + quads * stride_xk, mask=quads < K, other=0.0).to(tl.float32)[None]
-        x1 = tl.load(x_ptr + (quads + 1) * stride_xk, mask=quads + 1 < K, other=0.0).to(tl.float32)[None]
-        x2 = tl.load(x_ptr + (quads + 2) * stride_xk, mask=quads + 2 < K, other=0.0).to(tl.float32)[None]
-        x3 = tl.load(x_ptr + (quads + 3) * stride_xk, mask=quads + 3 < K, other=0.0).to(tl.float32)[None]
+    first, end = k_slice(tl.cdiv(row_bytes, B), SPLIT_K)
+    acc = tl.zeros((BLOCK_N,), tl.float32)
+    meta, words = nv24_loads(values_ptr, meta_ptr, rows, row_ok, row_bytes, first, first < end, B)
+    for step in range(first, end):
+        meta_next, words_next = nv24_loads(values_ptr, meta_ptr, rows, row_ok, row_bytes, step + 1, step + 1 < end, B)
+        offs = 8 * (step * B + tl.arange(0, B))[:, None] + tl.arange(0, 8)[None, :]
+        x0, x1, x2, x3 = quad_split(tl.reshape(load_x(x_ptr, offs, K, stride_xk), (1, B, 2, 2, 2)))
+        nibbles = (meta[:, :, None] >> (4 * tl.arange(0, 2))[None, None, :]) & 0xF
         v0 = (words << 16).to(tl.float32, bitcast=True)
         v1 = (words & -65536).to(tl.float32, bitcast=True)
-        acc += v0 * pick(nibbles & 3, x0, x1, x2, x3) + v1 * pick(nibbles >> 2, x0, x1, x2, x3)
-    out = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
-    store_result(out, out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, pid_k, HAS_BIAS, SPLIT_K, ROUND_BF16)
+        part = v0 * pick(nibbles & 3, x0, x1, x2, x3) + v1 * pick(nibbles >> 2, x0, x1, x2, x3)
+        acc += tl.sum(tl.sum(part, axis=2), axis=1)
+        meta, words = meta_next, words_next
+    store_result(acc[None, :], out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, tl.program_id(1), HAS_BIAS, SPLIT_K,
+                 ROUND_BF16)
 
 
 @triton.jit
@@ -199,48 +260,122 @@ def nv24_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_pt
     SPAN: tl.constexpr = 2 * GROUP  # inputs per quantization group
     G: tl.constexpr = BLOCK_K // SPAN
     W: tl.constexpr = SPAN // 16
-    pid_n, pid_k = tl.program_id(0), tl.program_id(1)
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     row_groups = tl.cdiv(K, SPAN)
-    steps = tl.cdiv(row_groups, G)
-    per_split = tl.cdiv(steps, SPLIT_K)
-    acc = tl.zeros((BLOCK_N, G, W), tl.float32)
-    for step in range(pid_k * per_split, tl.minimum(pid_k * per_split + per_split, steps)):
-        groups = step * G + tl.arange(0, G)
-        ok = row_ok[:, None] & (groups < row_groups)[None, :]
-        at = rows.to(tl.int64)[:, None] * row_groups + groups[None, :]
-        s = tl.load(scales_ptr + at, mask=ok, other=0.0).to(tl.float32)
-        m = tl.load(mins_ptr + at, mask=ok, other=0.0).to(tl.float32)
-        word_at = at[:, :, None] * W + tl.arange(0, W)[None, None, :]
-        words = tl.load(q_ptr + word_at, mask=ok[:, :, None], other=0)
-        meta = tl.load(meta_ptr + word_at, mask=ok[:, :, None], other=0).to(tl.int32)
-        quad0 = 16 * (groups[:, None] * W + tl.arange(0, W)[None, :])  # (G, W): first input of the word
+    first, end = k_slice(tl.cdiv(row_groups, G), SPLIT_K)
+    acc = tl.zeros((BLOCK_N,), tl.float32)
+    s, m, words = group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, first, first < end, G, W)
+    at, ok = group_at(rows, row_ok, row_groups, first, first < end, G)
+    meta = group_words(meta_ptr, at, ok, W)
+    for step in range(first, end):
+        s_n, m_n, words_n = group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, step + 1,
+                                        step + 1 < end, G, W)
+        at, ok = group_at(rows, row_ok, row_groups, step + 1, step + 1 < end, G)
+        meta_n = group_words(meta_ptr, at, ok, W)
+        quad0 = 16 * ((step * G + tl.arange(0, G))[:, None] * W + tl.arange(0, W)[None, :])  # first input a word
+        nibbles = meta.to(tl.int32)
         d = tl.zeros((BLOCK_N, G, W), tl.float32)
         xs = tl.zeros((BLOCK_N, G, W), tl.float32)
         for j in tl.static_range(4):
             quad = quad0 + 4 * j
-            x0 = tl.load(x_ptr + quad * stride_xk, mask=quad < K, other=0.0).to(tl.float32)[None]
-            x1 = tl.load(x_ptr + (quad + 1) * stride_xk, mask=quad + 1 < K, other=0.0).to(tl.float32)[None]
-            x2 = tl.load(x_ptr + (quad + 2) * stride_xk, mask=quad + 2 < K, other=0.0).to(tl.float32)[None]
-            x3 = tl.load(x_ptr + (quad + 3) * stride_xk, mask=quad + 3 < K, other=0.0).to(tl.float32)[None]
-            nibble = meta >> (4 * j)
-            xa = pick(nibble & 3, x0, x1, x2, x3)
-            xb = pick((nibble >> 2) & 3, x0, x1, x2, x3)
+            x0 = load_x(x_ptr, quad, K, stride_xk)[None]
+            x1 = load_x(x_ptr, quad + 1, K, stride_xk)[None]
+            x2 = load_x(x_ptr, quad + 2, K, stride_xk)[None]
+            x3 = load_x(x_ptr, quad + 3, K, stride_xk)[None]
+            xa = pick((nibbles >> (4 * j)) & 3, x0, x1, x2, x3)
+            xb = pick((nibbles >> (4 * j + 2)) & 3, x0, x1, x2, x3)
             d += nibble_as_float(words, 2 * j) * xa + nibble_as_float(words, 2 * j + 1) * xb
             xs += xa + xb
-        acc += (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs
-    out = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
-    store_result(out, out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, pid_k, HAS_BIAS, SPLIT_K, ROUND_BF16)
+        part = (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs
+        acc += tl.sum(tl.sum(part, axis=2), axis=1)
+        s, m, words, meta = s_n, m_n, words_n, meta_n
+    store_result(acc[None, :], out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, tl.program_id(1), HAS_BIAS, SPLIT_K,
+                 ROUND_BF16)
+
+
+@triton.jit
+def hybrid_tile_loads(dense_ptr, values_ptr, meta_ptr, cols, codes, bases, col, live, rows, row_ok, K,
+                      HAS_DENSE: tl.constexpr, HAS_NV24: tl.constexpr, BLOCK_N: tl.constexpr, TILE: tl.constexpr,
+                      ALIGNED: tl.constexpr):
+    """(dense (BLOCK_N, B, 8) bf16, meta (BLOCK_N, B) int32, value words (BLOCK_N, B, 2)) of tile column `col`
+    for the program's rows, B = TILE / 8: each format's loads masked off unless the tile is of that format (and
+    `live`); the tile's code and offset are picked from the tile row's table, no load in between."""
+    B: tl.constexpr = TILE // 8
+    here = cols == col
+    code = tl.sum(tl.where(here, codes, 0))
+    base = tl.sum(tl.where(here, bases, 0))
+    width = tl.minimum(K - col * TILE, TILE)
+    if ALIGNED:  # K % 8 == 0: every tile offset and width is a multiple of 8 weights (16-byte loads)
+        base, width = tl.multiple_of(base, 8), tl.multiple_of(width, 8)
+    pairs = tl.arange(0, B)
+    dense = tl.zeros((1, 1, 1), tl.bfloat16)
+    meta = tl.zeros((1, 1), tl.int32)
+    words = tl.zeros((1, 1, 1), tl.int32)
+    if HAS_DENSE:
+        local = 8 * pairs[:, None] + tl.arange(0, 8)[None, :]
+        ok = (row_ok & (code == CODE_DENSE) & live)[:, None, None] & (local < width)[None]
+        dense = tl.load(dense_ptr + (base + rows.to(tl.int64) * width)[:, None, None] + local[None], mask=ok,
+                        other=0.0)
+    if HAS_NV24:
+        row_bytes = (base + rows.to(tl.int64) * (tl.cdiv(width, 8) * 8)) // 8
+        ok = (row_ok & (code == CODE_NV24) & live)[:, None] & (8 * pairs < width)[None, :]
+        meta = tl.load(meta_ptr + row_bytes[:, None] + pairs[None, :], mask=ok, other=0).to(tl.int32)
+        words = tl.load(values_ptr + (2 * (row_bytes[:, None] + pairs[None, :]))[:, :, None]
+                        + tl.arange(0, 2)[None, None, :], mask=ok[:, :, None], other=0)
+    return dense, meta, words
+
+
+@triton.jit
+def hybrid_decode_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_ptr, values_ptr, meta_ptr, M, N, K,
+                         stride_xm, stride_xk, grid_cols, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, USE_DOT: tl.constexpr,
+                         DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, ROUND_BF16: tl.constexpr,
+                         HAS_DENSE: tl.constexpr, HAS_NV24: tl.constexpr, COLS: tl.constexpr,
+                         ALIGNED: tl.constexpr):
+    """A HYBRID grid of DENSE, NV24 and ZERO tiles, BLOCK_K = tile, BLOCK_N dividing it; dense_ptr bf16, values_ptr
+    the NV24 values as int32 words, meta_ptr uint8."""
+    B: tl.constexpr = BLOCK_K // 8
+    pid_n = tl.program_id(0)
+    tile_row = pid_n * BLOCK_N // BLOCK_K
+    rows = pid_n * BLOCK_N - tile_row * BLOCK_K + tl.arange(0, BLOCK_N)  # inside the tile
+    row_ok = rows < tl.minimum(N - tile_row * BLOCK_K, BLOCK_K)
+    cols, codes, bases = tile_row_table(formats_ptr, offsets_ptr, grid_cols, tile_row, COLS)
+    first, end = k_slice(grid_cols, SPLIT_K)
+    acc = tl.zeros((BLOCK_N,), tl.float32)
+    dense, meta, words = hybrid_tile_loads(dense_ptr, values_ptr, meta_ptr, cols, codes, bases, first, first < end,
+                                           rows, row_ok, K, HAS_DENSE, HAS_NV24, BLOCK_N, BLOCK_K, ALIGNED)
+    for col in range(first, end):
+        dense_n, meta_n, words_n = hybrid_tile_loads(dense_ptr, values_ptr, meta_ptr, cols, codes, bases, col + 1,
+                                                     col + 1 < end, rows, row_ok, K, HAS_DENSE, HAS_NV24, BLOCK_N,
+                                                     BLOCK_K, ALIGNED)
+        x = load_x(x_ptr, col * BLOCK_K + 8 * tl.arange(0, B)[:, None] + tl.arange(0, 8)[None, :], K, stride_xk)
+        if HAS_DENSE:
+            acc += tl.sum(tl.sum(dense.to(tl.float32) * x[None], axis=2), axis=1)
+        if HAS_NV24:
+            x0, x1, x2, x3 = quad_split(tl.reshape(x, (1, B, 2, 2, 2)))
+            nibbles = (meta[:, :, None] >> (4 * tl.arange(0, 2))[None, None, :]) & 0xF
+            v0 = (words << 16).to(tl.float32, bitcast=True)
+            v1 = (words & -65536).to(tl.float32, bitcast=True)
+            part = v0 * pick(nibbles & 3, x0, x1, x2, x3) + v1 * pick(nibbles >> 2, x0, x1, x2, x3)
+            acc += tl.sum(tl.sum(part, axis=2), axis=1)
+        dense, meta, words = dense_n, meta_n, words_n
+    store_result(acc[None, :], out_ptr, bias_ptr, tl.arange(0, 1), pid_n * BLOCK_N + tl.arange(0, BLOCK_N), 1, N,
+                 tl.program_id(1), HAS_BIAS, SPLIT_K, ROUND_BF16)
 
 
 KERNELS = {"int4": int4_decode_kernel, "nv24": nv24_decode_kernel, "nv24_int4": nv24_int4_decode_kernel,
-           "bsr_int4": bsr_int4_decode_kernel}
+           "bsr_int4": bsr_int4_decode_kernel, "hybrid": hybrid_decode_kernel}
 
 
-def supports(layout: str, m: int, dtype: torch.dtype) -> bool:
-    """M == 1, and NV24 only with bf16 values (the halves of a word shifted into fp32 are bf16's bits)."""
-    return layout in LAYOUTS and m == 1 and (layout != "nv24" or dtype == torch.bfloat16)
+def supports(layout: str, m: int, dtype: torch.dtype, tensors=None) -> bool:
+    """M == 1; NV24 only with bf16 values (the halves of a word shifted into fp32 are bf16's bits); HYBRID only
+    in bf16 with no INT4 or NV24_INT4 tiles (from the buffer sizes `tensors` hold: no data is read)."""
+    if m != 1:
+        return False
+    if layout == "hybrid":
+        return dtype == torch.bfloat16 and tensors is not None and not any(t.numel() for t in tensors[5:])
+    return layout in LAYOUTS and (layout != "nv24" or dtype == torch.bfloat16)
 
 
 def word_views(layout: str, tensors, dims) -> list[torch.Tensor]:
@@ -252,6 +387,8 @@ def word_views(layout: str, tensors, dims) -> list[torch.Tensor]:
         tensors[0] = tensors[0].view(torch.int32)
     elif layout == "nv24_int4":
         tensors[0], tensors[3] = tensors[0].view(torch.int32), tensors[3].view(torch.int16)
+    elif layout == "hybrid":  # grid, offsets, dense, nv24 values, nv24 meta (no int4 tiles)
+        tensors = [*tensors[:3], tensors[3].view(torch.int32) if tensors[3].numel() else None, tensors[4]]
     else:  # bsr_int4: (nnz, block_n, group / 2) bytes
         tensors[2] = tensors[2].view(torch.int32)
     return tensors
@@ -265,22 +402,23 @@ def block_k(layout: str, dims, config: Config) -> int:
     return max(span, min(config.block_k, triton.next_power_of_2(padded)))
 
 
-def program_count(layout: str, dims, config: Config) -> int:
-    block_n = dims[3] if layout == "bsr_int4" else config.block_n
-    return triton.cdiv(dims[0], block_n)
-
-
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
            partials=None):
-    """x2d (1, K) @ W.T + bias for an INT4, NV24, NV24_INT4 or BSR_INT4 weight."""
+    """x2d (1, K) @ W.T + bias for an INT4, NV24, NV24_INT4, BSR_INT4 or HYBRID (DENSE / NV24 / ZERO) weight."""
     n, k, group = dims[0], dims[1], dims[2]
     split = split_k if split_k is not None else max(1, config.split_k)
-    if layout == "bsr_int4":
+    views, extra = word_views(layout, tensors, dims), ()
+    if layout == "hybrid":
+        views = [t if t is None or t.numel() else None for t in views]  # a format without tiles: no pointer
+        tiling = Tiling(1, min(config.block_n, dims[3]), dims[3], split)
+        constexprs = {"HAS_DENSE": views[2] is not None, "HAS_NV24": views[3] is not None,
+                      "COLS": triton.next_power_of_2(views[0].shape[1]), "ALIGNED": k % 8 == 0}
+        extra = (views[0].shape[1],)
+    elif layout == "bsr_int4":
         tiling, constexprs = Tiling(1, dims[3], group, split), {"BLOCK_B": config.block_n}
     else:
         tiling = Tiling(1, config.block_n, block_k(layout, dims, config), split)
         constexprs = {} if layout == "nv24" else {"GROUP": group}
     if x2d.is_cuda:
         constexprs.update(num_warps=config.num_warps, num_stages=config.num_stages)
-    return launch(KERNELS[layout], x2d, n, k, bias, tiling, word_views(layout, tensors, dims), (), constexprs, out,
-                  partials)
+    return launch(KERNELS[layout], x2d, n, k, bias, tiling, views, extra, constexprs, out, partials)

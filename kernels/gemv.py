@@ -1,5 +1,7 @@
 """Decode kernels: x (M, K) @ W.T + bias for M <= 16, weights streamed once, for INT4, NV24, NV24_INT4, BSR_INT4.
 
+M == 1 normally runs `decode` (word loads); here it runs only NV24 with fp16 or fp32 values.
+
 At decode the product is bound by the weight bytes: a 4096 x 4096 INT4 layer is 8.9 MB against 8 KB of x. These
 kernels read each stored byte once, with wide contiguous loads along each weight row, and never rebuild a dense
 weight block in input order. The activations are tiny and stay in L1; they are loaded in the order the format

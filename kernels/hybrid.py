@@ -16,11 +16,16 @@ group min(group, tile / 2) kept values. ZERO tiles store nothing, whatever the m
 Kernel guide. `tile_grid_kernel` runs every tile-grid format; the pure layouts (dense, nv24, int4, nv24_int4,
 zero) are the special case of one tile covering the whole weight, with the format fixed at compile time. The
 program grid, split-K and epilogue are those of `tiling`: program (pid_mn, pid_k) owns a (BLOCK_M x BLOCK_N)
-output tile, BLOCK_N = 64 rows of one tile row, and walks its slice of the K blocks (BLOCK_K = tile, 128 for the
-pure layouts). Per K block it loads the tile's format code and offset (two scalars), then only for a stored
-format the x block and that format's bytes for the (BLOCK_N x BLOCK_K) weight block (see each format's
-`*_block`), expands them to a register tile and accumulates x @ w.T. ZERO tiles cost the two scalar loads.
-The formats present are tl.constexpr flags, so a kernel for DENSE + NV24 tiles holds no int4 code.
+output tile (rows of one tile row for a grid: BLOCK_N divides the tile), programs ordered in groups of GROUP_M
+row blocks for L2 reuse, and walks its slice of the K blocks (BLOCK_K: the config's, at least one quantization
+group, at most the tile for a grid). A grid program first loads the format codes and offsets of its
+whole tile row (`tile_row_table`); per K block it picks its tile's code and offset from them by arithmetic,
+loads the x block, and for the (BLOCK_N x BLOCK_K) weight block the bytes of the tile's own format (see
+each format's `*_block`; `format_blocks` masks the loads of the other formats present, so the loop has no
+data-dependent branch and its loads pipeline over num_stages), expands them to a register tile and accumulates
+x @ w.T (or, SWAP, w @ x.T with the weight block as the tensor cores' register operand). ZERO tiles move no
+weight bytes. The formats present are tl.constexpr flags, so a kernel for DENSE + NV24 tiles holds no int4
+code, and on the GPU x and DENSE blocks go to tl.dot in their stored dtype.
 """
 from __future__ import annotations
 
@@ -52,6 +57,7 @@ CODE_DENSE = tl.constexpr(int(TileFormat.DENSE))
 CODE_NV24 = tl.constexpr(int(TileFormat.NV24))
 CODE_INT4 = tl.constexpr(int(TileFormat.INT4))
 CODE_NV24_INT4 = tl.constexpr(int(TileFormat.NV24_INT4))
+CODE_ZERO = tl.constexpr(int(TileFormat.ZERO))
 
 
 def tile_group(fmt: TileFormat, group: int, tile: int) -> int:
@@ -160,16 +166,68 @@ def unpack(tensors, shape, group, tile):
 
 
 @triton.jit
-def locate_tile(formats_ptr, offsets_ptr, grid_cols, offs_n, n0, k0, N, K, TILE: tl.constexpr):
-    """For the block at (n0, k0): its tile's format code and stored offset, the block's rows inside the tile and
-    which of them exist, the tile's width and k0 inside the tile."""
+def tile_row_table(formats_ptr, offsets_ptr, grid_cols, tile_row, COLS: tl.constexpr):
+    """(columns, codes, offsets), each (COLS,): the format code and stored offset of every tile of a tile row,
+    loaded once before the K loop (ZERO past the grid)."""
+    cols = tl.arange(0, COLS)
+    ok = cols < grid_cols
+    codes = tl.load(formats_ptr + tile_row * grid_cols + cols, mask=ok, other=CODE_ZERO).to(tl.int32)
+    bases = tl.load(offsets_ptr + tile_row * grid_cols + cols, mask=ok, other=0)
+    return cols, codes, bases
+
+
+@triton.jit
+def locate_tile(cols, codes, bases, offs_n, n0, k0, N, K, TILE: tl.constexpr):
+    """For the block at (n0, k0): its tile's format code and stored offset (picked from the tile row's table by
+    arithmetic, so the block's loads depend on no load of the same iteration and pipeline), the block's rows
+    inside the tile and which of them exist, the tile's width and k0 inside the tile."""
     tile_row, tile_col = n0 // TILE, k0 // TILE
-    code = tl.load(formats_ptr + tile_row * grid_cols + tile_col)
-    base = tl.load(offsets_ptr + tile_row * grid_cols + tile_col)
+    here = cols == tile_col
+    code = tl.sum(tl.where(here, codes, 0))
+    base = tl.sum(tl.where(here, bases, 0))
     rows = offs_n - tile_row * TILE
     row_ok = rows < tl.minimum(N - tile_row * TILE, TILE)
     width = tl.minimum(K - tile_col * TILE, TILE)
     return code, base, rows, row_ok, width, k0 - tile_col * TILE
+
+
+@triton.jit
+def format_blocks(code, base, rows, row_ok, width, k0, dense_ptr, nv24_values_ptr, nv24_meta_ptr, int4_q_ptr,
+                  int4_scales_ptr, int4_mins_ptr, nq_q_ptr, nq_scales_ptr, nq_mins_ptr, nq_meta_ptr,
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INT4_GROUP: tl.constexpr,
+                  NV24_INT4_GROUP: tl.constexpr, HAS_DENSE: tl.constexpr, HAS_NV24: tl.constexpr,
+                  HAS_INT4: tl.constexpr, HAS_NV24_INT4: tl.constexpr, UPCAST: tl.constexpr):
+    """The (BLOCK_N x BLOCK_K) weight block of a tile of format `code`: every present format's block is built
+    with its loads masked off unless the tile is of that format (zeros, no bytes moved), and they are summed.
+    No branch depends on data, so the loop pipelines its loads. With one format present (and not under the
+    interpreter), DENSE and NV24 blocks stay in the stored dtype."""
+    mixed: tl.constexpr = (HAS_DENSE + HAS_NV24 + HAS_INT4 + HAS_NV24_INT4) > 1
+    as_stored: tl.constexpr = not (UPCAST or mixed)
+    w = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
+    if HAS_DENSE:
+        w = dense_block(dense_ptr, base, rows, row_ok & (code == CODE_DENSE), width, k0, BLOCK_K, not as_stored)
+    if HAS_NV24:
+        w_nv24 = nv24_block(nv24_values_ptr, nv24_meta_ptr, base, rows, row_ok & (code == CODE_NV24), width, k0,
+                            BLOCK_N, BLOCK_K, not as_stored)
+        if HAS_DENSE:
+            w += w_nv24
+        else:
+            w = w_nv24
+    if HAS_INT4:
+        w_int4 = int4_block(int4_q_ptr, int4_scales_ptr, int4_mins_ptr, base, rows, row_ok & (code == CODE_INT4),
+                            width, k0, BLOCK_N, BLOCK_K, INT4_GROUP)
+        if HAS_DENSE or HAS_NV24:
+            w += w_int4
+        else:
+            w = w_int4
+    if HAS_NV24_INT4:
+        w_nq = nv24_int4_block(nq_q_ptr, nq_scales_ptr, nq_mins_ptr, nq_meta_ptr, base, rows,
+                               row_ok & (code == CODE_NV24_INT4), width, k0, BLOCK_N, BLOCK_K, NV24_INT4_GROUP)
+        if HAS_DENSE or HAS_NV24 or HAS_INT4:
+            w += w_nq
+        else:
+            w = w_nq
+    return w
 
 
 @triton.jit
@@ -181,7 +239,8 @@ def tile_grid_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_p
                      ROUND_BF16: tl.constexpr, IS_GRID: tl.constexpr, FORMAT: tl.constexpr, TILE: tl.constexpr,
                      INT4_GROUP: tl.constexpr, NV24_INT4_GROUP: tl.constexpr, HAS_DENSE: tl.constexpr,
                      HAS_NV24: tl.constexpr, HAS_INT4: tl.constexpr, HAS_NV24_INT4: tl.constexpr,
-                     UPCAST: tl.constexpr, SWAP: tl.constexpr, GROUP_M: tl.constexpr):
+                     UPCAST: tl.constexpr, SWAP: tl.constexpr, GROUP_M: tl.constexpr, COLS: tl.constexpr,
+                     ALIGNED: tl.constexpr):
     pid_m, pid_n = tile_position(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     pid_k = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -192,36 +251,23 @@ def tile_grid_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_p
         acc = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    if IS_GRID:
+        cols, codes, bases = tile_row_table(formats_ptr, offsets_ptr, grid_cols, pid_n * BLOCK_N // TILE, COLS)
     for step in range(pid_k * per_split, tl.minimum(pid_k * per_split + per_split, steps)):
         k0 = step * BLOCK_K
         if IS_GRID:
-            code, base, rows, row_ok, width, k_local = locate_tile(formats_ptr, offsets_ptr, grid_cols, offs_n,
-                                                                   pid_n * BLOCK_N, k0, N, K, TILE)
+            code, base, rows, row_ok, width, k_local = locate_tile(cols, codes, bases, offs_n, pid_n * BLOCK_N, k0, N,
+                                                                   K, TILE)
+            if ALIGNED:  # K % 8 == 0: every tile offset and width is a multiple of 8 weights (16-byte loads)
+                base, width = tl.multiple_of(base, 8), tl.multiple_of(width, 8)
         else:
             code, base, rows, row_ok, width, k_local = FORMAT, 0, offs_n, offs_n < N, K, k0
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        if HAS_DENSE:
-            if code == CODE_DENSE:
-                w = dense_block(dense_ptr, base, rows, row_ok, width, k_local, BLOCK_K, UPCAST)
-                x = load_x_tile(x_ptr, offs_m, offs_k, M, K, stride_xm, stride_xk, UPCAST)
-                acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16, SWAP)
-        if HAS_NV24:
-            if code == CODE_NV24:
-                w = nv24_block(nv24_values_ptr, nv24_meta_ptr, base, rows, row_ok, width, k_local, BLOCK_N, BLOCK_K)
-                x = load_x_tile(x_ptr, offs_m, offs_k, M, K, stride_xm, stride_xk, UPCAST)
-                acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16, SWAP)
-        if HAS_INT4:
-            if code == CODE_INT4:
-                w = int4_block(int4_q_ptr, int4_scales_ptr, int4_mins_ptr, base, rows, row_ok, width, k_local, BLOCK_N,
-                               BLOCK_K, INT4_GROUP)
-                x = load_x_tile(x_ptr, offs_m, offs_k, M, K, stride_xm, stride_xk, UPCAST)
-                acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16, SWAP)
-        if HAS_NV24_INT4:
-            if code == CODE_NV24_INT4:
-                w = nv24_int4_block(nq_q_ptr, nq_scales_ptr, nq_mins_ptr, nq_meta_ptr, base, rows, row_ok, width,
-                                    k_local, BLOCK_N, BLOCK_K, NV24_INT4_GROUP)
-                x = load_x_tile(x_ptr, offs_m, offs_k, M, K, stride_xm, stride_xk, UPCAST)
-                acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16, SWAP)
+        w = format_blocks(code, base, rows, row_ok, width, k_local, dense_ptr, nv24_values_ptr, nv24_meta_ptr,
+                          int4_q_ptr, int4_scales_ptr, int4_mins_ptr, nq_q_ptr, nq_scales_ptr, nq_mins_ptr,
+                          nq_meta_ptr, BLOCK_N, BLOCK_K, INT4_GROUP, NV24_INT4_GROUP, HAS_DENSE, HAS_NV24, HAS_INT4,
+                          HAS_NV24_INT4, UPCAST)
+        x = load_x_tile(x_ptr, offs_m, k0 + tl.arange(0, BLOCK_K), M, K, stride_xm, stride_xk, UPCAST)
+        acc = accumulate(acc, x, w, USE_DOT, DOT_DTYPE, PRECISION, ROUND_BF16, SWAP)
     if SWAP:
         acc = tl.trans(acc)
     store_result(acc, out_ptr, bias_ptr, offs_m, offs_n, M, N, pid_k, HAS_BIAS, SPLIT_K, ROUND_BF16)
@@ -252,20 +298,23 @@ def default_config(m: int) -> Config:
 
 def kernel_arguments(layout: str, tensors, dims, config: Config):
     """(pointers, grid_cols, block_n, block_k, constexprs) of `tile_grid_kernel` for a pure or hybrid layout; a
-    hybrid block never leaves its tile (block_k = tile, block_n at most the tile)."""
+    hybrid block never leaves its tile (block_n and block_k at most the tile, both powers of two)."""
     group = dims[2]
     if layout == "hybrid":
         tile = dims[3]
         present = [any(t.numel() for t in buffers) for buffers in split_buffers(tensors[2:])]
         flags = dict(IS_GRID=True, FORMAT=-1, TILE=tile, INT4_GROUP=tile_group(TileFormat.INT4, group, tile),
-                     NV24_INT4_GROUP=tile_group(TileFormat.NV24_INT4, group, tile))
+                     NV24_INT4_GROUP=tile_group(TileFormat.NV24_INT4, group, tile),
+                     COLS=triton.next_power_of_2(tensors[0].shape[1]), ALIGNED=dims[1] % 8 == 0)
         pointers = tuple(t if t.numel() else None for t in tensors)  # formats without tiles pass no pointer
-        return (pointers, tensors[0].shape[1], min(config.block_n, tile), tile,
-                {**flags, **format_flags(present)})
+        spans = [16, flags["INT4_GROUP"] if present[2] else 16, 2 * flags["NV24_INT4_GROUP"] if present[3] else 16]
+        block_k = min(tile, max(config.block_k, *spans))  # whole quantization groups, never past a tile
+        return pointers, tensors[0].shape[1], min(config.block_n, tile), block_k, {**flags, **format_flags(present)}
     fmt = PURE_LAYOUTS[layout]
     slots = [list(tensors) if f == fmt else [None] * BUFFER_COUNTS[f] for f in STORED]
     pointers = (None, None, *(pointer for slot in slots for pointer in slot))
-    flags = dict(IS_GRID=False, FORMAT=int(fmt), TILE=0, INT4_GROUP=group, NV24_INT4_GROUP=group)
+    flags = dict(IS_GRID=False, FORMAT=int(fmt), TILE=0, INT4_GROUP=group, NV24_INT4_GROUP=group, COLS=1,
+                 ALIGNED=False)
     span = {TileFormat.INT4: group, TileFormat.NV24_INT4: 2 * group}.get(fmt, 8)  # whole groups per block
     return (pointers, 0, config.block_n, max(config.block_k, span),
             {**flags, **format_flags([f == fmt for f in STORED])})

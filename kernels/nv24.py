@@ -99,14 +99,17 @@ def expand_24(v0, v1, nibbles, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
-def nv24_block(values_ptr, meta_ptr, base, rows, row_ok, width, k0, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Weight block (rows, k0 .. k0 + BLOCK_K) as fp32 of rows `width` inputs long (padded to 8) that start at
-    input position base + r * padded width."""
+def nv24_block(values_ptr, meta_ptr, base, rows, row_ok, width, k0, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+               UPCAST: tl.constexpr = True):
+    """Weight block (rows, k0 .. k0 + BLOCK_K) of rows `width` inputs long (padded to 8) that start at input
+    position base + r * padded width; fp32 when UPCAST, else in the values' dtype."""
     padded = tl.cdiv(width, 8) * 8
     row_start = base + rows.to(tl.int64) * padded
     offs = tl.arange(0, BLOCK_K // 2)
     ptrs = values_ptr + (row_start // 2)[:, None] + (k0 // 2 + offs)[None, :]
-    values = tl.load(ptrs, mask=row_ok[:, None] & (k0 + 2 * offs < padded)[None, :], other=0.0).to(tl.float32)
+    values = tl.load(ptrs, mask=row_ok[:, None] & (k0 + 2 * offs < padded)[None, :], other=0.0)
+    if UPCAST:
+        values = values.to(tl.float32)
     v0, v1 = tl.split(tl.reshape(values, (BLOCK_N, BLOCK_K // 4, 2)))
     nibbles = load_nibbles(meta_ptr, row_start, row_ok, padded, k0, BLOCK_N, BLOCK_K)
     return expand_24(v0, v1, nibbles, BLOCK_N, BLOCK_K)

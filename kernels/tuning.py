@@ -14,10 +14,10 @@ import torch
 from . import autotune, bsr_int4, decode, gemv, hybrid
 
 
-def kernel_for(layout: str, x2d: torch.Tensor):
-    """(kernel name, matmul function) for this product."""
+def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):
+    """(kernel name, matmul function) for this product (`tensors`: the packed weight's, for HYBRID)."""
     m = x2d.shape[0]
-    if decode.supports(layout, m, x2d.dtype):
+    if decode.supports(layout, m, x2d.dtype, tensors):
         return "decode", decode.matmul
     if gemv.supports(layout, m):
         return "gemv", gemv.matmul
@@ -36,13 +36,16 @@ def candidates(kernel: str, layout: str, m: int) -> list:
     """The configs SPARC_AUTOTUNE=1 times for this kernel, layout and M."""
     if kernel == "decode":
         if layout == "bsr_int4":
-            return [decode.Config(b, 0, s, w) for b, s, w in itertools.product((2, 4, 8), (1, 2), (4, 8))]
-        block_ks = {"int4": (512, 1024), "nv24": (256, 512), "nv24_int4": (1024, 2048)}[layout]
-        return [decode.Config(n, k, 1, w, 2) for n, k, w in itertools.product((8, 16, 32), block_ks, (4, 8))] + [
-            decode.Config(16, block_ks[1], 1, 4, 1), decode.Config(16, block_ks[1], 1, 4, 3),
-            decode.Config(16, 2 * block_ks[1], 1, 4, 2), decode.Config(64, block_ks[0], 1, 8, 2)]
+            return [decode.Config(b, 0, s, w, 1) for b, s, w in itertools.product((2, 4, 8), (1, 2, 4), (4, 8))]
+        if layout == "hybrid":
+            return [decode.Config(n, 0, s, w, 1) for n, s, w in itertools.product((8, 16, 32), (1, 2, 4), (4, 8))]
+        block_ks = {"int4": (1024, 2048, 4096), "nv24": (512, 1024, 2048), "nv24_int4": (1024, 2048, 4096)}[layout]
+        return [decode.Config(n, k, s, w, 1) for n, k, s, w in itertools.product((8, 16), block_ks, (1, 2), (4, 8))]
     if kernel == "gemv":
         return [gemv.Config(n, k, w) for n, k, w in itertools.product((32, 64, 128), (128, 256), (4, 8))]
+    if m == 1:  # the FMA path (BLOCK_M = 1) or one 16-row tensor-core tile
+        return [hybrid.Config(1, n, 128, split, w, st) for n, split, w, st in
+                itertools.product((16, 32, 64), (0, 1), (4, 8), (2, 3))] + [hybrid.Config(16, 64, 128, 0, 4, 3, True)]
     if m <= 64:
         block_m = max(16, min(64, 1 << (m - 1).bit_length()))
         return [hybrid.Config(block_m, n, k, 0, w, st, swap) for n, k, w, st, swap in

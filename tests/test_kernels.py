@@ -397,3 +397,29 @@ def test_fp32_and_fp16_nv24_decode_takes_the_gemv_kernel():
     assert kernels.tuning.kernel_for("nv24", x.half())[0] == "gemv"
     assert kernels.tuning.kernel_for("nv24", x.bfloat16())[0] == "decode"
     assert kernels.tuning.kernel_for("int4", x)[0] == "decode"
+
+
+@pytest.mark.parametrize("kinds, decoded", [([0, 1, 4], True), ([0], True), ([4], True), ([0, 2, 1], False)])
+def test_hybrid_decode_kernel_for_dense_nv24_zero_grids(kinds, decoded):
+    """M == 1 bf16 hybrids of DENSE / NV24 / ZERO tiles run `decode.hybrid_decode_kernel` (any split), others the
+    tile kernel; both match the reference."""
+    for seed, (n, k, tile, split) in enumerate([(130, 300, 64, None), (200, 256, 128, 2), (70, 131, 64, 3)]):
+        grid = (-(-n // tile), -(-k // tile))
+        formats = np.random.default_rng(seed).choice(kinds, size=grid).astype(np.uint8)
+        case = make_case("hybrid", n, k, torch.bfloat16, 32, 0.6, seed, formats=formats, tile=tile)
+        packed = case.pack()
+        x = torch.randn(1, k, dtype=torch.bfloat16)
+        assert (kernels.tuning.kernel_for("hybrid", x, packed.tensors)[0] == "decode") == decoded
+        check_kernel(case, 1, split, True)
+
+
+@pytest.mark.parametrize("block_k", [16, 32, 64])
+def test_hybrid_blocks_smaller_than_the_tile(block_k):
+    """A tile-kernel config whose K block is smaller than the tile (raised to whole quantization groups)."""
+    formats = np.array([[0, 1, 2], [3, 4, 0]], dtype=np.uint8)
+    case = make_case("hybrid", 120, 150, torch.bfloat16, 32, 0.6, block_k, formats=formats, tile=64)
+    packed = case.pack()
+    x = torch.randn(20, 150, dtype=torch.bfloat16)
+    config = kernels.hybrid.Config(16, 32, block_k, 2)
+    out = kernels.triton_matmul(x, "hybrid", packed.tensors, packed.dims, None, config=config)
+    assert_matches_reference(out, x, packed, None)
