@@ -45,6 +45,22 @@ def output_gap(x: torch.Tensor, weight: torch.Tensor, approx: torch.Tensor) -> f
     return (x.double() @ (weight.double() - approx.double()).T).square().sum().item()
 
 
+# Wanda and magnitude
+
+
+def test_wanda_and_magnitude_masks_on_a_hand_layer():
+    weight = torch.tensor([[4.0, -1.0, 2.0, 3.0, 1.0, -5.0, 0.5, 2.0]])
+    norms = torch.tensor([0.1, 10.0, 1.0, 1.0, 3.0, 0.1, 4.0, 0.9])  # ||X_j||
+    stats = InputStats(norms.double().square(), 8)
+    # |W| * ||X||: 0.4 10 2 3 | 3 0.5 2 1.8 -> Wanda keeps inputs 1, 3 and 4, 6
+    wanda = Wanda().plan_layer(weight, stats, settings("wanda", "2:4", 0.5))
+    assert wanda.mask.tolist() == [[False, True, False, True, True, False, True, False]]
+    magnitude = Magnitude().plan_layer(weight, stats, settings("magnitude", "2:4", 0.5))
+    assert magnitude.mask.tolist() == [[True, False, False, True, False, True, False, True]]
+    unstructured = Wanda().plan_layer(weight, stats, settings("wanda", "unstructured", 0.25))
+    assert unstructured.mask.tolist() == [[False, True, True, True, True, False, True, True]]  # drops 0.4 and 0.5
+
+
 # SparseGPT
 
 
