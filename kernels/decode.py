@@ -27,8 +27,8 @@ block's products to a (BLOCK_N,) fp32 accumulator. Per K block, for its rows:
     nv24_int4  (BLOCK_N, G, W) value words, 4 groups of 4 a word (a byte each: v0 low nibble, v1 high) and the
                meta read as int16 words, 4 nibbles matching the 4 value bytes; W = GROUP / 8 words per
                quantization group of 2 * GROUP inputs. d = sum f * x_kept, xs = sum x_kept (row-dependent).
-    hybrid     (bf16, no INT4 / NV24_INT4 tiles) the tile row's format codes and offsets are loaded once
-               (`hybrid.tile_row_table`); per tile, the DENSE rows (bf16) and the NV24 meta / value words are
+    hybrid     (bf16, no INT4 / NV24_INT4 tiles) per tile its format code and offset (two scalar loads), then
+               the DENSE rows (bf16) and the NV24 meta / value words,
                loaded with masks that keep only the tile's own format, and both products are added (a ZERO tile
                moves no weight bytes). With K % 8 == 0 offsets and widths are hinted as multiples of 8.
 The epilogue (bias, cast, or fp32 partials summed by the split-K reduction) is `tiling`'s with BLOCK_M = 1.
@@ -42,7 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .hybrid import CODE_DENSE, CODE_NV24, tile_row_table
+from .hybrid import CODE_DENSE, CODE_NV24, CODE_ZERO
 from .tiling import Tiling, launch, store_result
 
 LAYOUTS = ("int4", "nv24", "nv24_int4", "bsr_int4")
@@ -295,16 +295,16 @@ def nv24_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_pt
 
 
 @triton.jit
-def hybrid_tile_loads(dense_ptr, values_ptr, meta_ptr, cols, codes, bases, col, live, rows, row_ok, K,
+def hybrid_tile_loads(formats_ptr, offsets_ptr, dense_ptr, values_ptr, meta_ptr, grid_cols, tile_row, col, live, rows,
+                      row_ok, K,
                       HAS_DENSE: tl.constexpr, HAS_NV24: tl.constexpr, BLOCK_N: tl.constexpr, TILE: tl.constexpr,
                       ALIGNED: tl.constexpr):
     """(dense (BLOCK_N, B, 8) bf16, meta (BLOCK_N, B) int32, value words (BLOCK_N, B, 2)) of tile column `col`
     for the program's rows, B = TILE / 8: each format's loads masked off unless the tile is of that format (and
-    `live`); the tile's code and offset are picked from the tile row's table, no load in between."""
+    `live`)."""
     B: tl.constexpr = TILE // 8
-    here = cols == col
-    code = tl.sum(tl.where(here, codes, 0))
-    base = tl.sum(tl.where(here, bases, 0))
+    code = tl.load(formats_ptr + tile_row * grid_cols + col, mask=live, other=CODE_ZERO).to(tl.int32)
+    base = tl.load(offsets_ptr + tile_row * grid_cols + col, mask=live, other=0)
     width = tl.minimum(K - col * TILE, TILE)
     if ALIGNED:  # K % 8 == 0: every tile offset and width is a multiple of 8 weights (16-byte loads)
         base, width = tl.multiple_of(base, 8), tl.multiple_of(width, 8)
@@ -331,8 +331,7 @@ def hybrid_decode_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, den
                          stride_xm, stride_xk, grid_cols, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, USE_DOT: tl.constexpr,
                          DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, ROUND_BF16: tl.constexpr,
-                         HAS_DENSE: tl.constexpr, HAS_NV24: tl.constexpr, COLS: tl.constexpr,
-                         ALIGNED: tl.constexpr):
+                         HAS_DENSE: tl.constexpr, HAS_NV24: tl.constexpr, ALIGNED: tl.constexpr):
     """A HYBRID grid of DENSE, NV24 and ZERO tiles, BLOCK_K = tile, BLOCK_N dividing it; dense_ptr bf16, values_ptr
     the NV24 values as int32 words, meta_ptr uint8."""
     B: tl.constexpr = BLOCK_K // 8
@@ -340,15 +339,15 @@ def hybrid_decode_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, den
     tile_row = pid_n * BLOCK_N // BLOCK_K
     rows = pid_n * BLOCK_N - tile_row * BLOCK_K + tl.arange(0, BLOCK_N)  # inside the tile
     row_ok = rows < tl.minimum(N - tile_row * BLOCK_K, BLOCK_K)
-    cols, codes, bases = tile_row_table(formats_ptr, offsets_ptr, grid_cols, tile_row, COLS)
     first, end = k_slice(grid_cols, SPLIT_K)
     acc = tl.zeros((BLOCK_N,), tl.float32)
-    dense, meta, words = hybrid_tile_loads(dense_ptr, values_ptr, meta_ptr, cols, codes, bases, first, first < end,
-                                           rows, row_ok, K, HAS_DENSE, HAS_NV24, BLOCK_N, BLOCK_K, ALIGNED)
+    dense, meta, words = hybrid_tile_loads(formats_ptr, offsets_ptr, dense_ptr, values_ptr, meta_ptr, grid_cols,
+                                           tile_row, first, first < end, rows, row_ok, K, HAS_DENSE, HAS_NV24,
+                                           BLOCK_N, BLOCK_K, ALIGNED)
     for col in range(first, end):
-        dense_n, meta_n, words_n = hybrid_tile_loads(dense_ptr, values_ptr, meta_ptr, cols, codes, bases, col + 1,
-                                                     col + 1 < end, rows, row_ok, K, HAS_DENSE, HAS_NV24, BLOCK_N,
-                                                     BLOCK_K, ALIGNED)
+        dense_n, meta_n, words_n = hybrid_tile_loads(formats_ptr, offsets_ptr, dense_ptr, values_ptr, meta_ptr,
+                                                     grid_cols, tile_row, col + 1, col + 1 < end, rows, row_ok, K,
+                                                     HAS_DENSE, HAS_NV24, BLOCK_N, BLOCK_K, ALIGNED)
         x = load_x(x_ptr, col * BLOCK_K + 8 * tl.arange(0, B)[:, None] + tl.arange(0, 8)[None, :], K, stride_xk)
         if HAS_DENSE:
             acc += tl.sum(tl.sum(dense.to(tl.float32) * x[None], axis=2), axis=1)
@@ -411,8 +410,7 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     if layout == "hybrid":
         views = [t if t is None or t.numel() else None for t in views]  # a format without tiles: no pointer
         tiling = Tiling(1, min(config.block_n, dims[3]), dims[3], split)
-        constexprs = {"HAS_DENSE": views[2] is not None, "HAS_NV24": views[3] is not None,
-                      "COLS": triton.next_power_of_2(views[0].shape[1]), "ALIGNED": k % 8 == 0}
+        constexprs = {"HAS_DENSE": views[2] is not None, "HAS_NV24": views[3] is not None, "ALIGNED": k % 8 == 0}
         extra = (views[0].shape[1],)
     elif layout == "bsr_int4":
         tiling, constexprs = Tiling(1, dims[3], group, split), {"BLOCK_B": config.block_n}

@@ -18,9 +18,8 @@ zero) are the special case of one tile covering the whole weight, with the forma
 program grid, split-K and epilogue are those of `tiling`: program (pid_mn, pid_k) owns a (BLOCK_M x BLOCK_N)
 output tile (rows of one tile row for a grid: BLOCK_N divides the tile), programs ordered in groups of GROUP_M
 row blocks for L2 reuse, and walks its slice of the K blocks (BLOCK_K: the config's, at least one quantization
-group, at most the tile for a grid). A grid program first loads the format codes and offsets of its
-whole tile row (`tile_row_table`); per K block it picks its tile's code and offset from them by arithmetic,
-loads the x block, and for the (BLOCK_N x BLOCK_K) weight block the bytes of the tile's own format (see
+group, at most the tile for a grid). Per K block it loads the tile's format code and offset (two scalars), the
+x block, and for the (BLOCK_N x BLOCK_K) weight block the bytes of the tile's own format (see
 each format's `*_block`; `format_blocks` masks the loads of the other formats present, so the loop has no
 data-dependent branch and its loads pipeline over num_stages), expands them to a register tile and accumulates
 x @ w.T (or, SWAP, w @ x.T with the weight block as the tensor cores' register operand). ZERO tiles move no
@@ -166,25 +165,12 @@ def unpack(tensors, shape, group, tile):
 
 
 @triton.jit
-def tile_row_table(formats_ptr, offsets_ptr, grid_cols, tile_row, COLS: tl.constexpr):
-    """(columns, codes, offsets), each (COLS,): the format code and stored offset of every tile of a tile row,
-    loaded once before the K loop (ZERO past the grid)."""
-    cols = tl.arange(0, COLS)
-    ok = cols < grid_cols
-    codes = tl.load(formats_ptr + tile_row * grid_cols + cols, mask=ok, other=CODE_ZERO).to(tl.int32)
-    bases = tl.load(offsets_ptr + tile_row * grid_cols + cols, mask=ok, other=0)
-    return cols, codes, bases
-
-
-@triton.jit
-def locate_tile(cols, codes, bases, offs_n, n0, k0, N, K, TILE: tl.constexpr):
-    """For the block at (n0, k0): its tile's format code and stored offset (picked from the tile row's table by
-    arithmetic, so the block's loads depend on no load of the same iteration and pipeline), the block's rows
+def locate_tile(formats_ptr, offsets_ptr, grid_cols, offs_n, n0, k0, N, K, TILE: tl.constexpr):
+    """For the block at (n0, k0): its tile's format code and stored offset (two scalar loads), the block's rows
     inside the tile and which of them exist, the tile's width and k0 inside the tile."""
     tile_row, tile_col = n0 // TILE, k0 // TILE
-    here = cols == tile_col
-    code = tl.sum(tl.where(here, codes, 0))
-    base = tl.sum(tl.where(here, bases, 0))
+    code = tl.load(formats_ptr + tile_row * grid_cols + tile_col).to(tl.int32)
+    base = tl.load(offsets_ptr + tile_row * grid_cols + tile_col)
     rows = offs_n - tile_row * TILE
     row_ok = rows < tl.minimum(N - tile_row * TILE, TILE)
     width = tl.minimum(K - tile_col * TILE, TILE)
@@ -239,8 +225,7 @@ def tile_grid_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_p
                      ROUND_BF16: tl.constexpr, IS_GRID: tl.constexpr, FORMAT: tl.constexpr, TILE: tl.constexpr,
                      INT4_GROUP: tl.constexpr, NV24_INT4_GROUP: tl.constexpr, HAS_DENSE: tl.constexpr,
                      HAS_NV24: tl.constexpr, HAS_INT4: tl.constexpr, HAS_NV24_INT4: tl.constexpr,
-                     UPCAST: tl.constexpr, SWAP: tl.constexpr, GROUP_M: tl.constexpr, COLS: tl.constexpr,
-                     ALIGNED: tl.constexpr):
+                     UPCAST: tl.constexpr, SWAP: tl.constexpr, GROUP_M: tl.constexpr, ALIGNED: tl.constexpr):
     pid_m, pid_n = tile_position(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     pid_k = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -251,13 +236,11 @@ def tile_grid_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_p
         acc = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    if IS_GRID:
-        cols, codes, bases = tile_row_table(formats_ptr, offsets_ptr, grid_cols, pid_n * BLOCK_N // TILE, COLS)
     for step in range(pid_k * per_split, tl.minimum(pid_k * per_split + per_split, steps)):
         k0 = step * BLOCK_K
         if IS_GRID:
-            code, base, rows, row_ok, width, k_local = locate_tile(cols, codes, bases, offs_n, pid_n * BLOCK_N, k0, N,
-                                                                   K, TILE)
+            code, base, rows, row_ok, width, k_local = locate_tile(formats_ptr, offsets_ptr, grid_cols, offs_n,
+                                                                   pid_n * BLOCK_N, k0, N, K, TILE)
             if ALIGNED:  # K % 8 == 0: every tile offset and width is a multiple of 8 weights (16-byte loads)
                 base, width = tl.multiple_of(base, 8), tl.multiple_of(width, 8)
         else:
@@ -305,7 +288,7 @@ def kernel_arguments(layout: str, tensors, dims, config: Config):
         present = [any(t.numel() for t in buffers) for buffers in split_buffers(tensors[2:])]
         flags = dict(IS_GRID=True, FORMAT=-1, TILE=tile, INT4_GROUP=tile_group(TileFormat.INT4, group, tile),
                      NV24_INT4_GROUP=tile_group(TileFormat.NV24_INT4, group, tile),
-                     COLS=triton.next_power_of_2(tensors[0].shape[1]), ALIGNED=dims[1] % 8 == 0)
+                     ALIGNED=dims[1] % 8 == 0)
         pointers = tuple(t if t.numel() else None for t in tensors)  # formats without tiles pass no pointer
         spans = [16, flags["INT4_GROUP"] if present[2] else 16, 2 * flags["NV24_INT4_GROUP"] if present[3] else 16]
         block_k = min(tile, max(config.block_k, *spans))  # whole quantization groups, never past a tile
@@ -313,8 +296,7 @@ def kernel_arguments(layout: str, tensors, dims, config: Config):
     fmt = PURE_LAYOUTS[layout]
     slots = [list(tensors) if f == fmt else [None] * BUFFER_COUNTS[f] for f in STORED]
     pointers = (None, None, *(pointer for slot in slots for pointer in slot))
-    flags = dict(IS_GRID=False, FORMAT=int(fmt), TILE=0, INT4_GROUP=group, NV24_INT4_GROUP=group, COLS=1,
-                 ALIGNED=False)
+    flags = dict(IS_GRID=False, FORMAT=int(fmt), TILE=0, INT4_GROUP=group, NV24_INT4_GROUP=group, ALIGNED=False)
     span = {TileFormat.INT4: group, TileFormat.NV24_INT4: 2 * group}.get(fmt, 8)  # whole groups per block
     return (pointers, 0, config.block_n, max(config.block_k, span),
             {**flags, **format_flags([f == fmt for f in STORED])})

@@ -51,10 +51,16 @@ def candidates(kernel: str, layout: str, m: int) -> list:
         return [hybrid.Config(block_m, n, k, 0, w, st, swap) for n, k, w, st, swap in
                 [(64, 128, 4, 3, False), (64, 128, 4, 3, True), (128, 128, 8, 3, False), (128, 128, 8, 3, True),
                  (128, 64, 4, 4, True), (64, 64, 4, 4, False), (128, 128, 4, 2, True)]]
-    return [hybrid.Config(bm, bn, bk, 1, w, st, swap) for bm, bn, bk, w, st, swap in
-            [(128, 128, 64, 8, 3, False), (128, 128, 64, 8, 3, True), (128, 256, 64, 8, 3, False),
-             (128, 128, 128, 8, 3, False), (64, 128, 64, 4, 4, False), (128, 128, 64, 4, 4, True),
-             (64, 256, 64, 8, 3, True), (128, 256, 64, 8, 4, True)]]
+    large = [hybrid.Config(bm, bn, bk, 1, w, st, swap) for bm, bn, bk, w, st, swap in
+             [(128, 128, 64, 8, 3, False), (128, 128, 64, 8, 3, True), (128, 256, 64, 8, 3, False),
+              (128, 128, 128, 8, 3, False), (64, 128, 64, 4, 4, False), (128, 128, 64, 4, 4, True),
+              (64, 256, 64, 8, 3, True), (128, 256, 64, 8, 4, True)]]
+    if m > 256:
+        return large
+    # M = 256 fills few programs with large tiles: smaller tiles and split-K too
+    return large + [hybrid.Config(bm, bn, 64, 0, w, st, swap) for bm, bn, w, st, swap in
+                    [(64, 64, 4, 4, False), (64, 128, 4, 4, False), (128, 64, 4, 4, True), (128, 128, 8, 3, True),
+                     (64, 64, 4, 4, True)]]
 
 
 TUNING_BYTES = 200 * 2**20  # weight bytes each timed run streams: 4x the H100's L2, so none comes from L2
