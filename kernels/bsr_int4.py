@@ -110,13 +110,13 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config=None, spl
            partials=None):
     """x2d (M, K) @ W.T + bias for a BSR_INT4 weight; `config` a `hybrid.Config` (its block_n and block_k are
     the layout's)."""
-    from .hybrid import default_config, launch_options
+    from .hybrid import default_config, fit_shared, launch_options
 
     n, k, group, block_n = dims
     config = config or default_config(x2d.shape[0])
     if split_k is None and config.split_k:
         split_k = config.split_k
-    block_m = config.block_m if x2d.is_cuda else None
-    tiling = choose_tiling(x2d, n, triton.cdiv(k, group), block_n, group, split_k, block_m)
-    return launch(bsr_int4_kernel, x2d, n, k, bias, tiling, tensors, (), launch_options(x2d, tiling.block_m, config),
-                  out, partials)
+    block_m, stages = fit_shared(config, config.block_m, group, x2d)
+    tiling = choose_tiling(x2d, n, triton.cdiv(k, group), block_n, group, split_k, block_m if x2d.is_cuda else None)
+    return launch(bsr_int4_kernel, x2d, n, k, bias, tiling, tensors, (),
+                  launch_options(x2d, tiling.block_m, config, stages), out, partials)

@@ -307,12 +307,30 @@ def format_flags(present) -> dict:
     return dict(zip(("HAS_DENSE", "HAS_NV24", "HAS_INT4", "HAS_NV24_INT4"), present))
 
 
-def launch_options(x2d: torch.Tensor, block_m: int, config: Config) -> dict:
+FP32_STAGED_BYTES = 128 * 1024  # fp32 x tiles a config may stage (the H100 has 227 KB of shared memory a block)
+
+
+def fit_shared(config: Config, block_m: int, block_k: int, x2d: torch.Tensor) -> tuple[int, int]:
+    """(block_m, num_stages) of `config`. The table is tuned with 16-bit activations; with fp32 ones the staged
+    x tiles (num_stages * block_m * block_k * 4 bytes, the K block raised to whole quantization groups) are
+    shrunk, stages first, then rows, until they fit FP32_STAGED_BYTES."""
+    stages = config.num_stages
+    if x2d.element_size() < 4:
+        return block_m, stages
+    while stages * block_m * block_k * 4 > FP32_STAGED_BYTES and (stages > 1 or block_m > 16):
+        if stages > 1:
+            stages -= 1
+        else:
+            block_m //= 2
+    return block_m, stages
+
+
+def launch_options(x2d: torch.Tensor, block_m: int, config: Config, num_stages: int) -> dict:
     """The product and launch constexprs shared by the tile kernels; the CPU interpreter gets fp32 and no swap."""
     native = x2d.is_cuda
     options = dict(UPCAST=not native, SWAP=native and config.swap and block_m >= 16, GROUP_M=config.group_m)
     if native:
-        options.update(num_warps=config.num_warps, num_stages=config.num_stages)
+        options.update(num_warps=config.num_warps, num_stages=num_stages)
     return options
 
 
@@ -324,7 +342,9 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config |
     pointers, grid_cols, block_n, block_k, constexprs = kernel_arguments(layout, tensors, dims, config)
     if split_k is None and config.split_k:
         split_k = config.split_k
-    block_m = config.block_m if x2d.is_cuda else block_m_for(x2d.shape[0])
+    block_m, stages = fit_shared(config, config.block_m, block_k, x2d)
+    if not x2d.is_cuda:
+        block_m = block_m_for(x2d.shape[0])
     tiling = choose_tiling(x2d, n, triton.cdiv(k, block_k), block_n, block_k, split_k, block_m)
-    constexprs.update(launch_options(x2d, tiling.block_m, config))
+    constexprs.update(launch_options(x2d, tiling.block_m, config, stages))
     return launch(tile_grid_kernel, x2d, n, k, bias, tiling, pointers, (grid_cols,), constexprs, out, partials)

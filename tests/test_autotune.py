@@ -144,3 +144,17 @@ def test_candidates_are_of_the_kernels_config_type(kernel, layout, m):
     default = tuning.default(kernel, layout, m)
     candidates = tuning.candidates(kernel, layout, m)
     assert candidates and all(type(c) is type(default) for c in candidates)
+
+
+@pytest.mark.parametrize("dtype, block_k, expected", [(torch.bfloat16, 256, (128, 3)), (torch.float32, 64, (128, 3)),
+                                                      (torch.float32, 128, (128, 2)), (torch.float32, 256, (128, 1)),
+                                                      (torch.float32, 512, (64, 1))])
+def test_fp32_tile_configs_are_fitted_to_shared_memory(dtype, block_k, expected):
+    """With fp32 activations stages, then rows, shrink until the staged x tiles fit; 16-bit ones keep the
+    tuned config."""
+    config = hybrid.Config(128, 128, 64, 1, 8, 3)
+    x = torch.empty(300, 8, dtype=dtype)
+    block_m, stages = hybrid.fit_shared(config, 128, block_k, x)
+    assert (block_m, stages) == expected
+    if dtype == torch.float32:
+        assert stages * block_m * block_k * 4 <= hybrid.FP32_STAGED_BYTES
