@@ -11,9 +11,10 @@ values of its words once per K block and reuses them for all its rows.
 
 Kernel guide. Program (pid_n, pid_k) owns BLOCK_N output rows and the pid_k-th of SPLIT_K slices of the K
 blocks (BSR_INT4: one block row and every SPLIT_K-th group of BLOCK_B kept blocks, the row pointers read on the
-device; HYBRID: BLOCK_N rows of one tile row, K blocks = tiles). Each program loads K block i + 1 while it
-computes K block i (the loads of the next block are issued first, masked off past the slice), and reduces each
-block's products to a (BLOCK_N,) fp32 accumulator. Per K block, for its rows:
+device; HYBRID: BLOCK_N rows of one tile row, K blocks = tiles). INT4, NV24 and NV24_INT4 keep an fp32
+accumulator of the weight tile's shape through the loop and reduce it once at the end; BSR_INT4 and HYBRID
+load K block i + 1 while they compute block i (masked off past the slice) and reduce each block to a
+(BLOCK_N,) accumulator. Per K block, for its rows:
 
     int4       a (BLOCK_N, G, W) tile of words, G quantization groups of W = GROUP / 8 words; nibble i (bits
                4i..4i+3) of word w = input 8w + i (the packed byte order read as little-endian words). Per word
@@ -59,9 +60,9 @@ class Config:
     num_stages: int = 2
 
 
-DEFAULTS = {  # layout -> Config, used where the tuned table has no entry
-    "int4": Config(16, 1024, 1, 4), "nv24": Config(16, 512, 1, 4), "nv24_int4": Config(16, 2048, 1, 4),
-    "bsr_int4": Config(4, 0, 1, 4), "hybrid": Config(16, 0, 1, 4),
+DEFAULTS = {  # layout -> Config where the tuned table has no entry: the H100's choice on most Llama shapes
+    "int4": Config(8, 1024, 1, 4), "nv24": Config(8, 512, 1, 8), "nv24_int4": Config(8, 2048, 1, 4),
+    "bsr_int4": Config(4, 0, 4, 4, 1), "hybrid": Config(16, 0, 1, 4),
 }
 
 
@@ -137,18 +138,14 @@ def int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M,
     row_ok = rows < N
     row_groups = tl.cdiv(K, GROUP)
     first, end = k_slice(tl.cdiv(row_groups, G), SPLIT_K)
-    acc = tl.zeros((BLOCK_N,), tl.float32)
-    s, m, words = group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, first, first < end, G, W)
+    acc = tl.zeros((BLOCK_N, G, W), tl.float32)
     for step in range(first, end):
-        s_next, m_next, words_next = group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, step + 1,
-                                                 step + 1 < end, G, W)
+        s, m, words = group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, step, True, G, W)
         kbase = 8 * ((step * G + tl.arange(0, G))[:, None] * W + tl.arange(0, W)[None, :])
         d, xs = int4_word_sums(words, x_ptr, kbase, K, stride_xk)
-        part = (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs[None]
-        acc += tl.sum(tl.sum(part, axis=2), axis=1)
-        s, m, words = s_next, m_next, words_next
-    store_result(acc[None, :], out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, tl.program_id(1), HAS_BIAS, SPLIT_K,
-                 ROUND_BF16)
+        acc += (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs[None]
+    out = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
+    store_result(out, out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, tl.program_id(1), HAS_BIAS, SPLIT_K, ROUND_BF16)
 
 
 @triton.jit
@@ -234,20 +231,17 @@ def nv24_decode_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, 
     row_ok = rows < N
     row_bytes = tl.cdiv(K, 8)
     first, end = k_slice(tl.cdiv(row_bytes, B), SPLIT_K)
-    acc = tl.zeros((BLOCK_N,), tl.float32)
-    meta, words = nv24_loads(values_ptr, meta_ptr, rows, row_ok, row_bytes, first, first < end, B)
+    acc = tl.zeros((BLOCK_N, B, 2), tl.float32)
     for step in range(first, end):
-        meta_next, words_next = nv24_loads(values_ptr, meta_ptr, rows, row_ok, row_bytes, step + 1, step + 1 < end, B)
+        meta, words = nv24_loads(values_ptr, meta_ptr, rows, row_ok, row_bytes, step, True, B)
         offs = 8 * (step * B + tl.arange(0, B))[:, None] + tl.arange(0, 8)[None, :]
         x0, x1, x2, x3 = quad_split(tl.reshape(load_x(x_ptr, offs, K, stride_xk), (1, B, 2, 2, 2)))
         nibbles = (meta[:, :, None] >> (4 * tl.arange(0, 2))[None, None, :]) & 0xF
         v0 = (words << 16).to(tl.float32, bitcast=True)
         v1 = (words & -65536).to(tl.float32, bitcast=True)
-        part = v0 * pick(nibbles & 3, x0, x1, x2, x3) + v1 * pick(nibbles >> 2, x0, x1, x2, x3)
-        acc += tl.sum(tl.sum(part, axis=2), axis=1)
-        meta, words = meta_next, words_next
-    store_result(acc[None, :], out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, tl.program_id(1), HAS_BIAS, SPLIT_K,
-                 ROUND_BF16)
+        acc += v0 * pick(nibbles & 3, x0, x1, x2, x3) + v1 * pick(nibbles >> 2, x0, x1, x2, x3)
+    out = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
+    store_result(out, out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, tl.program_id(1), HAS_BIAS, SPLIT_K, ROUND_BF16)
 
 
 @triton.jit
@@ -264,17 +258,12 @@ def nv24_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_pt
     row_ok = rows < N
     row_groups = tl.cdiv(K, SPAN)
     first, end = k_slice(tl.cdiv(row_groups, G), SPLIT_K)
-    acc = tl.zeros((BLOCK_N,), tl.float32)
-    s, m, words = group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, first, first < end, G, W)
-    at, ok = group_at(rows, row_ok, row_groups, first, first < end, G)
-    meta = group_words(meta_ptr, at, ok, W)
+    acc = tl.zeros((BLOCK_N, G, W), tl.float32)
     for step in range(first, end):
-        s_n, m_n, words_n = group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, step + 1,
-                                        step + 1 < end, G, W)
-        at, ok = group_at(rows, row_ok, row_groups, step + 1, step + 1 < end, G)
-        meta_n = group_words(meta_ptr, at, ok, W)
+        s, m, words = group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, step, True, G, W)
+        at, ok = group_at(rows, row_ok, row_groups, step, True, G)
+        nibbles = group_words(meta_ptr, at, ok, W).to(tl.int32)
         quad0 = 16 * ((step * G + tl.arange(0, G))[:, None] * W + tl.arange(0, W)[None, :])  # first input a word
-        nibbles = meta.to(tl.int32)
         d = tl.zeros((BLOCK_N, G, W), tl.float32)
         xs = tl.zeros((BLOCK_N, G, W), tl.float32)
         for j in tl.static_range(4):
@@ -287,10 +276,9 @@ def nv24_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_pt
             xb = pick((nibbles >> (4 * j + 2)) & 3, x0, x1, x2, x3)
             d += nibble_as_float(words, 2 * j) * xa + nibble_as_float(words, 2 * j + 1) * xb
             xs += xa + xb
-        part = (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs
-        acc += tl.sum(tl.sum(part, axis=2), axis=1)
-        s, m, words, meta = s_n, m_n, words_n, meta_n
-    store_result(acc[None, :], out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, tl.program_id(1), HAS_BIAS, SPLIT_K,
+        acc += (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs
+    out = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
+    store_result(out, out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, tl.program_id(1), HAS_BIAS, SPLIT_K,
                  ROUND_BF16)
 
 
