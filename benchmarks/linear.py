@@ -16,6 +16,8 @@ move: its packed weight, x and the output. TFLOP/s counts the dense 2 * M * N * 
 same run: a 1 GiB device-to-device copy (bytes read + written / time) and a bf16 8192^3 matmul. Before timing,
 each layout's output for the first weight is checked against x @ W.T, W the weight the layout stores (for sparc
 unpack(pack(W))): a miss marks the cell with *. A layout that cannot run a shape says why in its cell.
+sparc's launch configurations come from the package's per-GPU table (`kernels/autotune.py`); with
+SPARC_AUTOTUNE=1 that check call tunes each new (kernel, layout, shape, M bucket) first and writes the table.
 """
 from __future__ import annotations
 

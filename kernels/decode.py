@@ -29,9 +29,9 @@ load K block i + 1 while they compute block i (masked off past the slice) and re
                meta read as int16 words, 4 nibbles matching the 4 value bytes; W = GROUP / 8 words per
                quantization group of 2 * GROUP inputs. d = sum f * x_kept, xs = sum x_kept (row-dependent).
     hybrid     (bf16, no INT4 / NV24_INT4 tiles) per tile its format code and offset (two scalar loads), then
-               the DENSE rows (bf16) and the NV24 meta / value words,
-               loaded with masks that keep only the tile's own format, and both products are added (a ZERO tile
-               moves no weight bytes). With K % 8 == 0 offsets and widths are hinted as multiples of 8.
+               the DENSE rows (bf16) and the NV24 meta / value words, loaded with masks that keep only the tile's
+               own format; both products are added (a ZERO tile moves no weight bytes). With K % 8 == 0 offsets
+               and widths are hinted as multiples of 8.
 The epilogue (bias, cast, or fp32 partials summed by the split-K reduction) is `tiling`'s with BLOCK_M = 1.
 Launch grids depend only on N, K and the config: safe inside CUDA graphs and torch.compile.
 """
@@ -51,8 +51,8 @@ LAYOUTS = ("int4", "nv24", "nv24_int4", "bsr_int4")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Rows per program (BSR_INT4: blocks per iteration), inputs per K block, split-K (0: chosen from the SM
-    count) and launch options."""
+    """Rows per program (BSR_INT4: blocks per iteration), inputs per K block (BSR_INT4 and HYBRID: their
+    block or tile), split-K slices and launch options."""
     block_n: int
     block_k: int
     split_k: int = 1

@@ -15,9 +15,12 @@ Decode (small M) is memory-bound: split-K raises the number of programs to about
 SM streams weights. Launch grids depend only on M, N, K and the device (never on data): the kernels are safe
 inside CUDA graphs and torch.compile.
 
-Values are upcast to fp32 right after every load (the CPU interpreter mishandles bf16 arithmetic). On the GPU
-the weight block is rounded to the activation dtype before the product, exactly like the reference, and
-tl.dot runs on the tensor cores; fp32 activations use IEEE fp32 dots.
+Under the CPU interpreter values are upcast to fp32 right after every load (it mishandles bf16 arithmetic). On
+the GPU the tile kernels pass x and weight blocks stored in the activation dtype straight to tl.dot
+(`load_x_tile`), optionally as the swapped product w @ x.T (`accumulate`, SWAP), and order their programs in
+groups of GROUP_M row blocks (`tile_position`); rebuilt weight blocks are computed in fp32 and rounded to the
+activation dtype before the product, exactly like the reference. tl.dot runs on the tensor cores; fp32
+activations use IEEE fp32 dots.
 """
 from __future__ import annotations
 
