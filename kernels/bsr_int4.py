@@ -14,8 +14,10 @@ Kernel guide. `bsr_int4_kernel`: program (pid_mn, pid_k) owns the (BLOCK_M x blo
 row and, with SPLIT_K slices, every SPLIT_K-th kept block of that row, from the row pointers read on the device
 (the launch grid depends only on M, N, K). Per kept block it loads the block's column index, the x block
 (BLOCK_M x group) at that column, and the block's block_n * group / 2 bytes, scales and minimums (contiguous),
-dequantizes with `int4.int4_block` and accumulates x @ w.T. Dropped blocks cost nothing, so work and bytes
-scale with the kept fraction. Epilogue and split-K reduction as in `tiling`.
+dequantizes with `int4.int4_block` and accumulates x @ w.T (or w @ x.T, SWAP). Dropped blocks cost nothing, so
+work and bytes scale with the kept fraction. Program order, epilogue and split-K reduction as in `tiling`; the
+launch configuration is a `hybrid.Config` (its BLOCK_M, warps, stages, swap, grouping). M == 1 runs
+`decode.bsr_int4_decode_kernel`, 2 <= M <= 16 `gemv`.
 """
 from __future__ import annotations
 

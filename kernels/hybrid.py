@@ -21,10 +21,12 @@ row blocks for L2 reuse, and walks its slice of the K blocks (BLOCK_K: the confi
 group, at most the tile for a grid). Per K block it loads the tile's format code and offset (two scalars), the
 x block, and for the (BLOCK_N x BLOCK_K) weight block the bytes of the tile's own format (see
 each format's `*_block`; `format_blocks` masks the loads of the other formats present, so the loop has no
-data-dependent branch and its loads pipeline over num_stages), expands them to a register tile and accumulates
-x @ w.T (or, SWAP, w @ x.T with the weight block as the tensor cores' register operand). ZERO tiles move no
-weight bytes. The formats present are tl.constexpr flags, so a kernel for DENSE + NV24 tiles holds no int4
-code, and on the GPU x and DENSE blocks go to tl.dot in their stored dtype.
+data-dependent branch), expands them to a register tile and accumulates x @ w.T (or, SWAP, w @ x.T with the
+weight block as the tensor cores' register operand). ZERO tiles move no weight bytes. The formats present are
+tl.constexpr flags, so a kernel for DENSE + NV24 tiles holds no int4 code; on the GPU x, and DENSE or NV24
+blocks of a single-format kernel, go to tl.dot in their stored dtype. A `Config` (tuned per GPU, see
+`tuning`) sets the tiles, warps, stages, swap and grouping; with fp32 activations `fit_shared` shrinks it to
+the shared memory.
 """
 from __future__ import annotations
 
