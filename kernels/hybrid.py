@@ -309,7 +309,7 @@ def format_flags(present) -> dict:
     return dict(zip(("HAS_DENSE", "HAS_NV24", "HAS_INT4", "HAS_NV24_INT4"), present))
 
 
-FP32_STAGED_BYTES = 128 * 1024  # fp32 x tiles a config may stage (the H100 has 227 KB of shared memory a block)
+FP32_STAGED_BYTES = 64 * 1024  # fp32 x tiles a config may stage: the H100 has 227 KB a block, weight tiles included
 
 
 def fit_shared(config: Config, block_m: int, block_k: int, x2d: torch.Tensor) -> tuple[int, int]:
