@@ -146,9 +146,9 @@ def test_candidates_are_of_the_kernels_config_type(kernel, layout, m):
     assert candidates and all(type(c) is type(default) for c in candidates)
 
 
-@pytest.mark.parametrize("dtype, block_k, expected", [(torch.bfloat16, 256, (128, 3)), (torch.float32, 64, (128, 3)),
-                                                      (torch.float32, 128, (128, 2)), (torch.float32, 256, (128, 1)),
-                                                      (torch.float32, 512, (64, 1))])
+@pytest.mark.parametrize("dtype, block_k, expected", [(torch.bfloat16, 256, (128, 3)), (torch.float32, 32, (128, 3)),
+                                                      (torch.float32, 64, (128, 2)), (torch.float32, 128, (128, 1)),
+                                                      (torch.float32, 256, (64, 1)), (torch.float32, 512, (32, 1))])
 def test_fp32_tile_configs_are_fitted_to_shared_memory(dtype, block_k, expected):
     """With fp32 activations stages, then rows, shrink until the staged x tiles fit; 16-bit ones keep the
     tuned config."""
