@@ -46,6 +46,10 @@ def capture_graph(model: torch.nn.Module, item) -> tuple[torch.fx.GraphModule, l
     except torch._dynamo.exc.Unsupported as error:
         raise SparcError(f"sparc.plan needs the model to trace into one graph; Dynamo stopped at: "
                          f"{str(error).splitlines()[0]}") from None
+    finally:
+        # Each capture adds a cache entry to the model's forward code: without this, the 9th plan of one model
+        # hits Dynamo's recompile limit. Other compiled instances of the class recompile once on their next call.
+        torch._dynamo.eval_frame.remove_from_cache(model)
     return graphs[-1]
 
 

@@ -161,3 +161,10 @@ def test_refined_patch_plan_meets_its_sparsity_and_matches_reference(prior):
     x = example_input("llama", 1, 9)
     with torch.no_grad():
         assert relative_error(logits(compiled(x)), logits(sparc.reference(model, plan)(x))) <= 1e-5
+
+
+def test_planning_one_model_many_times_stays_under_the_recompile_limit():
+    model = make("mlp")
+    batches = calibration("mlp")
+    plans = [sparc.plan(model, batches, method="magnitude", pattern="2:4") for _ in range(10)]  # the limit is 8
+    assert all(plan.layers.keys() == plans[0].layers.keys() for plan in plans)
