@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from sparc.errors import SparcError
 from sparc.ir import LayerPlan, TileFormat
 
+from .baselines import Wanda
 from .masks import mask_2of4, mask_unstructured_rows
 from .sparsegpt import scaled_hessian, sparsegpt_prune
 
@@ -294,7 +295,7 @@ def final_layer_plans(gates: TileGates, match_target: bool = True) -> dict[str, 
 
 def wanda_masks(weight: torch.Tensor, stats, sparsity: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(2:4 mask, per-row unstructured mask at `sparsity`) from the Wanda scores |W_ij| * ||X_j||."""
-    scores = weight.abs() * stats.norms[None, :]
+    scores = Wanda().scores(weight, stats)
     return mask_2of4(scores), mask_unstructured_rows(scores, sparsity)
 
 
