@@ -3,7 +3,8 @@
 Each format lives in its own file with a pure-PyTorch reference (the ground truth, used on the CPU) and the
 Triton piece that rebuilds its weight blocks; `hybrid.tile_grid_kernel` runs the tile formats (dense, nv24,
 int4, nv24_int4, zero and their hybrid grid), `bsr_int4.bsr_int4_kernel` the block-sparse one, and for decode
-int4, nv24, nv24_int4 and bsr_int4 run weight-streaming kernels: `decode` at M == 1, `gemv` for M <= 16.
+int4, nv24, nv24_int4 and bsr_int4 run weight-streaming kernels: `decode` at M == 1, `gemv` for M <= 16. From
+M = 256 every stored format is rebuilt once into the activation dtype and multiplied by cuBLAS (`rebuild`).
 `tuning` picks the kernel and its launch configuration (the per-GPU table of `autotune`).
 A `PackedWeight` is what a planned linear holds at run time: the format name, the logical
 (out_features, in_features) shape, the quantization group, the tensors the format stores and the format's
@@ -15,7 +16,7 @@ import dataclasses
 
 import torch
 
-from . import autotune, bsr_int4, decode, dense, gemv, hybrid, int4, nv24, nv24_int4, tuning, zero
+from . import autotune, bsr_int4, decode, dense, gemv, hybrid, int4, nv24, nv24_int4, rebuild, tuning, zero
 
 FORMATS = {"dense": dense, "nv24": nv24, "int4": int4, "nv24_int4": nv24_int4, "zero": zero,
            "bsr_int4": bsr_int4, "hybrid": hybrid}

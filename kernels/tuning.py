@@ -1,9 +1,10 @@
 """Which kernel runs a product, with which launch configuration: the defaults and the candidates tuned over.
 
 `kernel_for` picks the kernel from the layout and M: `decode` at M == 1 (int4, nv24, nv24_int4, bsr_int4), `gemv`
-for M <= 16 (the same formats), else the tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`).
-`config_for` returns the config the per-GPU table of `autotune` holds for (kernel, layout, N, K, M bucket), or
-the kernel's default; with SPARC_AUTOTUNE=1 it times `candidates` on the call's inputs first.
+for M <= 16 (the same formats), `rebuild` (the weight rebuilt once, then cuBLAS) from M = 256, else the tile
+kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`). `config_for` returns the config the per-GPU
+table of `autotune` holds for (kernel, layout, N, K, M bucket), or the kernel's default; with SPARC_AUTOTUNE=1
+it times `candidates` on the call's inputs first.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import itertools
 
 import torch
 
-from . import autotune, bsr_int4, decode, gemv, hybrid
+from . import autotune, bsr_int4, decode, gemv, hybrid, rebuild
 
 
 def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):
@@ -21,6 +22,8 @@ def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):
         return "decode", decode.matmul
     if gemv.supports(layout, m):
         return "gemv", gemv.matmul
+    if rebuild.supports(layout, m):
+        return "rebuild", rebuild.matmul
     return "tile", (bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul)
 
 
@@ -84,7 +87,9 @@ def timed_run(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
 
 def config_for(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
     """The tuned (or default) config for this product; tunes first under SPARC_AUTOTUNE=1 (the timed run's
-    time covers every copy: only the ranking matters)."""
+    time covers every copy: only the ranking matters). The rebuild path has nothing to tune."""
+    if kernel == "rebuild":
+        return None
     n, k, m = dims[0], dims[1], x2d.shape[0]
     return autotune.select(autotune.config_key(kernel, layout, n, k, m), default(kernel, layout, m),
                            candidates(kernel, layout, m), timed_run(kernel, layout, x2d, tensors, dims, bias),

@@ -338,10 +338,11 @@ def gpu_packed(layout: str) -> kernels.PackedWeight:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_kernel_in_cuda_graph_without_sync_gpu(layout):
+@pytest.mark.parametrize("m", [4, 300])
+def test_kernel_in_cuda_graph_without_sync_gpu(layout, m):
     packed = gpu_packed(layout)
     bias = torch.randn(1000, device="cuda", dtype=torch.bfloat16)
-    x = torch.randn(4, 1500, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(m, 1500, device="cuda", dtype=torch.bfloat16)
     kernels.matmul(x, layout, packed.tensors, packed.dims, bias)  # compile outside the graph
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -397,6 +398,26 @@ def test_fp32_and_fp16_nv24_decode_takes_the_gemv_kernel():
     assert kernels.tuning.kernel_for("nv24", x.half())[0] == "gemv"
     assert kernels.tuning.kernel_for("nv24", x.bfloat16())[0] == "decode"
     assert kernels.tuning.kernel_for("int4", x)[0] == "decode"
+
+
+REBUILT = [("nv24", {}), ("int4", {}), ("nv24_int4", {}), ("dense", {}), ("bsr_int4", {"block_n": 32}),
+           ("hybrid", {"formats": np.array([[0, 1, 2], [3, 4, 1]], dtype=np.uint8), "tile": 64})]
+
+
+@pytest.mark.parametrize("layout, options", REBUILT, ids=[r[0] for r in REBUILT])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_large_m_rebuilds_the_weight_once_and_calls_the_dense_product(layout, options, dtype):
+    """From M = REBUILD_MIN_M on, `rebuild` writes the weight out exactly as the tile kernels rebuild it (the
+    packed weight unpacked, rounded to the activation dtype) and the product is one dense matmul."""
+    case = make_case(layout, 100, 150, dtype, 32, 0.6, 7, **options)
+    packed = case.pack()
+    m = kernels.rebuild.REBUILD_MIN_M
+    x = torch.randn(m, 150, dtype=dtype)
+    assert kernels.tuning.kernel_for(layout, x, packed.tensors)[0] == "rebuild"
+    assert kernels.tuning.kernel_for(layout, x[: m - 1], packed.tensors)[0] != "rebuild"
+    rebuilt = kernels.rebuild.rebuild(layout, list(packed.tensors), packed.dims, dtype, x.device)
+    assert torch.equal(rebuilt, kernels.unpack(packed).to(dtype))
+    check_kernel(case, m, None, True)
 
 
 @pytest.mark.parametrize("kinds, decoded", [([0, 1, 4], True), ([0], True), ([4], True), ([0, 2, 1], False)])
