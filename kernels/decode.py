@@ -18,8 +18,9 @@ load K block i + 1 while they compute block i (masked off past the slice) and re
 
     int4       a (BLOCK_N, G, W) tile of words, G quantization groups of W = GROUP / 8 words; nibble i (bits
                4i..4i+3) of word w = input 8w + i (the packed byte order read as little-endian words). Per word
-               d = sum_i f_i * x[8w + i] and xs = sum_i x[8w + i] (x loaded once per program, shared by its rows);
-               with a = 16 s and b = m - 16 s of its group, the block adds sum a * d + b * xs.
+               d = sum_i f_i * x[8w + i] and xs = sum_i x[8w + i], the word's 8 inputs one contiguous (vector)
+               load shared by the program's rows; with a = 16 s and b = m - 16 s of its group, the block adds
+               sum a * d + b * xs.
     bsr_int4   the same per stored block (block_n rows x GROUP inputs), BLOCK_B blocks at once, each block's x
                from its column index.
     nv24       (bf16 only) the meta bytes (BLOCK_N, B) and one value word per group of 4 (BLOCK_N, B, 2), two
@@ -77,21 +78,24 @@ def nibble_as_float(words, I: tl.constexpr):
 
 
 @triton.jit
+def nibbles_as_float(q):
+    """1 + q / 16 in fp32 for 4-bit values q (int32)."""
+    return ((q << 19) | 0x3F800000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def load_x(x_ptr, offs, K, stride_xk):
     return tl.load(x_ptr + offs * stride_xk, mask=offs < K, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def int4_word_sums(words, x_ptr, kbase, K, stride_xk):
-    """(d, xs): d = sum_i (1 + q_i / 16) * x[kbase + i] per word (nibble i at bits 4i) and xs = sum_i
-    x[kbase + i]; words (A, B, W), kbase (B, W) or (A, 1, W)."""
-    d = tl.zeros(words.shape, tl.float32)
-    xs = tl.zeros(kbase.shape, tl.float32)
-    for i in tl.static_range(8):
-        xi = load_x(x_ptr, kbase + i, K, stride_xk)
-        d += nibble_as_float(words, i) * xi
-        xs += xi
-    return d, xs
+def int4_word_sums(words, x_ptr, x_offs, K, stride_xk):
+    """(d, xs): d = sum_i (1 + q_i / 16) * x[x_offs[..., i]] per word (nibble i at bits 4i) and xs = sum_i
+    x[x_offs[..., i]]; words (A, B, W), x_offs (A or 1, B or 1, W, 8): each word's 8 inputs, one contiguous run
+    (one vector load), shared by the rows that broadcast over it."""
+    x = tl.load(x_ptr + x_offs * stride_xk, mask=x_offs < K, other=0.0).to(tl.float32)
+    f = nibbles_as_float((words[:, :, :, None] >> (4 * tl.arange(0, 8))[None, None, None, :]) & 0xF)
+    return tl.sum(f * x, axis=3), tl.sum(x, axis=3)
 
 
 @triton.jit
@@ -142,8 +146,9 @@ def int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M,
     for step in range(first, end):
         s, m, words = group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, step, True, G, W)
         kbase = 8 * ((step * G + tl.arange(0, G))[:, None] * W + tl.arange(0, W)[None, :])
-        d, xs = int4_word_sums(words, x_ptr, kbase, K, stride_xk)
-        acc += (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs[None]
+        d, xs = int4_word_sums(words, x_ptr, (kbase[:, :, None] + tl.arange(0, 8)[None, None, :])[None], K,
+                               stride_xk)
+        acc += (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs
     out = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
     store_result(out, out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, tl.program_id(1), HAS_BIAS, SPLIT_K, ROUND_BF16)
 
@@ -185,7 +190,8 @@ def bsr_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, sc
                                               BLOCK_B, BLOCK_N, W)
         ok = i0 + tl.arange(0, BLOCK_B) < count
         kbase = tl.where(ok, cols * BLOCK_K, K)[:, None, None] + 8 * tl.arange(0, W)[None, None, :]
-        d, xs = int4_word_sums(words, x_ptr, kbase, K, stride_xk)
+        d, xs = int4_word_sums(words, x_ptr, kbase[:, :, :, None] + tl.arange(0, 8)[None, None, None, :], K,
+                               stride_xk)
         part = (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs
         acc += tl.sum(tl.sum(part, axis=2), axis=0)
         cols, s, m, words = cols_n, s_n, m_n, words_n

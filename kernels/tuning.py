@@ -42,8 +42,11 @@ def candidates(kernel: str, layout: str, m: int) -> list:
             return [decode.Config(b, 0, s, w, 1) for b, s, w in itertools.product((2, 4, 8), (1, 2, 4), (4, 8))]
         if layout == "hybrid":
             return [decode.Config(n, 0, s, w, 1) for n, s, w in itertools.product((8, 16, 32), (1, 2, 4), (4, 8))]
-        block_ks = {"int4": (1024, 2048, 4096), "nv24": (512, 1024, 2048), "nv24_int4": (1024, 2048, 4096)}[layout]
-        return [decode.Config(n, k, s, w, 1) for n, k, s, w in itertools.product((8, 16), block_ks, (1, 2), (4, 8))]
+        if layout == "nv24":
+            return [decode.Config(n, k, s, w, 1) for n, k, s, w in
+                    itertools.product((8, 16), (512, 1024, 2048), (1, 2), (4, 8))]
+        return [decode.Config(n, k, s, w, st) for n, k, s, w, st in
+                itertools.product((8, 16, 32), (1024, 2048), (1, 2), (4, 8), (1, 2))]
     if kernel == "gemv":
         return [gemv.Config(n, k, w) for n, k, w in itertools.product((32, 64, 128), (128, 256), (4, 8))]
     if m == 1:  # the FMA path (BLOCK_M = 1) or one 16-row tensor-core tile
