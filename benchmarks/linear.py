@@ -12,11 +12,12 @@ random 30% of the tiles DENSE and the rest NV24 (or every tile DENSE). Where L p
 reach it: no replay finds its weights in L2. The matmuls run back to back in one CUDA graph, captured after a
 warm-up on a side stream (Triton compiles on the first call); every replay is timed with CUDA events and the
 median over replays divided by the number of matmuls is the time per layer. GB/s counts the bytes a layer must
-move: its packed weight, x and the output, plus, for sparc from M = 256 (`kernels.rebuild`), the bf16 weight
-it writes out and reads back (4 bytes per weight). TFLOP/s counts the dense 2 * M * N * K. Device ceilings come from the
-same run: a 1 GiB device-to-device copy (bytes read + written / time) and a bf16 8192^3 matmul. Before timing,
-each layout's output for the first weight is checked against x @ W.T, W the weight the layout stores (for sparc
-unpack(pack(W))): a miss marks the cell with *. A layout that cannot run a shape says why in its cell.
+move: its packed weight, x and the output, plus, where sparc's tuned choice rebuilds the weight for cuBLAS
+(`kernels.rebuild`, marked r), the bf16 weight it writes out and reads back (4 bytes per weight). TFLOP/s
+counts the dense 2 * M * N * K. Device ceilings come from the same run: a 1 GiB device-to-device copy (bytes
+read + written / time) and a bf16 8192^3 matmul. Before timing, each layout's output for the first weight is
+checked against x @ W.T, W the weight the layout stores (for sparc unpack(pack(W))): a miss marks the cell
+with *. A layout that cannot run a shape says why in its cell.
 sparc's launch configurations come from the package's per-GPU table (`kernels/autotune.py`); with
 SPARC_AUTOTUNE=1 that check call tunes each new (kernel, layout, shape, M bucket) first and writes the table.
 """
@@ -281,7 +282,8 @@ def measure_shape(shape, args, device, graphs, log):
         for m in args.m:
             try:
                 note = check(operands[0].run(xs[m]), xs[m], reference)
-                cells[name, m] = (time_per_layer(operands, xs[m], args.replays, graphs), note)
+                cells[name, m] = (time_per_layer(operands, xs[m], args.replays, graphs), note,
+                                  rebuilds(operands[0], xs[m]))
             except Exception as e:
                 cells[name, m] = failure(e)
         del operands, reference
@@ -290,9 +292,10 @@ def measure_shape(shape, args, device, graphs, log):
     return cells, stored
 
 
-def moved_bytes(name: str, packed_bytes: int, m: int, n: int, k: int) -> int:
-    rebuilt = name in SPARC and m >= kernels.rebuild.REBUILD_MIN_M
-    return packed_bytes + 2 * m * k + 2 * m * n + (4 * n * k if rebuilt else 0)
+def rebuilds(operand: Operand, x: torch.Tensor) -> bool:
+    """Whether sparc's tuned choice for this product rebuilds the weight and calls cuBLAS (`kernels.rebuild`)."""
+    packed = operand.packed
+    return packed is not None and kernels.kernel_name(x, packed.layout, packed.tensors, packed.dims) == "rebuild"
 
 
 def shape_section(shape, args, cells, stored) -> list[str]:
@@ -309,10 +312,10 @@ def shape_section(shape, args, cells, stored) -> list[str]:
                 time_row.append(cell)
                 rate_row.append("-")
                 continue
-            us, note = cell
+            us, note, rebuilt = cell
             speedup = f" ({base[0] / us:.2f}x)" if isinstance(base, tuple) else ""
-            time_row.append(f"{us:.1f}{speedup}{'*' if note else ''}")
-            moved = moved_bytes(name, stored[name][0].nbytes, m, n, k)
+            time_row.append(f"{us:.1f}{speedup}{' r' if rebuilt else ''}{'*' if note else ''}")
+            moved = stored[name][0].nbytes + 2 * m * k + 2 * m * n + (4 * n * k if rebuilt else 0)
             rate_row.append(f"{moved / us / 1e3:.0f} / {2 * m * n * k / us / 1e6:.1f}")
             if note:
                 notes.append(f"* {name} M={m}: output check failed ({note})")
@@ -325,8 +328,9 @@ def shape_section(shape, args, cells, stored) -> list[str]:
             op, count = stored[name]
             size.append(f"| {LAYOUTS[name]} | {op.nbytes} | {op.ideal:.0f} | {op.nbytes / (n * k):.3f} | "
                         f"{100 * (op.nbytes / op.ideal - 1):+.2f}% | {2 * n * k / op.nbytes:.2f}x | {count} |")
-    return [f"### {n} x {k}", "", "Time per layer in us (speedup vs cuBLAS bf16):", "", *head, *times, *notes, "",
-            "GB/s moved (packed weight + x + output; sparc from M = 256: + the rebuilt bf16 weight written and read) / "
+    return [f"### {n} x {k}", "", "Time per layer in us (speedup vs cuBLAS bf16; r: sparc rebuilt the weight and "
+            "called cuBLAS):", "", *head, *times, *notes, "",
+            "GB/s moved (packed weight + x + output; r: + the rebuilt bf16 weight written and read) / "
             "dense-equivalent TFLOP/s:", "", *head, *rates, "",
             "Packed weight bytes vs the format's ideal:", "", *size, ""]
 

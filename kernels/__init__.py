@@ -3,8 +3,9 @@
 Each format lives in its own file with a pure-PyTorch reference (the ground truth, used on the CPU) and the
 Triton piece that rebuilds its weight blocks; `hybrid.tile_grid_kernel` runs the tile formats (dense, nv24,
 int4, nv24_int4, zero and their hybrid grid), `bsr_int4.bsr_int4_kernel` the block-sparse one, and for decode
-int4, nv24, nv24_int4 and bsr_int4 run weight-streaming kernels: `decode` at M == 1, `gemv` for M <= 16. From
-M = 256 every stored format is rebuilt once into the activation dtype and multiplied by cuBLAS (`rebuild`).
+int4, nv24, nv24_int4 and bsr_int4 run weight-streaming kernels: `decode` at M == 1, `gemv` for M <= 16. For
+large M a tuned (by default from M = 256) choice rebuilds the weight once in the activation dtype and multiplies
+by cuBLAS instead (`rebuild`); `kernel_name` says which runs.
 `tuning` picks the kernel and its launch configuration (the per-GPU table of `autotune`).
 A `PackedWeight` is what a planned linear holds at run time: the format name, the logical
 (out_features, in_features) shape, the quantization group, the tensors the format stores and the format's
@@ -90,6 +91,14 @@ def triton_matmul(x: torch.Tensor, layout: str, tensors, dims, bias: torch.Tenso
         config = tuning.config_for(kernel, layout, x2d, list(tensors), dims, bias)
     out = run(x2d, layout, list(tensors), dims, bias, config, split_k=split_k, out=out, partials=partials)
     return out.reshape(*x.shape[:-1], n)
+
+
+def kernel_name(x: torch.Tensor, layout: str, tensors, dims) -> str:
+    """Which kernel `triton_matmul` runs for x (..., K) and this weight: decode, gemv, tile or rebuild."""
+    x2d = x.reshape(-1, dims[1])
+    kernel, _ = tuning.kernel_for(layout, x2d, tensors)
+    config = tuning.config_for(kernel, layout, x2d, list(tensors), dims, None)
+    return "rebuild" if getattr(config, "rebuild", False) else kernel
 
 
 def matmul(x: torch.Tensor, layout: str, tensors, dims, bias: torch.Tensor | None) -> torch.Tensor:

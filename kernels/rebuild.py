@@ -1,7 +1,9 @@
 """Large M (prefill): rebuild the weight in the activation dtype, then one cuBLAS product.
 
-From M = REBUILD_MIN_M rows on, the product is compute-bound, and cuBLAS runs the tensor cores closer to their
-peak than the tile kernels, which rebuild every weight block again for each BLOCK_M rows of x. Here each weight
+A tile-kernel config with `rebuild=True` (`CONFIG`) runs this instead of the tile kernel: the default from
+M = REBUILD_MIN_M rows on, and a candidate the tuner weighs against the tile configs. There the product is
+compute-bound, and cuBLAS runs the tensor cores closer to their peak than the tile kernels, which rebuild every
+weight block again for each BLOCK_M rows of x. Here each weight
 block is rebuilt once, by the same `*_block` pieces the tile kernels use, and written to a (N, K) workspace in
 the activation dtype, which then goes to `torch.nn.functional.linear`. The rebuild moves the packed bytes plus
 2 bytes per weight (bf16); the workspace lives for one product (one layer's dense weight at a time).
@@ -22,11 +24,12 @@ from .tiling import interpreted_bf16, round_to_bf16
 
 REBUILD_MIN_M = 256
 LAYOUTS = ("dense", "nv24", "int4", "nv24_int4", "bsr_int4", "hybrid")
-BLOCKS = Config(block_m=1, block_n=64, block_k=128)
+BLOCKS = Config(block_m=1, block_n=64, block_k=128)  # the rebuild kernels' weight blocks
+CONFIG = Config(block_m=0, block_n=0, block_k=0, rebuild=True)
 
 
-def supports(layout: str, m: int) -> bool:
-    return layout in LAYOUTS and m >= REBUILD_MIN_M
+def supports(layout: str) -> bool:
+    return layout in LAYOUTS
 
 
 @triton.jit

@@ -1,10 +1,11 @@
 """Which kernel runs a product, with which launch configuration: the defaults and the candidates tuned over.
 
 `kernel_for` picks the kernel from the layout and M: `decode` at M == 1 (int4, nv24, nv24_int4, bsr_int4), `gemv`
-for M <= 16 (the same formats), `rebuild` (the weight rebuilt once, then cuBLAS) from M = 256, else the tile
-kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`). `config_for` returns the config the per-GPU
-table of `autotune` holds for (kernel, layout, N, K, M bucket), or the kernel's default; with SPARC_AUTOTUNE=1
-it times `candidates` on the call's inputs first.
+for M <= 16 (the same formats), else the tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`),
+whose config may instead name `rebuild` (the weight rebuilt once, then cuBLAS): the default from M = 256, and a
+candidate from M = 65. `config_for` returns the config the per-GPU table of `autotune` holds for (kernel,
+layout, N, K, M bucket), or the kernel's default; with SPARC_AUTOTUNE=1 it times `candidates` on the call's
+inputs first.
 """
 from __future__ import annotations
 
@@ -22,8 +23,6 @@ def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):
         return "decode", decode.matmul
     if gemv.supports(layout, m):
         return "gemv", gemv.matmul
-    if rebuild.supports(layout, m):
-        return "rebuild", rebuild.matmul
     return "tile", (bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul)
 
 
@@ -32,6 +31,8 @@ def default(kernel: str, layout: str, m: int):
         return decode.DEFAULTS[layout]
     if kernel == "gemv":
         return gemv.default_config(layout, m)
+    if m >= rebuild.REBUILD_MIN_M and rebuild.supports(layout):
+        return rebuild.CONFIG
     return hybrid.default_config(m)
 
 
@@ -61,6 +62,8 @@ def candidates(kernel: str, layout: str, m: int) -> list:
              [(128, 128, 64, 8, 3, False), (128, 128, 64, 8, 3, True), (128, 256, 64, 8, 3, False),
               (128, 128, 128, 8, 3, False), (64, 128, 64, 4, 4, False), (128, 128, 64, 4, 4, True),
               (64, 256, 64, 8, 3, True), (128, 256, 64, 8, 4, True)]]
+    if rebuild.supports(layout):
+        large.append(rebuild.CONFIG)
     if m > 256:
         return large
     # M = 256 fills few programs with large tiles: smaller tiles and split-K too
@@ -90,9 +93,7 @@ def timed_run(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
 
 def config_for(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
     """The tuned (or default) config for this product; tunes first under SPARC_AUTOTUNE=1 (the timed run's
-    time covers every copy: only the ranking matters). The rebuild path has nothing to tune."""
-    if kernel == "rebuild":
-        return None
+    time covers every copy: only the ranking matters)."""
     n, k, m = dims[0], dims[1], x2d.shape[0]
     return autotune.select(autotune.config_key(kernel, layout, n, k, m), default(kernel, layout, m),
                            candidates(kernel, layout, m), timed_run(kernel, layout, x2d, tensors, dims, bias),

@@ -407,17 +407,27 @@ REBUILT = [("nv24", {}), ("int4", {}), ("nv24_int4", {}), ("dense", {}), ("bsr_i
 @pytest.mark.parametrize("layout, options", REBUILT, ids=[r[0] for r in REBUILT])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_large_m_rebuilds_the_weight_once_and_calls_the_dense_product(layout, options, dtype):
-    """From M = REBUILD_MIN_M on, `rebuild` writes the weight out exactly as the tile kernels rebuild it (the
-    packed weight unpacked, rounded to the activation dtype) and the product is one dense matmul."""
+    """From M = REBUILD_MIN_M on the default tile config rebuilds the weight exactly as the tile kernels do (the
+    packed weight unpacked, rounded to the activation dtype) and runs one dense matmul; below, the tile kernel."""
     case = make_case(layout, 100, 150, dtype, 32, 0.6, 7, **options)
     packed = case.pack()
     m = kernels.rebuild.REBUILD_MIN_M
     x = torch.randn(m, 150, dtype=dtype)
-    assert kernels.tuning.kernel_for(layout, x, packed.tensors)[0] == "rebuild"
-    assert kernels.tuning.kernel_for(layout, x[: m - 1], packed.tensors)[0] != "rebuild"
+    assert kernels.kernel_name(x, layout, packed.tensors, packed.dims) == "rebuild"
+    assert kernels.kernel_name(x[: m - 1], layout, packed.tensors, packed.dims) == "tile"
     rebuilt = kernels.rebuild.rebuild(layout, list(packed.tensors), packed.dims, dtype, x.device)
     assert torch.equal(rebuilt, kernels.unpack(packed).to(dtype))
     check_kernel(case, m, None, True)
+
+
+def test_the_tuner_weighs_the_rebuild_against_the_tile_configs():
+    """Large-M candidates include the rebuild for every format it supports; the zero layout keeps the tile
+    kernel (it stores nothing to rebuild)."""
+    for m in (65, 256, 2048):
+        assert kernels.rebuild.CONFIG in kernels.tuning.candidates("tile", "int4", m)
+    assert kernels.rebuild.CONFIG not in kernels.tuning.candidates("tile", "int4", 64)
+    assert kernels.rebuild.CONFIG not in kernels.tuning.candidates("tile", "zero", 2048)
+    assert not kernels.tuning.default("tile", "zero", 2048).rebuild
 
 
 @pytest.mark.parametrize("kinds, decoded", [([0, 1, 4], True), ([0], True), ([4], True), ([0, 2, 1], False)])
