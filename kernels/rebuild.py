@@ -3,10 +3,10 @@
 A tile-kernel config with `rebuild=True` (`CONFIG`) runs this instead of the tile kernel: the default from
 M = REBUILD_MIN_M rows on, and a candidate the tuner weighs against the tile configs. There the product is
 compute-bound, and cuBLAS runs the tensor cores closer to their peak than the tile kernels, which rebuild every
-weight block again for each BLOCK_M rows of x. Here each weight
-block is rebuilt once, by the same `*_block` pieces the tile kernels use, and written to a (N, K) workspace in
-the activation dtype, which then goes to `torch.nn.functional.linear`. The rebuild moves the packed bytes plus
-2 bytes per weight (bf16); the workspace lives for one product (one layer's dense weight at a time).
+weight block again for each BLOCK_M rows of x. Here each weight block is rebuilt once, by the same `*_block`
+pieces the tile kernels use, and written to an (N, K) workspace in the activation dtype, which then goes to
+`torch.nn.functional.linear`. The rebuild moves the packed bytes plus 2 bytes per weight (bf16); the workspace
+lives for one product (one layer's dense weight at a time).
 
 `rebuild_tiles_kernel`: program (pid_n, pid_k) rebuilds the (BLOCK_N x BLOCK_K) block of a pure tile format or a
 hybrid grid, as `hybrid.tile_grid_kernel` does per K step. `rebuild_bsr_kernel`: program r writes the kept
@@ -97,8 +97,7 @@ def rebuild(layout: str, tensors, dims, dtype: torch.dtype, device) -> torch.Ten
     return out
 
 
-def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config=None, split_k=None, out=None,
-           partials=None):
+def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, out=None):
     """x2d (M, K) @ W.T + bias through cuBLAS on the rebuilt weight (a dense layout is used as stored)."""
     if layout == "dense" and tensors[0].dtype == x2d.dtype:
         weight = tensors[0]
