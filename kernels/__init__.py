@@ -2,10 +2,10 @@
 
 Each format lives in its own file with a pure-PyTorch reference (the ground truth, used on the CPU) and the
 Triton piece that rebuilds its weight blocks; `hybrid.tile_grid_kernel` runs the tile formats (dense, nv24,
-int4, nv24_int4, zero and their hybrid grid), `bsr_int4.bsr_int4_kernel` the block-sparse one, and for decode
-int4, nv24, nv24_int4 and bsr_int4 run weight-streaming kernels: `decode` at M == 1, `gemv` for M <= 16. For
-large M a tuned (by default from M = 256) choice rebuilds the weight once in the activation dtype and multiplies
-by cuBLAS instead (`rebuild`); `kernel_name` says which runs.
+int4, nv24_int4, zero and their hybrid grid), `bsr_int4.bsr_int4_kernel` the block-sparse one, and at M == 1
+int4, nv24, nv24_int4, bsr_int4 and DENSE / NV24 / ZERO hybrid grids run weight-streaming kernels (`decode`).
+For large M a tuned choice (the default from M = 256) rebuilds the weight once in the activation dtype and
+multiplies by cuBLAS instead (`rebuild`); `kernel_name` says which runs.
 `tuning` picks the kernel and its launch configuration (the per-GPU table of `autotune`).
 A `PackedWeight` is what a planned linear holds at run time: the format name, the logical
 (out_features, in_features) shape, the quantization group, the tensors the format stores and the format's
@@ -17,7 +17,7 @@ import dataclasses
 
 import torch
 
-from . import autotune, bsr_int4, decode, dense, gemv, hybrid, int4, nv24, nv24_int4, rebuild, tuning, zero
+from . import autotune, bsr_int4, decode, dense, hybrid, int4, nv24, nv24_int4, rebuild, tuning, zero
 
 FORMATS = {"dense": dense, "nv24": nv24, "int4": int4, "nv24_int4": nv24_int4, "zero": zero,
            "bsr_int4": bsr_int4, "hybrid": hybrid}
@@ -94,7 +94,7 @@ def triton_matmul(x: torch.Tensor, layout: str, tensors, dims, bias: torch.Tenso
 
 
 def kernel_name(x: torch.Tensor, layout: str, tensors, dims) -> str:
-    """Which kernel `triton_matmul` runs for x (..., K) and this weight: decode, gemv, tile or rebuild."""
+    """Which kernel `triton_matmul` runs for x (..., K) and this weight: decode, tile or rebuild."""
     x2d = x.reshape(-1, dims[1])
     kernel, _ = tuning.kernel_for(layout, x2d, tensors)
     config = tuning.config_for(kernel, layout, x2d, list(tensors), dims, None)

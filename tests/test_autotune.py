@@ -127,7 +127,7 @@ def test_select_never_tunes_while_a_graph_is_captured(monkeypatch, tmp_path):
 
 def test_shipped_tables_hold_valid_configs():
     """Every entry of every table in the package builds its kernel's config, for a known layout and bucket."""
-    classes = {"decode": decode.Config, "gemv": tuning.gemv.Config, "tile": hybrid.Config}
+    classes = {"decode": decode.Config, "tile": hybrid.Config}
     tables = list(autotune.CONFIG_DIR.glob("*.json"))
     assert tables
     for path in tables:
@@ -138,7 +138,7 @@ def test_shipped_tables_hold_valid_configs():
             classes[kernel](**fields)
 
 
-@pytest.mark.parametrize("kernel, layout, m", [("decode", "int4", 1), ("decode", "bsr_int4", 1), ("gemv", "nv24", 16),
+@pytest.mark.parametrize("kernel, layout, m", [("decode", "int4", 1), ("decode", "bsr_int4", 1), ("tile", "nv24", 16),
                                                ("tile", "hybrid", 64), ("tile", "int4", 2048)])
 def test_candidates_are_of_the_kernels_config_type(kernel, layout, m):
     default = tuning.default(kernel, layout, m)

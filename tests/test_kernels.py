@@ -374,28 +374,27 @@ def test_kernel_through_torch_compile_gpu(layout):
             assert_matches_reference(compiled(x) / 2, x, packed, None)
 
 
-@pytest.mark.parametrize("layout", kernels.gemv.LAYOUTS)
+@pytest.mark.parametrize("layout", kernels.decode.LAYOUTS)
 @pytest.mark.parametrize("m", [1, 5, 16])
 def test_decode_runs_the_streaming_kernels(layout, m, monkeypatch):
-    """M == 1 goes through `decode` (whole groups per K block, every group size), 2 <= M <= 16 through `gemv`,
-    larger M through neither."""
+    """M == 1 goes through `decode` (whole groups per K block, every group size), larger M through the tile
+    kernels."""
     calls = []
-    for module in (kernels.decode, kernels.gemv):
-        run = module.matmul
-        monkeypatch.setattr(module, "matmul", lambda *a, run=run, module=module, **kw: calls.append(module) or run(*a, **kw))
+    run = kernels.decode.matmul
+    monkeypatch.setattr(kernels.decode, "matmul", lambda *a, **kw: calls.append(m) or run(*a, **kw))
     for group in (32, 64, 128):
         case = make_case(layout, 48, 600, torch.bfloat16, group, 0.6, group + m, block_n=32)
         check_kernel(case, m, None, True)
-    assert calls == [kernels.decode if m == 1 else kernels.gemv] * 3
+    assert calls == ([1] * 3 if m == 1 else [])
     check_kernel(make_case(layout, 20, 70, torch.float32, 32, 0.6, 5), 17, None, False)
-    assert len(calls) == 3
+    assert len(calls) == (3 if m == 1 else 0)
 
 
-def test_fp32_and_fp16_nv24_decode_takes_the_gemv_kernel():
-    """The NV24 decode kernel reads bf16 bit patterns; other value dtypes stay on `gemv`."""
+def test_fp32_and_fp16_nv24_decode_takes_the_tile_kernel():
+    """The NV24 decode kernel reads bf16 bit patterns; other value dtypes take the tile kernel."""
     x = torch.randn(1, 64)
-    assert kernels.tuning.kernel_for("nv24", x)[0] == "gemv"
-    assert kernels.tuning.kernel_for("nv24", x.half())[0] == "gemv"
+    assert kernels.tuning.kernel_for("nv24", x)[0] == "tile"
+    assert kernels.tuning.kernel_for("nv24", x.half())[0] == "tile"
     assert kernels.tuning.kernel_for("nv24", x.bfloat16())[0] == "decode"
     assert kernels.tuning.kernel_for("int4", x)[0] == "decode"
 
