@@ -2,7 +2,7 @@
 
     python benchmarks/accuracy.py [--calibration 48] [--windows 40] [--unseen 16] [--only wanda,sparsegpt] [--out t.md]
 
-Calibration: windows of 512 tokens from the first 80% of the KJV verses. Perplexity: consecutive 512-token
+Calibration: windows of 512 tokens evenly spaced over the first 80% of the KJV verses. Perplexity: consecutive 512-token
 windows of the last 20% (never seen while planning), and of text of another kind, the Python standard library's
 docstrings (common.stdlib_docs_text), to show whether a plan generalises beyond the calibration text. Plans are
 made on the float32 model; each is evaluated on `sparc.reference(model, plan)` (the eager model whose weights are

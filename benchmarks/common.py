@@ -80,11 +80,22 @@ def token_windows(tokenizer, text: str, length: int, count: int) -> list[torch.T
     return [ids[i * length:(i + 1) * length][None] for i in range(count)]
 
 
+def spread_windows(tokenizer, text: str, length: int, count: int) -> list[torch.Tensor]:
+    """`count` windows of `length` tokens evenly spaced over the whole of `text`, each shaped (1, length): a
+    calibration sample that covers all of the text, not only its beginning."""
+    ids = tokenizer(text, return_tensors="pt").input_ids[0]
+    if ids.numel() < length * count:
+        raise ValueError(f"text too short for {count} windows of {length} tokens")
+    starts = torch.linspace(0, ids.numel() - length, count).long().tolist()
+    return [ids[start:start + length][None] for start in starts]
+
+
 def smollm2_with_kjv(calibration: tuple[int, int], held_out: tuple[int, int]):
-    """(model, tokenizer, calibration windows, held-out windows); each window spec is (count, tokens)."""
+    """(model, tokenizer, calibration windows spread over the first 80% of the verses, consecutive held-out
+    windows from the start of the last 20%); each window spec is (count, tokens)."""
     model, tokenizer = load_smollm2()
     calibration_text, held_out_text = kjv_split()
-    return (model, tokenizer, token_windows(tokenizer, calibration_text, calibration[1], calibration[0]),
+    return (model, tokenizer, spread_windows(tokenizer, calibration_text, calibration[1], calibration[0]),
             token_windows(tokenizer, held_out_text, held_out[1], held_out[0]))
 
 
