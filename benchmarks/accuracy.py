@@ -2,14 +2,14 @@
 
     python benchmarks/accuracy.py [--calibration 48] [--windows 40] [--unseen 16] [--only wanda,sparsegpt] [--out t.md]
 
-Calibration: windows of 512 tokens evenly spaced over the first 80% of the KJV verses. Perplexity: consecutive 512-token
-windows of the last 20% (never seen while planning), and of text of another kind, the Python standard library's
-docstrings (common.stdlib_docs_text), to show whether a plan generalises beyond the calibration text. Plans are
-made on the float32 model; each is evaluated on `sparc.reference(model, plan)` (the eager model whose weights are
-exactly what the packed layouts hold; the compiled model equals it: tests/test_smollm2.py) cast to bfloat16, the
-dtype sparc's kernels serve (on this CPU's AVX512-BF16 about 1.8x faster than float32; dense perplexity moves by
-under 0.1%). SmolLM2 here is de-quantized from Q4_1: int4 group-32 is lossless on it, so int4 rows
-measure pruning more than quantization.
+Calibration: windows of 512 tokens evenly spaced over the first 80% of the KJV verses. Perplexity: consecutive
+512-token windows of the last 20% (never seen while planning), and of text of another kind, the Python standard
+library's docstrings (common.stdlib_docs_text), to show whether a plan generalises beyond the calibration text.
+Plans are made on the float32 model; each is evaluated on `sparc.reference(model, plan)` (the eager model whose
+weights are exactly what the packed layouts hold; the compiled model equals it: tests/test_smollm2.py) cast to
+bfloat16, the dtype sparc's kernels serve (on this CPU's AVX512-BF16 about 1.8x faster than float32; dense
+perplexity moves by under 0.1%). SmolLM2 here is de-quantized from Q4_1: int4 group-32 is lossless on it, so
+int4 rows measure pruning more than quantization.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ ROWS = [
     ("wanda 2:4", dict(method="wanda", pattern="2:4")),
     ("sparsegpt 2:4", dict(method="sparsegpt", pattern="2:4")),
     *[(f"patch {s:.0%} prior", dict(method="patch", sparsity=s)) for s in (0.25, 0.35, 0.45)],
-    (f"patch 35% refined ({REFINE_STEPS} steps)", dict(method="patch", sparsity=0.35, refine_steps=REFINE_STEPS, refine_lr=REFINE_LR)),
+    (f"patch 35% refined ({REFINE_STEPS} steps)",
+     dict(method="patch", sparsity=0.35, refine_steps=REFINE_STEPS, refine_lr=REFINE_LR)),
     *[(f"gqsa w4 g128 {s:.0%} groups", dict(method="gqsa", bits=4, group=128, sparsity=s))
       for s in (0.25, 0.35, 0.45, 0.5)],
     ("cfsp 20% channels", dict(method="cfsp", sparsity=0.2)),
