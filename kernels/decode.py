@@ -5,22 +5,26 @@ At M == 1 a layer is a stream of weight bytes (a 4096 x 4096 INT4 layer is 8.9 M
 kernels are built around the weight loads: every stored byte is read once, as 32-bit words (int32 views of the
 packed tensors, made on the host), with 16-byte contiguous loads along each row, and unpacked with shifts and
 masks. Nothing is converted with an integer-to-float instruction: a 4-bit q is moved to the top of an fp32
-mantissa, f = 1 + q / 16 (one shift and one and-or), so q * x = 16 * (f * x - x); a bf16 value is the high or
-low half of its word shifted into an fp32. The activations are tiny and stay in L1; each program loads the x
-values of its words once per K block and reuses them for all its rows.
+mantissa, f = 1 + q / 16 (one shift and one and-or, a single LOP3 with the bits of 1.0 held in a register:
+`one_bits`), so q * x = 16 * (f * x - x); a bf16 value is the high or low half of its word shifted into an fp32.
+The activations are tiny and stay in L1; each program loads the x values of its words once per K block and
+reuses them for all its rows.
 
 Kernel guide. Program (pid_n, pid_k) owns BLOCK_N output rows and the pid_k-th of SPLIT_K slices of the K
 blocks (BSR_INT4: one block row and every SPLIT_K-th group of BLOCK_B kept blocks, the row pointers read on the
 device; HYBRID: BLOCK_N rows of one tile row, K blocks = tiles). INT4, NV24 and NV24_INT4 keep an fp32
 accumulator of the weight tile's shape through the loop and reduce it once at the end; BSR_INT4 and HYBRID
-load K block i + 1 while they compute block i (masked off past the slice) and reduce each block to a
-(BLOCK_N,) accumulator. Per K block, for its rows:
+reduce each block to a (BLOCK_N,) accumulator. All but NV24_INT4 load K block i + 1 while they compute block i
+(masked off past the slice): the loads of a block are otherwise all waited for before the next are issued, and
+at M == 1 that latency, not bandwidth, sets the time. NV24_INT4 is bound by its selects instead, and the
+registers of a second block slow it down. Per K block, for its rows:
 
     int4       a (BLOCK_N, G, W) tile of words, G quantization groups of W = GROUP / 8 words; nibble i (bits
                4i..4i+3) of word w = input 8w + i (the packed byte order read as little-endian words). Per word
                d = sum_i f_i * x[8w + i] and xs = sum_i x[8w + i], the word's 8 inputs one contiguous (vector)
                load shared by the program's rows; with a = 16 s and b = m - 16 s of its group, the block adds
-               sum a * d + b * xs.
+               sum a * d + b * xs. With G * W >= 32 * num_warps each thread holds one word column of every
+               row (about 35 instructions a word on sm_90); smaller blocks split the 8 inputs over threads.
     bsr_int4   the same per stored block (block_n rows x GROUP inputs), BLOCK_B blocks at once, each block's x
                from its column index.
     nv24       (bf16 only) the meta bytes (BLOCK_N, B) and one value word per group of 4 (BLOCK_N, B, 2), two
@@ -62,25 +66,26 @@ class Config:
 
 
 DEFAULTS = {  # layout -> Config where the tuned table has no entry: the H100's choice on most Llama shapes
-    "int4": Config(8, 1024, 1, 4), "nv24": Config(8, 512, 1, 8), "nv24_int4": Config(8, 2048, 1, 4),
+    "int4": Config(16, 1024, 1, 4), "nv24": Config(8, 512, 1, 8), "nv24_int4": Config(8, 2048, 1, 4),
     "bsr_int4": Config(4, 0, 4, 4, 1), "hybrid": Config(16, 0, 1, 4),
 }
 
 
 @triton.jit
-def nibble_as_float(words, I: tl.constexpr):
+def one_bits(N):
+    """0x3F800000, the bits of fp32 1.0, derived from the non-negative kernel argument N so that it lives in a
+    register: (nibble & mask) | one then compiles to a single three-input LOP3, which takes one immediate."""
+    return (N >> 31) | 0x3F800000
+
+
+@triton.jit
+def nibble_as_float(words, I: tl.constexpr, one):
     """1 + q / 16 in fp32 for the nibble q at bits 4I..4I+3 of each word: q moved to the top of the mantissa."""
     if 4 * I <= 19:
         moved = words << (19 - 4 * I)
     else:
         moved = words >> (4 * I - 19)
-    return ((moved & 0x00780000) | 0x3F800000).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def nibbles_as_float(q):
-    """1 + q / 16 in fp32 for 4-bit values q (int32)."""
-    return ((q << 19) | 0x3F800000).to(tl.float32, bitcast=True)
+    return ((moved & 0x00780000) | one).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -89,12 +94,14 @@ def load_x(x_ptr, offs, K, stride_xk):
 
 
 @triton.jit
-def int4_word_sums(words, x_ptr, x_offs, K, stride_xk):
-    """(d, xs): d = sum_i (1 + q_i / 16) * x[x_offs[..., i]] per word (nibble i at bits 4i) and xs = sum_i
-    x[x_offs[..., i]]; words (A, B, W), x_offs (A or 1, B or 1, W, 8): each word's 8 inputs, one contiguous run
-    (one vector load), shared by the rows that broadcast over it."""
-    x = tl.load(x_ptr + x_offs * stride_xk, mask=x_offs < K, other=0.0).to(tl.float32)
-    f = nibbles_as_float((words[:, :, :, None] >> (4 * tl.arange(0, 8))[None, None, None, :]) & 0xF)
+def int4_word_sums(words, x, one):
+    """(d, xs): d = sum_i (1 + q_i / 16) * x[..., i] per word (nibble i at bits 4i) and xs = sum_i x[..., i];
+    words (A, B, W), x (A or 1, B or 1, W, 8) fp32: each word's 8 inputs, loaded as one contiguous run (one
+    vector load) and shared by the rows that broadcast over it."""
+    shift = 19 - 4 * tl.arange(0, 8)
+    w = words[:, :, :, None]
+    moved = tl.where(shift >= 0, w << tl.maximum(shift, 0), w >> tl.maximum(-shift, 0))
+    f = ((moved & 0x00780000) | one).to(tl.float32, bitcast=True)
     return tl.sum(f * x, axis=3), tl.sum(x, axis=3)
 
 
@@ -131,6 +138,17 @@ def k_slice(steps, SPLIT_K: tl.constexpr):
 
 
 @triton.jit
+def int4_block_loads(q_ptr, scales_ptr, mins_ptr, x_ptr, rows, row_ok, row_groups, K, stride_xk, step, live,
+                     G: tl.constexpr, W: tl.constexpr):
+    """(scales, mins (BLOCK_N, G), words (BLOCK_N, G, W), x (1, G, W, 8) fp32) of K block `step`, all zero
+    unless `live`."""
+    s, m, words = group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, step, live, G, W)
+    kbase = 8 * ((step * G + tl.arange(0, G))[:, None] * W + tl.arange(0, W)[None, :])
+    x = load_x(x_ptr, (kbase[:, :, None] + tl.arange(0, 8)[None, None, :])[None], tl.where(live, K, 0), stride_xk)
+    return s, m, words, x
+
+
+@triton.jit
 def int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N, K, stride_xm, stride_xk,
                        HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        SPLIT_K: tl.constexpr, USE_DOT: tl.constexpr, DOT_DTYPE: tl.constexpr,
@@ -138,17 +156,20 @@ def int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M,
     """q_ptr: int32 words (N, Kp / 8)."""
     G: tl.constexpr = BLOCK_K // GROUP
     W: tl.constexpr = GROUP // 8
+    one = one_bits(N)
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     row_groups = tl.cdiv(K, GROUP)
     first, end = k_slice(tl.cdiv(row_groups, G), SPLIT_K)
     acc = tl.zeros((BLOCK_N, G, W), tl.float32)
+    s, m, words, x = int4_block_loads(q_ptr, scales_ptr, mins_ptr, x_ptr, rows, row_ok, row_groups, K, stride_xk,
+                                      first, first < end, G, W)
     for step in range(first, end):
-        s, m, words = group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, step, True, G, W)
-        kbase = 8 * ((step * G + tl.arange(0, G))[:, None] * W + tl.arange(0, W)[None, :])
-        d, xs = int4_word_sums(words, x_ptr, (kbase[:, :, None] + tl.arange(0, 8)[None, None, :])[None], K,
-                               stride_xk)
+        s_n, m_n, words_n, x_n = int4_block_loads(q_ptr, scales_ptr, mins_ptr, x_ptr, rows, row_ok, row_groups, K,
+                                                  stride_xk, step + 1, step + 1 < end, G, W)
+        d, xs = int4_word_sums(words, x, one)
         acc += (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs
+        s, m, words, x = s_n, m_n, words_n, x_n
     out = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
     store_result(out, out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, tl.program_id(1), HAS_BIAS, SPLIT_K, ROUND_BF16)
 
@@ -178,6 +199,7 @@ def bsr_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, sc
     """BLOCK_N = block_n and BLOCK_K = group; q_ptr: int32 words (nnz, block_n, group / 8)."""
     W: tl.constexpr = BLOCK_K // 8
     STRIDE: tl.constexpr = SPLIT_K * BLOCK_B
+    one = one_bits(N)
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
     first = tl.load(row_ptr + pid_n)
     count = tl.load(row_ptr + pid_n + 1) - first
@@ -190,8 +212,8 @@ def bsr_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, sc
                                               BLOCK_B, BLOCK_N, W)
         ok = i0 + tl.arange(0, BLOCK_B) < count
         kbase = tl.where(ok, cols * BLOCK_K, K)[:, None, None] + 8 * tl.arange(0, W)[None, None, :]
-        d, xs = int4_word_sums(words, x_ptr, kbase[:, :, :, None] + tl.arange(0, 8)[None, None, None, :], K,
-                               stride_xk)
+        x = load_x(x_ptr, kbase[:, :, :, None] + tl.arange(0, 8)[None, None, None, :], K, stride_xk)
+        d, xs = int4_word_sums(words, x, one)
         part = (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs
         acc += tl.sum(tl.sum(part, axis=2), axis=0)
         cols, s, m, words = cols_n, s_n, m_n, words_n
@@ -238,14 +260,16 @@ def nv24_decode_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, 
     row_bytes = tl.cdiv(K, 8)
     first, end = k_slice(tl.cdiv(row_bytes, B), SPLIT_K)
     acc = tl.zeros((BLOCK_N, B, 2), tl.float32)
+    meta, words = nv24_loads(values_ptr, meta_ptr, rows, row_ok, row_bytes, first, first < end, B)
     for step in range(first, end):
-        meta, words = nv24_loads(values_ptr, meta_ptr, rows, row_ok, row_bytes, step, True, B)
+        meta_n, words_n = nv24_loads(values_ptr, meta_ptr, rows, row_ok, row_bytes, step + 1, step + 1 < end, B)
         offs = 8 * (step * B + tl.arange(0, B))[:, None] + tl.arange(0, 8)[None, :]
         x0, x1, x2, x3 = quad_split(tl.reshape(load_x(x_ptr, offs, K, stride_xk), (1, B, 2, 2, 2)))
         nibbles = (meta[:, :, None] >> (4 * tl.arange(0, 2))[None, None, :]) & 0xF
         v0 = (words << 16).to(tl.float32, bitcast=True)
         v1 = (words & -65536).to(tl.float32, bitcast=True)
         acc += v0 * pick(nibbles & 3, x0, x1, x2, x3) + v1 * pick(nibbles >> 2, x0, x1, x2, x3)
+        meta, words = meta_n, words_n
     out = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
     store_result(out, out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, tl.program_id(1), HAS_BIAS, SPLIT_K, ROUND_BF16)
 
@@ -260,6 +284,7 @@ def nv24_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_pt
     SPAN: tl.constexpr = 2 * GROUP  # inputs per quantization group
     G: tl.constexpr = BLOCK_K // SPAN
     W: tl.constexpr = SPAN // 16
+    one = one_bits(N)
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     row_groups = tl.cdiv(K, SPAN)
@@ -280,7 +305,7 @@ def nv24_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_pt
             x3 = load_x(x_ptr, quad + 3, K, stride_xk)[None]
             xa = pick((nibbles >> (4 * j)) & 3, x0, x1, x2, x3)
             xb = pick((nibbles >> (4 * j + 2)) & 3, x0, x1, x2, x3)
-            d += nibble_as_float(words, 2 * j) * xa + nibble_as_float(words, 2 * j + 1) * xb
+            d += nibble_as_float(words, 2 * j, one) * xa + nibble_as_float(words, 2 * j + 1, one) * xb
             xs += xa + xb
         acc += (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs
     out = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
