@@ -5,19 +5,21 @@
 Per shape (N x K), the bytes of an int4 g128 weight, (N, K / 8) int32 words (the scales not counted), copied
 until the copies take >= 200 MiB, are read by a kernel that does one add per word: program p sums rows
 p * BLOCK_N .. + BLOCK_N over K in (BLOCK_N x BW) word blocks, with and without loading block i + 1 before
-adding block i. The best of a few configs is reported, timed like `linear.py` (one CUDA graph over the copies,
-median of 30 replays, time per layer), next to an empty kernel's time per launch in the same graph setup.
+adding block i. The best of a few configs is reported, timed in one CUDA graph over the copies
+(`kernels.autotune.graph_bench`, median of 30 replays, time per layer), next to an empty kernel's time per
+launch in the same graph setup.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import math
-import statistics
 
 import torch
 import triton
 import triton.language as tl
+
+from sparc.kernels.autotune import graph_bench
 
 SHAPES = ((4096, 4096), (14336, 4096), (4096, 14336))
 
@@ -48,26 +50,8 @@ def stream_rows_kernel(words_ptr, out_ptr, row_words, BLOCK_N: tl.constexpr, BW:
 
 
 def per_call_us(calls, replays: int = 30) -> float:
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for call in calls:
-            call()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for call in calls:
-            call()
-    graph.replay()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times) * 1e3 / len(calls)
+    """Microseconds per call of `calls` run back to back in one CUDA graph (median of `replays`)."""
+    return graph_bench(lambda: [call() for call in calls], replays) * 1e3 / len(calls)
 
 
 def shape_row(n: int, k: int, out: torch.Tensor) -> str:
