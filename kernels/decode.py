@@ -49,7 +49,7 @@ import triton
 import triton.language as tl
 
 from .hybrid import CODE_DENSE, CODE_NV24, CODE_ZERO
-from .tiling import Tiling, launch, store_result
+from .tiling import Tiling, launch, sm_count, store_result
 
 LAYOUTS = ("int4", "nv24", "nv24_int4", "bsr_int4")
 
@@ -57,7 +57,7 @@ LAYOUTS = ("int4", "nv24", "nv24_int4", "bsr_int4")
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Rows per program (BSR_INT4: blocks per iteration), inputs per K block (BSR_INT4 and HYBRID: their
-    block or tile), split-K slices and launch options."""
+    block or tile), split-K slices (0: as many as fill the GPU, `fill_split`) and launch options."""
     block_n: int
     block_k: int
     split_k: int = 1
@@ -66,9 +66,17 @@ class Config:
 
 
 DEFAULTS = {  # layout -> Config where the tuned table has no entry: the H100's choice on most Llama shapes
-    "int4": Config(16, 1024, 1, 4), "nv24": Config(8, 512, 1, 8), "nv24_int4": Config(8, 2048, 1, 4),
-    "bsr_int4": Config(4, 0, 4, 4, 1), "hybrid": Config(16, 0, 1, 4),
+    "int4": Config(16, 1024, 0, 4), "nv24": Config(8, 512, 0, 8), "nv24_int4": Config(8, 2048, 0, 4),
+    "bsr_int4": Config(4, 0, 4, 4, 1), "hybrid": Config(16, 0, 0, 4),
 }
+PROGRAMS_PER_SM = 2
+
+
+def fill_split(row_programs: int, k_steps: int, sms: int) -> int:
+    """Split-K slices that bring a grid of `row_programs` to PROGRAMS_PER_SM programs per SM, at most one per
+    K block: a layer with few rows (a 1024 x 4096 projection has 64 programs of 16 rows) otherwise leaves most
+    SMs without weights to stream."""
+    return max(1, min(PROGRAMS_PER_SM * sms // max(1, row_programs), k_steps))
 
 
 @triton.jit
@@ -424,18 +432,22 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
            partials=None):
     """x2d (1, K) @ W.T + bias for an INT4, NV24, NV24_INT4, BSR_INT4 or HYBRID (DENSE / NV24 / ZERO) weight."""
     n, k, group = dims[0], dims[1], dims[2]
-    split = split_k if split_k is not None else max(1, config.split_k)
     views, extra = word_views(layout, tensors, dims), ()
     if layout == "hybrid":
         views = [t if t is None or t.numel() else None for t in views]  # a format without tiles: no pointer
-        tiling = Tiling(1, min(config.block_n, dims[3]), dims[3], split)
+        block_n, inputs = min(config.block_n, dims[3]), dims[3]
         constexprs = {"HAS_DENSE": views[2] is not None, "HAS_NV24": views[3] is not None, "ALIGNED": k % 8 == 0}
         extra = (views[0].shape[1],)
     elif layout == "bsr_int4":
-        tiling, constexprs = Tiling(1, dims[3], group, split), {"BLOCK_B": config.block_n}
+        block_n, inputs, constexprs = dims[3], group, {"BLOCK_B": config.block_n}
     else:
-        tiling = Tiling(1, config.block_n, block_k(layout, dims, config), split)
+        block_n, inputs = config.block_n, block_k(layout, dims, config)
         constexprs = {} if layout == "nv24" else {"GROUP": group}
+    split = split_k if split_k is not None else config.split_k
+    if split == 0:
+        split = fill_split(triton.cdiv(n, block_n), triton.cdiv(k, inputs), sm_count(x2d.device.index or 0)) \
+            if x2d.is_cuda else 1
+    tiling = Tiling(1, block_n, inputs, split)
     if x2d.is_cuda:
         constexprs.update(num_warps=config.num_warps, num_stages=config.num_stages)
     return launch(KERNELS[layout], x2d, n, k, bias, tiling, views, extra, constexprs, out, partials)

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from sparc.kernels import autotune, decode, hybrid, tuning
+from sparc.kernels import autotune, decode, hybrid, pack, tuning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,3 +158,26 @@ def test_fp32_tile_configs_are_fitted_to_shared_memory(dtype, block_k, expected)
     assert (block_m, stages) == expected
     if dtype == torch.float32:
         assert stages * block_m * block_k * 4 <= hybrid.FP32_STAGED_BYTES
+
+
+@pytest.mark.parametrize("row_programs, k_steps, sms, expected", [
+    (64, 4, 132, 4),      # 1024 x 4096 INT4, 16 rows and 1024 inputs a program: one K block a slice
+    (64, 16, 132, 4),     # 264 // 64 programs
+    (256, 4, 132, 1),     # 4096 rows already fill 132 SMs twice
+    (896, 14, 132, 1),
+    (8, 100, 132, 33),
+    (10, 1, 132, 1),      # never more slices than K blocks
+])
+def test_fill_split_brings_the_grid_to_two_programs_per_sm(row_programs, k_steps, sms, expected):
+    assert decode.fill_split(row_programs, k_steps, sms) == expected
+
+
+def test_decode_defaults_fill_the_grid_and_run_one_slice_on_the_cpu(monkeypatch):
+    """Defaults ask for the filling split (0); off the GPU it resolves to one slice (no partials kernel)."""
+    assert {layout: config.split_k for layout, config in decode.DEFAULTS.items()} == {
+        "int4": 0, "nv24": 0, "nv24_int4": 0, "bsr_int4": 4, "hybrid": 0}
+    seen = []
+    monkeypatch.setattr(decode, "launch", lambda kernel, x, n, k, bias, tiling, *rest: seen.append(tiling))
+    packed = pack("int4", torch.randn(64, 256), torch.ones(64, 256, dtype=torch.bool), torch.float32, 128)
+    decode.matmul(torch.randn(1, 256), "int4", packed.tensors, packed.dims, None, decode.DEFAULTS["int4"])
+    assert seen[0].split_k == 1 and seen[0].block_n == 16
