@@ -65,8 +65,10 @@ class Config:
     num_stages: int = 2
 
 
-DEFAULTS = {  # layout -> Config where the tuned table has no entry: the H100's choice on most Llama shapes
-    "int4": Config(16, 1024, 0, 4), "nv24": Config(8, 512, 0, 8), "nv24_int4": Config(8, 2048, 0, 4),
+DEFAULTS = {  # layout -> Config where the tuned table has no entry: the H100's choice on most Llama shapes. HYBRID
+    # fills the GPU with split-K (one tile at a time per program); the others keep one slice, as the reduction's
+    # launch costs more than the idle SMs on small layers (`benchmarks/decode_fill.py`)
+    "int4": Config(16, 1024, 1, 4), "nv24": Config(8, 512, 1, 8), "nv24_int4": Config(8, 2048, 1, 4),
     "bsr_int4": Config(4, 0, 4, 4, 1), "hybrid": Config(16, 0, 0, 4),
 }
 PROGRAMS_PER_SM = 2
@@ -75,7 +77,7 @@ PROGRAMS_PER_SM = 2
 def fill_split(row_programs: int, k_steps: int, sms: int) -> int:
     """Split-K slices that bring a grid of `row_programs` to PROGRAMS_PER_SM programs per SM, at most one per
     K block: a layer with few rows (a 1024 x 4096 projection has 64 programs of 16 rows) otherwise leaves most
-    SMs without weights to stream."""
+    SMs without weights to stream. Used where a config asks for split_k = 0."""
     return max(1, min(PROGRAMS_PER_SM * sms // max(1, row_programs), k_steps))
 
 

@@ -172,12 +172,13 @@ def test_fill_split_brings_the_grid_to_two_programs_per_sm(row_programs, k_steps
     assert decode.fill_split(row_programs, k_steps, sms) == expected
 
 
-def test_decode_defaults_fill_the_grid_and_run_one_slice_on_the_cpu(monkeypatch):
-    """Defaults ask for the filling split (0); off the GPU it resolves to one slice (no partials kernel)."""
+def test_a_filling_split_runs_one_slice_on_the_cpu(monkeypatch):
+    """split_k = 0 (HYBRID's default) resolves to one slice off the GPU: no partials, no reduction kernel."""
     assert {layout: config.split_k for layout, config in decode.DEFAULTS.items()} == {
-        "int4": 0, "nv24": 0, "nv24_int4": 0, "bsr_int4": 4, "hybrid": 0}
+        "int4": 1, "nv24": 1, "nv24_int4": 1, "bsr_int4": 4, "hybrid": 0}
     seen = []
     monkeypatch.setattr(decode, "launch", lambda kernel, x, n, k, bias, tiling, *rest: seen.append(tiling))
     packed = pack("int4", torch.randn(64, 256), torch.ones(64, 256, dtype=torch.bool), torch.float32, 128)
-    decode.matmul(torch.randn(1, 256), "int4", packed.tensors, packed.dims, None, decode.DEFAULTS["int4"])
+    config = dataclasses.replace(decode.DEFAULTS["int4"], split_k=0)
+    decode.matmul(torch.randn(1, 256), "int4", packed.tensors, packed.dims, None, config)
     assert seen[0].split_k == 1 and seen[0].block_n == 16
