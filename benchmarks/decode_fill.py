@@ -40,16 +40,7 @@ def with_config(operands, config) -> list:
     return [dataclasses.replace(op, run=run(op.packed)) for op in operands]
 
 
-def slices(packed, config, sms: int) -> int:
-    n, k = packed.dims[0], packed.dims[1]
-    if packed.layout == "hybrid":
-        block_n, inputs = min(config.block_n, packed.dims[3]), packed.dims[3]
-    else:
-        block_n, inputs = config.block_n, decode.block_k(packed.layout, packed.dims, config)
-    return decode.fill_split(math.ceil(n / block_n), math.ceil(k / inputs), sms)
-
-
-def row(shape: str, replays: int, sms: int) -> str:
+def row(shape: str, replays: int) -> str:
     n, k = map(int, shape.split("x"))
     torch.manual_seed(n * 7919 + k)
     weights = [torch.randn(n, k, device="cuda").to(torch.bfloat16) for _ in range(8)]
@@ -66,7 +57,8 @@ def row(shape: str, replays: int, sms: int) -> str:
             if note:
                 raise AssertionError(f"{shape} {name} {config}: {note}")
             times.append(linear.time_per_layer(chosen, x, replays, True))
-        filled = slices(operands[0].packed, dataclasses.replace(default, split_k=0), sms)
+        packed = operands[0].packed
+        filled = decode.split_for(packed.layout, packed.dims, dataclasses.replace(default, split_k=0), x.device)
         cells.append(f"{times[0]:.1f} ({cublas / times[0]:.2f}x) / {times[1]:.1f} ({cublas / times[1]:.2f}x), {filled}")
         del operands
         torch.cuda.empty_cache()
@@ -87,7 +79,7 @@ def main() -> None:
              "|---" * (2 + len(LAYOUTS)) + "|"]
     print("\n".join(lines), flush=True)
     for shape in args.shapes.split(","):
-        lines.append(row(shape, args.replays, sms))
+        lines.append(row(shape, args.replays))
         print(lines[-1], flush=True)
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")

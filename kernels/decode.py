@@ -430,6 +430,23 @@ def block_k(layout: str, dims, config: Config) -> int:
     return max(span, min(config.block_k, triton.next_power_of_2(padded)))
 
 
+def rows_and_inputs(layout: str, dims, config: Config) -> tuple[int, int]:
+    """(rows, inputs) of a program's block: BLOCK_N and BLOCK_K of its Tiling."""
+    if layout == "hybrid":
+        return min(config.block_n, dims[3]), dims[3]
+    if layout == "bsr_int4":
+        return dims[3], dims[2]
+    return config.block_n, block_k(layout, dims, config)
+
+
+def split_for(layout: str, dims, config: Config, device: torch.device) -> int:
+    """The config's split-K slices, with 0 resolved by `fill_split` (one slice off the GPU)."""
+    if config.split_k or device.type != "cuda":
+        return max(1, config.split_k)
+    block_n, inputs = rows_and_inputs(layout, dims, config)
+    return fill_split(triton.cdiv(dims[0], block_n), triton.cdiv(dims[1], inputs), sm_count(device.index or 0))
+
+
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
            partials=None):
     """x2d (1, K) @ W.T + bias for an INT4, NV24, NV24_INT4, BSR_INT4 or HYBRID (DENSE / NV24 / ZERO) weight."""
@@ -437,19 +454,14 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     views, extra = word_views(layout, tensors, dims), ()
     if layout == "hybrid":
         views = [t if t is None or t.numel() else None for t in views]  # a format without tiles: no pointer
-        block_n, inputs = min(config.block_n, dims[3]), dims[3]
         constexprs = {"HAS_DENSE": views[2] is not None, "HAS_NV24": views[3] is not None, "ALIGNED": k % 8 == 0}
         extra = (views[0].shape[1],)
     elif layout == "bsr_int4":
-        block_n, inputs, constexprs = dims[3], group, {"BLOCK_B": config.block_n}
+        constexprs = {"BLOCK_B": config.block_n}
     else:
-        block_n, inputs = config.block_n, block_k(layout, dims, config)
         constexprs = {} if layout == "nv24" else {"GROUP": group}
-    split = split_k if split_k is not None else config.split_k
-    if split == 0:
-        split = fill_split(triton.cdiv(n, block_n), triton.cdiv(k, inputs), sm_count(x2d.device.index or 0)) \
-            if x2d.is_cuda else 1
-    tiling = Tiling(1, block_n, inputs, split)
+    split = split_k if split_k is not None else split_for(layout, dims, config, x2d.device)
+    tiling = Tiling(1, *rows_and_inputs(layout, dims, config), split)
     if x2d.is_cuda:
         constexprs.update(num_warps=config.num_warps, num_stages=config.num_stages)
     return launch(KERNELS[layout], x2d, n, k, bias, tiling, views, extra, constexprs, out, partials)
