@@ -48,6 +48,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import gluon_decode
 from .hybrid import CODE_DENSE, CODE_NV24, CODE_ZERO
 from .tiling import Tiling, launch, sm_count, store_result
 
@@ -462,6 +463,11 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
         constexprs = {} if layout == "nv24" else {"GROUP": group}
     split = split_k if split_k is not None else split_for(layout, dims, config, x2d.device)
     tiling = Tiling(1, *rows_and_inputs(layout, dims, config), split)
+    kernel = KERNELS[layout]
     if x2d.is_cuda:
         constexprs.update(num_warps=config.num_warps, num_stages=config.num_stages)
-    return launch(KERNELS[layout], x2d, n, k, bias, tiling, views, extra, constexprs, out, partials)
+        if layout in gluon_decode.LAYOUTS:
+            kernel = gluon_decode.KERNELS[layout]
+            constexprs.update(gluon_decode.launch_constexprs(layout, tiling.block_n, tiling.block_k, group,
+                                                             config.num_warps))
+    return launch(kernel, x2d, n, k, bias, tiling, views, extra, constexprs, out, partials)

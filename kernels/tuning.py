@@ -42,6 +42,9 @@ def candidates(kernel: str, layout: str, m: int) -> list:
         if layout == "nv24":
             return [decode.Config(n, k, s, w, 1) for n, k, s, w in
                     itertools.product((8, 16), (512, 1024, 2048), (1, 2), (4, 8))]
+        if layout == "int4":  # the GPU runs `gluon_decode`'s kernel: no software pipelining to choose
+            return [decode.Config(n, k, s, w) for n, k, s, w in
+                    itertools.product((4, 8, 16, 32), (512, 1024, 2048), (1, 2), (4, 8))]
         return [decode.Config(n, k, s, w, st) for n, k, s, w, st in
                 itertools.product((8, 16, 32), (1024, 2048), (1, 2), (4, 8), (1, 2))]
     if m == 1:  # the FMA path (BLOCK_M = 1) or one 16-row tensor-core tile

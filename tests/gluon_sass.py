@@ -1,0 +1,47 @@
+"""Compile `gluon_decode.int4_gemv_kernel` for sm_90 on any machine and print its K loop's instruction counts
+as JSON: python tests/gluon_sass.py BLOCK_N BLOCK_K GROUP NUM_WARPS (run without TRITON_INTERPRET).
+
+Specialized as the launcher specializes a Llama layer: aligned pointers, N and K multiples of 16, x contiguous."""
+import collections
+import json
+import re
+import sys
+
+from triton.backends.compiler import GPUTarget
+from triton.compiler import compile as triton_compile
+from triton.experimental.gluon._runtime import GluonASTSource
+from triton.tools.disasm import get_sass
+
+from sparc.kernels import gluon_decode
+
+
+def compile_int4(block_n: int, block_k: int, group: int, num_warps: int):
+    constexprs = dict(HAS_BIAS=True, BLOCK_M=1, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=1, USE_DOT=False,
+                      DOT_DTYPE="bf16", PRECISION="ieee", ROUND_BF16=False, GROUP=group,
+                      stride_xk=1)
+    layout = gluon_decode.launch_constexprs("int4", block_n, block_k, group, num_warps)
+    warps = layout.pop("num_warps")
+    constexprs.update(layout)
+    pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", q_ptr="*i32", scales_ptr="*bf16",
+                    mins_ptr="*bf16")
+    signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32")
+    signature.update({name: "constexpr" for name in constexprs})
+    kernel = gluon_decode.int4_gemv_kernel
+    aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in [*pointers, "N", "K"]}
+    source = GluonASTSource(kernel, signature, constexprs, aligned)
+    return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
+
+
+def main_loop(sass: str) -> collections.Counter:
+    """Instruction counts (opcode with its modifiers) of the longest backward branch's body: the K loop."""
+    lines = sass.splitlines()
+    labels = {line.strip()[:-1]: i for i, line in enumerate(lines) if re.match(r"^\.?L\w+:$", line.strip())}
+    spans = [(i - labels[m.group(1)], labels[m.group(1)], i) for i, line in enumerate(lines)
+             if (m := re.search(r"BRA (\.?L\w+)", line)) and labels.get(m.group(1), i) < i]
+    _, start, end = max(spans)
+    return collections.Counter(m.group(1) for line in lines[start:end + 1]
+                               if (m := re.match(r"^\S+\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)", line.strip())))
+
+
+if __name__ == "__main__":
+    print(json.dumps(main_loop(get_sass(compile_int4(*map(int, sys.argv[1:5])).asm["cubin"]))))
