@@ -466,8 +466,8 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     kernel = KERNELS[layout]
     if x2d.is_cuda:
         constexprs.update(num_warps=config.num_warps, num_stages=config.num_stages)
-        if layout in gluon_decode.LAYOUTS:
-            kernel = gluon_decode.KERNELS[layout]
-            constexprs.update(gluon_decode.launch_constexprs(layout, tiling.block_n, tiling.block_k, group,
-                                                             config.num_warps))
+        explicit = gluon_decode.explicit_kernel(layout, tiling.block_n, tiling.block_k, dims, config.num_warps)
+        if explicit is not None:
+            kernel, extra, layout_constexprs = explicit
+            constexprs.update(layout_constexprs)
     return launch(kernel, x2d, n, k, bias, tiling, views, extra, constexprs, out, partials)

@@ -25,9 +25,7 @@ import dataclasses
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-from sparc.errors import SparcError
 
-LAYOUTS = ("int4",)
 WORDS_PER_THREAD = (4, 2, 1)  # widest first: 4 words is one 16-byte load
 
 
@@ -44,9 +42,9 @@ class Int4Layout:
     WG: int
 
 
-def int4_layout(block_n: int, block_k: int, group: int, num_warps: int) -> Int4Layout:
+def int4_layout(block_n: int, block_k: int, group: int, num_warps: int) -> Int4Layout | None:
     """A layout that covers the (block_n rows, block_k inputs) block without replicating any element: the widest
-    word loads, then the most warps, that fit."""
+    word loads, then the most warps, that fit (None if even one warp is too many)."""
     words, groups = group // 8, block_k // group
     warps = num_warps
     while warps >= 1:
@@ -61,8 +59,7 @@ def int4_layout(block_n: int, block_k: int, group: int, num_warps: int) -> Int4L
             if tn * wn <= block_n:
                 return Int4Layout(warps, block_n // (tn * wn), v, tn, tg, wn, wg)
         warps //= 2
-    raise SparcError(f"int4 decode: no register layout for {block_n} rows x {block_k} inputs (group {group}); "
-                     "use a config with more rows (block_n)")
+    return None
 
 
 @gluon.jit
@@ -123,6 +120,125 @@ def int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N
         acc += gl.expand_dims(16 * s, 2) * d + gl.expand_dims(m - 16 * s, 2) * gl.expand_dims(xs, 0)
         s, m, words, x = s_n, m_n, words_n, x_n
     total = gl.sum(gl.sum(acc, axis=2), axis=1)
+    store_rows(total, out_ptr, bias_ptr, rows, row_ok, N, HAS_BIAS, SPLIT_K)
+
+
+@dataclasses.dataclass(frozen=True)
+class Nv24Layout:
+    """The blocked layout of a (BLOCK_N, Q, 4) NV24 block (Q groups of 4 inputs, one value word and one meta
+    nibble each): per thread R rows of 2V groups (V meta bytes); threads and warps split rows (TN, WN) and
+    groups (TP, WP)."""
+    num_warps: int
+    R: int
+    V: int
+    TN: int
+    TP: int
+    WN: int
+    WP: int
+
+
+def nv24_layout(block_n: int, block_k: int, num_warps: int) -> Nv24Layout | None:
+    """A layout that covers the (block_n rows, block_k inputs) block without replicating any element: the widest
+    loads (8 value words and 4 meta bytes a thread), then the most warps, that fit (None if even one warp is
+    too many)."""
+    meta_bytes = block_k // 8
+    warps = num_warps
+    while warps >= 1:
+        for v in (4, 2, 1):
+            if meta_bytes % v:
+                continue
+            tp = min(meta_bytes // v, 32)
+            tn = 32 // tp
+            wp = min(meta_bytes // (v * tp), warps)
+            wn = warps // wp
+            if tn * wn <= block_n and meta_bytes % (v * tp * wp) == 0:
+                return Nv24Layout(warps, block_n // (tn * wn), v, tn, tp, wn, wp)
+        warps //= 2
+    return None
+
+
+@gluon.jit
+def nv24_loads(values_ptr, meta_ptr, meta_at, word_at, x_ptr, k_x, meta_ok, word_ok, K, stride_xk,
+               LW: gl.constexpr):
+    """(meta nibble of each group, value word of each group (BLOCK_N, Q) int32, x fp32 (Q, 4)) of one K block;
+    zero where not ok and past K (x: pass K = 0 for none). The meta bytes load in their own layout (V a
+    thread) and their two nibbles interleave into the words' layout without moving between threads."""
+    meta = gl.load(meta_ptr + meta_at, mask=meta_ok, other=0).to(gl.int32)
+    nibbles = gl.reshape(gl.join(meta & 0xF, meta >> 4), [meta.shape[0], 2 * meta.shape[1]])
+    words = gl.load(values_ptr + word_at, mask=word_ok, other=0)
+    x = gl.load(x_ptr + k_x * stride_xk, mask=k_x < K, other=0.0).to(gl.float32)
+    return gl.convert_layout(nibbles, LW), words, x
+
+
+@gluon.jit
+def pick(idx, x0, x1, x2, x3):
+    """x_idx elementwise, idx in 0..3."""
+    return gl.where(idx < 2, gl.where(idx == 0, x0, x1), gl.where(idx == 2, x2, x3))
+
+
+@gluon.jit
+def input_of_group(x, i_x, j: gl.constexpr, LW: gl.constexpr):
+    """(1, Q): input j of each group of x (Q, 4), in the words' layout."""
+    return gl.expand_dims(gl.convert_layout(gl.sum(gl.where(i_x == j, x, 0.0), axis=1), gl.SliceLayout(0, LW)), 0)
+
+
+@gluon.jit
+def nv24_gemv_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, stride_xm, stride_xk, row_bytes,
+                     HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                     SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
+                     PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, R: gl.constexpr, V: gl.constexpr,
+                     TN: gl.constexpr, TP: gl.constexpr, WN: gl.constexpr, WP: gl.constexpr):
+    """values_ptr: int32 words (N, Kp / 4), the two bf16 values of a group of 4; meta_ptr: uint8 (N, Kp / 8);
+    row_bytes = Kp / 8 (an argument, so that its alignment is known). The arguments of
+    `decode.nv24_decode_kernel` plus those."""
+    P: gl.constexpr = BLOCK_K // 8
+    Q: gl.constexpr = 2 * P
+    L: gl.constexpr = gl.BlockedLayout([R, 2 * V, 4], [TN, TP, 1], [WN, WP, 1], [2, 1, 0])
+    LW: gl.constexpr = gl.SliceLayout(2, L)
+    LM: gl.constexpr = gl.BlockedLayout([R, V], [TN, TP], [WN, WP], [1, 0])
+    LX: gl.constexpr = gl.SliceLayout(0, L)
+    rows = gl.program_id(0) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LW))
+    rows_m = gl.program_id(0) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LM))
+    row_ok = rows < N
+    steps = gl.cdiv(row_bytes, P)
+    per_split = gl.cdiv(steps, SPLIT_K)
+    first = gl.program_id(1) * per_split
+    end = gl.minimum(first + per_split, steps)
+    pairs = first * P + gl.arange(0, P, layout=gl.SliceLayout(0, LM))
+    groups = first * Q + gl.arange(0, Q, layout=gl.SliceLayout(0, LW))
+    meta_at = gl.expand_dims(rows_m.to(gl.int64) * row_bytes, 1) + gl.expand_dims(pairs, 0)
+    meta_rows_ok = gl.expand_dims(rows_m < N, 1)
+    word_at = gl.expand_dims(rows.to(gl.int64) * (2 * row_bytes), 1) + gl.expand_dims(groups, 0)
+    q_x = gl.expand_dims(gl.arange(0, Q, layout=gl.SliceLayout(1, LX)), 1)
+    i_x = gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, LX)), 0)
+    k_x = 4 * (first * Q + q_x) + i_x
+    acc = gl.zeros((BLOCK_N, Q), gl.float32, layout=LW)
+    nibbles, words, x = nv24_loads(values_ptr, meta_ptr, meta_at, word_at, x_ptr, k_x,
+                                   meta_rows_ok & gl.expand_dims(pairs < row_bytes, 0),
+                                   gl.expand_dims(row_ok, 1) & gl.expand_dims(groups < 2 * row_bytes, 0), K,
+                                   stride_xk, LW)
+    for step in range(first, end):
+        ahead = step + 1 - first
+        live = step + 1 < end
+        nibbles_n, words_n, x_n = nv24_loads(
+            values_ptr, meta_ptr, meta_at + ahead * P, word_at + ahead * Q, x_ptr, k_x + ahead * (4 * Q),
+            meta_rows_ok & gl.expand_dims((pairs + ahead * P < row_bytes) & live, 0),
+            gl.expand_dims(row_ok, 1) & gl.expand_dims((groups + ahead * Q < 2 * row_bytes) & live, 0),
+            gl.where(live, K, 0), stride_xk, LW)
+        x0 = input_of_group(x, i_x, 0, LW)
+        x1 = input_of_group(x, i_x, 1, LW)
+        x2 = input_of_group(x, i_x, 2, LW)
+        x3 = input_of_group(x, i_x, 3, LW)
+        v0 = (words << 16).to(gl.float32, bitcast=True)
+        v1 = (words & -65536).to(gl.float32, bitcast=True)
+        acc += v0 * pick(nibbles & 3, x0, x1, x2, x3) + v1 * pick(nibbles >> 2, x0, x1, x2, x3)
+        nibbles, words, x = nibbles_n, words_n, x_n
+    store_rows(gl.sum(acc, axis=1), out_ptr, bias_ptr, rows, row_ok, N, HAS_BIAS, SPLIT_K)
+
+
+@gluon.jit
+def store_rows(total, out_ptr, bias_ptr, rows, row_ok, N, HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr):
+    """out[rows] = total + bias, cast; with split-K the fp32 partial of slice program_id(1)."""
     if SPLIT_K == 1:
         if HAS_BIAS:
             total += gl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(gl.float32)
@@ -131,10 +247,18 @@ def int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N
         gl.store(out_ptr + gl.program_id(1) * N + rows, total, mask=row_ok)
 
 
-KERNELS = {"int4": int4_gemv_kernel}
+KERNELS = {"int4": int4_gemv_kernel, "nv24": nv24_gemv_kernel}
+LAYOUTS = tuple(KERNELS)
 
 
-def launch_constexprs(layout: str, block_n: int, block_k: int, group: int, num_warps: int) -> dict:
-    """The layout constexprs and num_warps of `layout`'s kernel for a (block_n x block_k) block."""
-    return dataclasses.asdict(int4_layout(block_n, block_k, group, num_warps))
-
+def explicit_kernel(layout: str, block_n: int, block_k: int, dims, num_warps: int):
+    """(kernel, arguments after the strides, constexprs with num_warps) of `layout`'s kernel for (block_n x
+    block_k) blocks of a weight of `dims` (N, K, group); None where the layout has no such kernel or the block
+    is too small to spread over one warp (tiny K: `decode`'s Triton kernel runs)."""
+    if layout == "int4":
+        chosen, extra = int4_layout(block_n, block_k, dims[2], num_warps), ()
+    elif layout == "nv24":
+        chosen, extra = nv24_layout(block_n, block_k, num_warps), (-(-dims[1] // 8),)
+    else:
+        return None
+    return None if chosen is None else (KERNELS[layout], extra, dataclasses.asdict(chosen))

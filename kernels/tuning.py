@@ -13,7 +13,7 @@ import itertools
 
 import torch
 
-from . import autotune, bsr_int4, decode, hybrid, rebuild
+from . import autotune, bsr_int4, decode, gluon_decode, hybrid, rebuild
 
 
 def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):
@@ -39,10 +39,7 @@ def candidates(kernel: str, layout: str, m: int) -> list:
             return [decode.Config(b, 0, s, w, 1) for b, s, w in itertools.product((2, 4, 8), (1, 2, 4), (4, 8))]
         if layout == "hybrid":
             return [decode.Config(n, 0, s, w, 1) for n, s, w in itertools.product((8, 16, 32), (1, 2, 4), (4, 8))]
-        if layout == "nv24":
-            return [decode.Config(n, k, s, w, 1) for n, k, s, w in
-                    itertools.product((8, 16), (512, 1024, 2048), (1, 2), (4, 8))]
-        if layout == "int4":  # the GPU runs `gluon_decode`'s kernel: no software pipelining to choose
+        if layout in gluon_decode.LAYOUTS:  # explicit layouts: no software pipelining to choose
             return [decode.Config(n, k, s, w) for n, k, s, w in
                     itertools.product((4, 8, 16, 32), (512, 1024, 2048), (1, 2), (4, 8))]
         return [decode.Config(n, k, s, w, st) for n, k, s, w, st in

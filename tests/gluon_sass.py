@@ -1,5 +1,5 @@
-"""Compile `gluon_decode.int4_gemv_kernel` for sm_90 on any machine and print its K loop's instruction counts
-as JSON: python tests/gluon_sass.py BLOCK_N BLOCK_K GROUP NUM_WARPS (run without TRITON_INTERPRET).
+"""Compile a `gluon_decode` kernel for sm_90 on any machine and print its K loop's instruction counts as JSON:
+python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without TRITON_INTERPRET).
 
 Specialized as the launcher specializes a Llama layer: aligned pointers, N and K multiples of 16, x contiguous."""
 import collections
@@ -15,19 +15,25 @@ from triton.tools.disasm import get_sass
 from sparc.kernels import gluon_decode
 
 
-def compile_int4(block_n: int, block_k: int, group: int, num_warps: int):
+POINTERS = {"int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
+            "nv24": dict(values_ptr="*i32", meta_ptr="*u8")}
+
+
+def compile_decode(layout: str, block_n: int, block_k: int, group: int, num_warps: int):
     constexprs = dict(HAS_BIAS=True, BLOCK_M=1, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=1, USE_DOT=False,
-                      DOT_DTYPE="bf16", PRECISION="ieee", ROUND_BF16=False, GROUP=group,
-                      stride_xk=1)
-    layout = gluon_decode.launch_constexprs("int4", block_n, block_k, group, num_warps)
-    warps = layout.pop("num_warps")
-    constexprs.update(layout)
-    pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", q_ptr="*i32", scales_ptr="*bf16",
-                    mins_ptr="*bf16")
+                      DOT_DTYPE="bf16", PRECISION="ieee", ROUND_BF16=False, stride_xk=1)
+    if layout == "int4":
+        constexprs["GROUP"] = group
+    kernel, _, chosen = gluon_decode.explicit_kernel(layout, block_n, block_k, (4096, 4096, group), num_warps)
+    warps = chosen.pop("num_warps")
+    constexprs.update(chosen)
+    pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", **POINTERS[layout])
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32")
+    if layout == "nv24":
+        signature["row_bytes"] = "i32"
     signature.update({name: "constexpr" for name in constexprs})
-    kernel = gluon_decode.int4_gemv_kernel
-    aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in [*pointers, "N", "K"]}
+    aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in [*pointers, "N", "K"]
+               + (["row_bytes"] if layout == "nv24" else [])}
     source = GluonASTSource(kernel, signature, constexprs, aligned)
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
 
@@ -44,4 +50,4 @@ def main_loop(sass: str) -> collections.Counter:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main_loop(get_sass(compile_int4(*map(int, sys.argv[1:5])).asm["cubin"]))))
+    print(json.dumps(main_loop(get_sass(compile_decode(sys.argv[1], *map(int, sys.argv[2:6])).asm["cubin"]))))

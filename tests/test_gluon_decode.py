@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from sparc.errors import SparcError
 from sparc.kernels import gluon_decode
 
 BLOCKS = [(4, 2048, 128, 4), (16, 1024, 128, 4), (16, 2048, 128, 8), (32, 512, 64, 4), (8, 128, 32, 8),
@@ -27,35 +26,54 @@ def test_int4_layout_covers_the_block_once(block_n, block_k, group, num_warps):
     assert words % chosen.V == 0
 
 
-def test_int4_layout_prefers_16_byte_loads_and_all_warps():
+@pytest.mark.parametrize("block_n, block_k, num_warps", [(8, 512, 8), (16, 1024, 4), (4, 2048, 4), (32, 64, 4),
+                                                       (32, 8, 4), (16, 16, 8)])
+def test_nv24_layout_covers_the_block_once(block_n, block_k, num_warps):
+    chosen = gluon_decode.nv24_layout(block_n, block_k, num_warps)
+    meta_bytes = block_k // 8
+    assert chosen.TN * chosen.TP == 32
+    assert chosen.WN * chosen.WP == chosen.num_warps <= num_warps
+    assert chosen.R * chosen.TN * chosen.WN == block_n
+    assert meta_bytes % (chosen.V * chosen.TP * chosen.WP) == 0
+
+
+def test_layouts_prefer_wide_loads_and_all_warps():
     assert gluon_decode.int4_layout(16, 1024, 128, 4) == gluon_decode.Int4Layout(4, 4, 4, 1, 8, 4, 1)
+    assert gluon_decode.nv24_layout(16, 1024, 4) == gluon_decode.Nv24Layout(4, 4, 4, 1, 32, 4, 1)
 
 
-def test_int4_layout_refuses_a_block_too_small_to_split():
-    with pytest.raises(SparcError, match="block_n"):
-        gluon_decode.int4_layout(1, 128, 128, 4)
+def test_a_block_too_small_for_one_warp_runs_the_triton_kernel():
+    assert gluon_decode.int4_layout(1, 128, 128, 4) is None
+    assert gluon_decode.explicit_kernel("int4", 1, 128, (8, 128, 128), 4) is None
+    assert gluon_decode.explicit_kernel("nv24", 4, 8, (8, 8, 0), 4) is None
+    assert gluon_decode.explicit_kernel("bsr_int4", 16, 128, (8, 128, 128), 4) is None
+    kernel, extra, constexprs = gluon_decode.explicit_kernel("nv24", 8, 512, (64, 1000, 0), 8)
+    assert kernel is gluon_decode.nv24_gemv_kernel and extra == (125,) and constexprs["num_warps"] == 8
 
 
-def loop_of_compiled_int4(block_n: int, block_k: int, group: int, num_warps: int) -> collections.Counter:
-    """Instruction counts of the K loop of the INT4 kernel compiled for sm_90, in a process without
+def compiled_loop(layout: str, block_n: int, block_k: int, group: int, num_warps: int) -> collections.Counter:
+    """Instruction counts of the K loop of `layout`'s kernel compiled for sm_90, in a process without
     TRITON_INTERPRET (under it Triton's own reduction helpers are interpreted functions)."""
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     script = Path(__file__).with_name("gluon_sass.py")
-    done = subprocess.run([sys.executable, str(script), *map(str, (block_n, block_k, group, num_warps))], env=env,
-                          capture_output=True, text=True, check=True)
+    arguments = [layout, *map(str, (block_n, block_k, group, num_warps))]
+    done = subprocess.run([sys.executable, str(script), *arguments], env=env, capture_output=True, text=True,
+                          check=True)
     return collections.Counter(json.loads(done.stdout.splitlines()[-1]))
 
 
-@pytest.mark.parametrize("block_n, block_k, group, num_warps, most_per_word", [
-    (16, 1024, 128, 4, 45), (4, 2048, 128, 4, 55), (8, 256, 32, 4, 85)])
-def test_int4_loop_stays_in_registers(block_n, block_k, group, num_warps, most_per_word):
-    """The K loop has no shared memory and no barrier (`decode.int4_decode_kernel` has both), loads 4 words at a
-    time with 16-byte loads where the layout gives a thread 4, and stays under its count of instructions a
-    32-bit word (about 10% above what triton 3.7 compiles; fewer rows a thread convert x for fewer words)."""
-    ops = loop_of_compiled_int4(block_n, block_k, group, num_warps)
-    layout = gluon_decode.int4_layout(block_n, block_k, group, num_warps)
+@pytest.mark.parametrize("layout, block_n, block_k, group, num_warps, most_per_word", [
+    ("int4", 16, 1024, 128, 4, 45), ("int4", 4, 2048, 128, 4, 55), ("int4", 8, 256, 32, 4, 85),
+    ("nv24", 16, 1024, 0, 4, 34), ("nv24", 8, 512, 0, 8, 48)])
+def test_loop_stays_in_registers(layout, block_n, block_k, group, num_warps, most_per_word):
+    """The K loop has no shared memory and no barrier (`decode`'s INT4 and NV24 kernels have both), loads the
+    weight words 16 bytes at a time where a thread holds 4, and stays under its count of instructions a 32-bit
+    word (about 10% above what triton 3.7 compiles; fewer rows a thread convert x for fewer words)."""
+    ops = compiled_loop(layout, block_n, block_k, group, num_warps)
+    _, _, chosen = gluon_decode.explicit_kernel(layout, block_n, block_k, (4096, 4096, group), num_warps)
     opcodes = {op.split(".")[0] for op in ops}
     assert opcodes and not {"BAR", "STS", "LDS"} & opcodes
-    if layout.V == 4:
+    if chosen["V"] == 4 or layout == "nv24" and chosen["V"] >= 2:
         assert ops["LDG.E.128"] + ops["LDG.E.128.CONSTANT"] > 0
-    assert sum(ops.values()) * 32 * layout.num_warps / (block_n * block_k // 8) < most_per_word
+    words = block_n * block_k // (8 if layout == "int4" else 4)
+    assert sum(ops.values()) * 32 * chosen["num_warps"] / words < most_per_word
