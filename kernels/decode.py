@@ -468,6 +468,7 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
         constexprs.update(num_warps=config.num_warps, num_stages=config.num_stages)
         explicit = gluon_decode.explicit_kernel(layout, tiling.block_n, tiling.block_k, dims, config.num_warps)
         if explicit is not None:
-            kernel, extra, layout_constexprs = explicit
+            kernel, more, layout_constexprs = explicit
+            extra = (*extra, *more)
             constexprs.update(layout_constexprs)
     return launch(kernel, x2d, n, k, bias, tiling, views, extra, constexprs, out, partials)

@@ -25,6 +25,8 @@ import dataclasses
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
+from .hybrid import CODE_DENSE, CODE_NV24, CODE_ZERO
+
 
 WORDS_PER_THREAD = (4, 2, 1)  # widest first: 4 words is one 16-byte load
 
@@ -110,8 +112,8 @@ def int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N
         ahead = (step + 1 - first) * G
         live = step + 1 < end
         s_n, m_n, words_n, x_n = int4_loads(scales_ptr, mins_ptr, q_ptrs + ahead * W, x_ptr, sm_at + ahead,
-                                            k_x + ahead * (8 * W), row_ok & live, g_s + ahead, row_groups, gl.where(live, K, 0),
-                                            stride_xk)
+                                            k_x + ahead * (8 * W), row_ok & live, g_s + ahead, row_groups,
+                                            gl.where(live, K, 0), stride_xk)
         w4 = gl.expand_dims(words, 3)
         moved = gl.where(shift >= 0, w4 << gl.maximum(shift, 0), w4 >> gl.maximum(-shift, 0))
         f = ((moved & 0x00780000) | one).to(gl.float32, bitcast=True)
@@ -236,6 +238,137 @@ def nv24_gemv_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, st
     store_rows(gl.sum(acc, axis=1), out_ptr, bias_ptr, rows, row_ok, N, HAS_BIAS, SPLIT_K)
 
 
+@dataclasses.dataclass(frozen=True)
+class HybridLayout:
+    """The blocked layout of a (BLOCK_N, TILE) block of a HYBRID tile: per thread R rows of 8 inputs (a DENSE
+    tile's 16 bytes, an NV24 tile's 2 value words and meta byte); TILE / 8 threads across the tile, the other
+    threads (TN) and every warp (WN) across rows."""
+    num_warps: int
+    R: int
+    TN: int
+    WN: int
+
+
+def hybrid_layout(block_n: int, tile: int, num_warps: int) -> HybridLayout | None:
+    """The most warps whose layout covers block_n rows of a tile without replicating any (None if none)."""
+    threads_across = tile // 8
+    tn = 32 // threads_across
+    warps = num_warps
+    while warps >= 1 and tn * warps > block_n:
+        warps //= 2
+    return HybridLayout(warps, block_n // (tn * warps), tn, warps) if warps >= 1 else None
+
+
+@gluon.jit
+def tile_entry(formats_ptr, offsets_ptr, grid_cols, tile_row, col, live):
+    """(format code, stored offset) of tile (tile_row, col); ZERO's code (nothing loaded) unless `live`."""
+    code = gl.load(formats_ptr + tile_row * grid_cols + col, mask=live, other=CODE_ZERO).to(gl.int32)
+    return code, gl.load(offsets_ptr + tile_row * grid_cols + col, mask=live, other=0)
+
+
+@gluon.jit
+def hybrid_tile_loads(dense_ptr, values_ptr, meta_ptr, x_ptr, code, base, col, rows_d, rows_m, rows_w, K,
+                      stride_xk, k_d, k_q, pairs, groups, TILE: gl.constexpr, HAS_DENSE: gl.constexpr,
+                      HAS_NV24: gl.constexpr, ALIGNED: gl.constexpr, LW: gl.constexpr):
+    """(dense (BLOCK_N, TILE) bf16, NV24 meta nibbles and value words (BLOCK_N, TILE / 4), x for each) of tile
+    column `col`, whose format is `code` and offset `base`: each format's loads masked off unless the tile is
+    of that format."""
+    width = gl.minimum(K - col * TILE, TILE)
+    if ALIGNED:  # K % 8 == 0: every tile offset and width is a multiple of 8 weights. Rounding them says so to
+        base, width = base // 8 * 8, width // 8 * 8  # the compiler (16-byte loads); a hint is lost in the loop
+    dense = gl.zeros((1, 1), gl.bfloat16, layout=gl.SliceLayout(2, LW.parent))
+    nibbles = gl.zeros((1, 1), gl.int32, layout=LW)
+    words = gl.zeros((1, 1), gl.int32, layout=LW)
+    x_d = gl.zeros((1,), gl.float32, layout=gl.SliceLayout(0, gl.SliceLayout(2, LW.parent)))
+    x_q = gl.zeros((1, 1), gl.float32, layout=gl.SliceLayout(0, LW.parent))
+    if HAS_DENSE:
+        is_dense = code == CODE_DENSE
+        ok = gl.expand_dims(rows_d[1] & is_dense, 1) & gl.expand_dims(k_d < width, 0)
+        at = gl.expand_dims(base + rows_d[0].to(gl.int64) * width, 1) + gl.expand_dims(k_d, 0)
+        dense = gl.load(dense_ptr + at, mask=ok, other=0.0)
+        x_d = gl.load(x_ptr + (col * TILE + k_d) * stride_xk, mask=(k_d < width) & is_dense, other=0.0)
+        x_d = x_d.to(gl.float32)
+    if HAS_NV24:
+        is_nv24 = code == CODE_NV24
+        row_bytes = (base + rows_m[0].to(gl.int64) * (gl.cdiv(width, 8) * 8)) // 8
+        ok = gl.expand_dims(rows_m[1] & is_nv24, 1) & gl.expand_dims(8 * pairs < width, 0)
+        meta = gl.load(meta_ptr + gl.expand_dims(row_bytes, 1) + gl.expand_dims(pairs, 0), mask=ok,
+                       other=0).to(gl.int32)
+        nibbles = gl.convert_layout(gl.reshape(gl.join(meta & 0xF, meta >> 4), [meta.shape[0], 2 * meta.shape[1]]),
+                                    LW)
+        word_rows = (base + rows_w[0].to(gl.int64) * (gl.cdiv(width, 8) * 8)) // 4
+        if ALIGNED:
+            word_rows = gl.multiple_of(word_rows, 2)
+        ok = gl.expand_dims(rows_w[1] & is_nv24, 1) & gl.expand_dims(groups < width // 4, 0)
+        words = gl.load(values_ptr + gl.expand_dims(word_rows, 1) + gl.expand_dims(groups, 0), mask=ok, other=0)
+        x_q = gl.load(x_ptr + (col * TILE + k_q) * stride_xk, mask=(k_q < width) & is_nv24, other=0.0)
+        x_q = x_q.to(gl.float32)
+    return dense, x_d, nibbles, words, x_q
+
+
+@gluon.jit
+def hybrid_gemv_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_ptr, values_ptr, meta_ptr, M, N, K,
+                       stride_xm, stride_xk, grid_cols, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
+                       BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
+                       DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
+                       HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, ALIGNED: gl.constexpr, R: gl.constexpr,
+                       TN: gl.constexpr, WN: gl.constexpr):
+    """The arguments of `decode.hybrid_decode_kernel` (BLOCK_K = the tile) plus the layout. A DENSE block is
+    (BLOCK_N, TILE) in layout LD, an NV24 block (BLOCK_N, TILE / 4, 4) in L: both give a thread the same 8
+    inputs, so x is loaded for each in its own layout from the same addresses."""
+    TILE: gl.constexpr = BLOCK_K
+    TK: gl.constexpr = TILE // 8
+    LD: gl.constexpr = gl.BlockedLayout([R, 8], [TN, TK], [WN, 1], [1, 0])
+    L: gl.constexpr = gl.BlockedLayout([R, 2, 4], [TN, TK, 1], [WN, 1, 1], [2, 1, 0])
+    LW: gl.constexpr = gl.SliceLayout(2, L)
+    LM: gl.constexpr = gl.BlockedLayout([R, 1], [TN, TK], [WN, 1], [1, 0])
+    LX: gl.constexpr = gl.SliceLayout(0, L)
+    pid_n = gl.program_id(0)
+    tile_row = pid_n * BLOCK_N // TILE
+    rows_in = gl.minimum(N - tile_row * TILE, TILE)
+    first_row = pid_n * BLOCK_N - tile_row * TILE  # inside the tile
+    rows_d = first_row + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LD))
+    rows_m = first_row + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LM))
+    rows_w = first_row + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LW))
+    k_d = gl.arange(0, TILE, layout=gl.SliceLayout(0, LD))
+    pairs = gl.arange(0, TILE // 8, layout=gl.SliceLayout(0, LM))
+    groups = gl.arange(0, TILE // 4, layout=gl.SliceLayout(0, LW))
+    i_x = gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, LX)), 0)
+    k_q = 4 * gl.expand_dims(gl.arange(0, TILE // 4, layout=gl.SliceLayout(1, LX)), 1) + i_x
+    per_split = gl.cdiv(grid_cols, SPLIT_K)
+    first = gl.program_id(1) * per_split
+    end = gl.minimum(first + per_split, grid_cols)
+    acc_d = gl.zeros((BLOCK_N, TILE), gl.float32, layout=LD)
+    acc_q = gl.zeros((BLOCK_N, TILE // 4), gl.float32, layout=LW)
+    rows = ((rows_d, rows_d < rows_in), (rows_m, rows_m < rows_in), (rows_w, rows_w < rows_in))
+    code, base = tile_entry(formats_ptr, offsets_ptr, grid_cols, tile_row, first, first < end)
+    dense, x_d, nibbles, words, x_q = hybrid_tile_loads(dense_ptr, values_ptr, meta_ptr, x_ptr, code, base, first,
+                                                        *rows, K, stride_xk, k_d, k_q, pairs, groups, TILE,
+                                                        HAS_DENSE, HAS_NV24, ALIGNED, LW)
+    code, base = tile_entry(formats_ptr, offsets_ptr, grid_cols, tile_row, first + 1, first + 1 < end)
+    for col in range(first, end):
+        # tile entries two columns ahead, weights one column ahead: no load waits on another in the loop
+        code_n, base_n = tile_entry(formats_ptr, offsets_ptr, grid_cols, tile_row, col + 2, col + 2 < end)
+        dense_n, x_d_n, nibbles_n, words_n, x_q_n = hybrid_tile_loads(
+            dense_ptr, values_ptr, meta_ptr, x_ptr, code, base, col + 1, *rows, K, stride_xk, k_d, k_q, pairs,
+            groups, TILE, HAS_DENSE, HAS_NV24, ALIGNED, LW)
+        if HAS_DENSE:
+            acc_d += dense.to(gl.float32) * gl.expand_dims(x_d, 0)
+        if HAS_NV24:
+            x0 = input_of_group(x_q, i_x, 0, LW)
+            x1 = input_of_group(x_q, i_x, 1, LW)
+            x2 = input_of_group(x_q, i_x, 2, LW)
+            x3 = input_of_group(x_q, i_x, 3, LW)
+            v0 = (words << 16).to(gl.float32, bitcast=True)
+            v1 = (words & -65536).to(gl.float32, bitcast=True)
+            acc_q += v0 * pick(nibbles & 3, x0, x1, x2, x3) + v1 * pick(nibbles >> 2, x0, x1, x2, x3)
+        dense, x_d, nibbles, words, x_q = dense_n, x_d_n, nibbles_n, words_n, x_q_n
+        code, base = code_n, base_n
+    total = gl.convert_layout(gl.sum(acc_d, axis=1), gl.SliceLayout(1, LW)) + gl.sum(acc_q, axis=1)
+    out_rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LW))
+    store_rows(total, out_ptr, bias_ptr, out_rows, rows_w < rows_in, N, HAS_BIAS, SPLIT_K)
+
+
 @gluon.jit
 def store_rows(total, out_ptr, bias_ptr, rows, row_ok, N, HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr):
     """out[rows] = total + bias, cast; with split-K the fp32 partial of slice program_id(1)."""
@@ -247,18 +380,20 @@ def store_rows(total, out_ptr, bias_ptr, rows, row_ok, N, HAS_BIAS: gl.constexpr
         gl.store(out_ptr + gl.program_id(1) * N + rows, total, mask=row_ok)
 
 
-KERNELS = {"int4": int4_gemv_kernel, "nv24": nv24_gemv_kernel}
+KERNELS = {"int4": int4_gemv_kernel, "nv24": nv24_gemv_kernel, "hybrid": hybrid_gemv_kernel}
 LAYOUTS = tuple(KERNELS)
 
 
 def explicit_kernel(layout: str, block_n: int, block_k: int, dims, num_warps: int):
-    """(kernel, arguments after the strides, constexprs with num_warps) of `layout`'s kernel for (block_n x
-    block_k) blocks of a weight of `dims` (N, K, group); None where the layout has no such kernel or the block
-    is too small to spread over one warp (tiny K: `decode`'s Triton kernel runs)."""
+    """(kernel, arguments it takes after those of `decode`'s kernel, constexprs with num_warps) of `layout`'s
+    kernel for (block_n x block_k) blocks of a weight of `dims` (N, K, group); None where the layout has no such
+    kernel or the block is too small to spread over one warp (tiny K: `decode`'s Triton kernel runs)."""
     if layout == "int4":
         chosen, extra = int4_layout(block_n, block_k, dims[2], num_warps), ()
     elif layout == "nv24":
         chosen, extra = nv24_layout(block_n, block_k, num_warps), (-(-dims[1] // 8),)
+    elif layout == "hybrid":
+        chosen, extra = hybrid_layout(block_n, block_k, num_warps), ()
     else:
         return None
     return None if chosen is None else (KERNELS[layout], extra, dataclasses.asdict(chosen))

@@ -38,7 +38,8 @@ def candidates(kernel: str, layout: str, m: int) -> list:
         if layout == "bsr_int4":
             return [decode.Config(b, 0, s, w, 1) for b, s, w in itertools.product((2, 4, 8), (1, 2, 4), (4, 8))]
         if layout == "hybrid":
-            return [decode.Config(n, 0, s, w, 1) for n, s, w in itertools.product((8, 16, 32), (1, 2, 4), (4, 8))]
+            return [decode.Config(n, 0, s, w, 1) for n, s, w in
+                    itertools.product((8, 16, 32, 64, 128), (0, 1, 2, 4), (4, 8))]
         if layout in gluon_decode.LAYOUTS:  # explicit layouts: no software pipelining to choose
             return [decode.Config(n, k, s, w) for n, k, s, w in
                     itertools.product((4, 8, 16, 32), (512, 1024, 2048), (1, 2), (4, 8))]

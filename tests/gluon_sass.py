@@ -16,7 +16,9 @@ from sparc.kernels import gluon_decode
 
 
 POINTERS = {"int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
-            "nv24": dict(values_ptr="*i32", meta_ptr="*u8")}
+            "nv24": dict(values_ptr="*i32", meta_ptr="*u8"),
+            "hybrid": dict(formats_ptr="*u8", offsets_ptr="*i64", dense_ptr="*bf16", values_ptr="*i32",
+                           meta_ptr="*u8")}
 
 
 def compile_decode(layout: str, block_n: int, block_k: int, group: int, num_warps: int):
@@ -24,6 +26,8 @@ def compile_decode(layout: str, block_n: int, block_k: int, group: int, num_warp
                       DOT_DTYPE="bf16", PRECISION="ieee", ROUND_BF16=False, stride_xk=1)
     if layout == "int4":
         constexprs["GROUP"] = group
+    if layout == "hybrid":
+        constexprs.update(HAS_DENSE=True, HAS_NV24=True, ALIGNED=True)
     kernel, _, chosen = gluon_decode.explicit_kernel(layout, block_n, block_k, (4096, 4096, group), num_warps)
     warps = chosen.pop("num_warps")
     constexprs.update(chosen)
@@ -31,6 +35,8 @@ def compile_decode(layout: str, block_n: int, block_k: int, group: int, num_warp
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32")
     if layout == "nv24":
         signature["row_bytes"] = "i32"
+    if layout == "hybrid":
+        signature["grid_cols"] = "i32"
     signature.update({name: "constexpr" for name in constexprs})
     aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in [*pointers, "N", "K"]
                + (["row_bytes"] if layout == "nv24" else [])}

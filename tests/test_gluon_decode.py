@@ -42,6 +42,14 @@ def test_layouts_prefer_wide_loads_and_all_warps():
     assert gluon_decode.nv24_layout(16, 1024, 4) == gluon_decode.Nv24Layout(4, 4, 4, 1, 32, 4, 1)
 
 
+@pytest.mark.parametrize("block_n, tile, num_warps, expected", [
+    (32, 128, 8, (8, 2, 2, 8)), (16, 128, 8, (8, 1, 2, 8)), (8, 128, 8, (4, 1, 2, 4)), (16, 64, 4, (4, 1, 4, 4)),
+    (2, 64, 4, None)])
+def test_hybrid_layout(block_n, tile, num_warps, expected):
+    chosen = gluon_decode.hybrid_layout(block_n, tile, num_warps)
+    assert (chosen and (chosen.num_warps, chosen.R, chosen.TN, chosen.WN)) == expected
+
+
 def test_a_block_too_small_for_one_warp_runs_the_triton_kernel():
     assert gluon_decode.int4_layout(1, 128, 128, 4) is None
     assert gluon_decode.explicit_kernel("int4", 1, 128, (8, 128, 128), 4) is None
@@ -64,16 +72,19 @@ def compiled_loop(layout: str, block_n: int, block_k: int, group: int, num_warps
 
 @pytest.mark.parametrize("layout, block_n, block_k, group, num_warps, most_per_word", [
     ("int4", 16, 1024, 128, 4, 45), ("int4", 4, 2048, 128, 4, 55), ("int4", 8, 256, 32, 4, 85),
-    ("nv24", 16, 1024, 0, 4, 34), ("nv24", 8, 512, 0, 8, 48)])
+    ("nv24", 16, 1024, 0, 4, 34), ("nv24", 8, 512, 0, 8, 48), ("hybrid", 32, 128, 0, 4, 33)])
 def test_loop_stays_in_registers(layout, block_n, block_k, group, num_warps, most_per_word):
     """The K loop has no shared memory and no barrier (`decode`'s INT4 and NV24 kernels have both), loads the
     weight words 16 bytes at a time where a thread holds 4, and stays under its count of instructions a 32-bit
-    word (about 10% above what triton 3.7 compiles; fewer rows a thread convert x for fewer words)."""
+    word (about 10% above what triton 3.7 compiles; fewer rows a thread convert x for fewer words). HYBRID's
+    words are counted as those of a DENSE block, which loads in 16-byte runs too; its NV24 blocks in 8."""
     ops = compiled_loop(layout, block_n, block_k, group, num_warps)
     _, _, chosen = gluon_decode.explicit_kernel(layout, block_n, block_k, (4096, 4096, group), num_warps)
     opcodes = {op.split(".")[0] for op in ops}
     assert opcodes and not {"BAR", "STS", "LDS"} & opcodes
-    if chosen["V"] == 4 or layout == "nv24" and chosen["V"] >= 2:
+    if chosen.get("V", 4) == 4 or layout == "nv24" and chosen["V"] >= 2:
         assert ops["LDG.E.128"] + ops["LDG.E.128.CONSTANT"] > 0
-    words = block_n * block_k // (8 if layout == "int4" else 4)
+    if layout == "hybrid":
+        assert ops["LDG.E.64"] > 0
+    words = block_n * block_k // {"int4": 8, "nv24": 4, "hybrid": 2}[layout]
     assert sum(ops.values()) * 32 * chosen["num_warps"] / words < most_per_word
