@@ -239,6 +239,109 @@ def nv24_gemv_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, st
 
 
 @dataclasses.dataclass(frozen=True)
+class BsrLayout:
+    """The blocked layout of BLOCK_B kept blocks (BLOCK_B, BLOCK_N, W, 8) of a BSR_INT4 block row: per thread R
+    rows of V words of one block; threads split blocks (TB), rows (TN) and a row's W // V word slots; warps
+    split blocks (WB) and rows (WN)."""
+    num_warps: int
+    R: int
+    V: int
+    TB: int
+    TN: int
+    WB: int
+    WN: int
+
+
+def bsr_layout(block_b: int, block_n: int, group: int, num_warps: int) -> BsrLayout | None:
+    """A layout that covers block_b blocks without replicating any element: the widest word loads, then the
+    most warps, that fit (None if even one warp is too many)."""
+    words = group // 8
+    warps = num_warps
+    while warps >= 1:
+        for v in WORDS_PER_THREAD:
+            slots = words // v
+            tn = min(block_n, 32 // slots)
+            tb = 32 // (slots * tn)
+            wb = min(max(1, block_b // tb), warps)
+            wn = warps // wb
+            if tb * wb <= block_b and tn * wn <= block_n:
+                return BsrLayout(warps, block_n // (tn * wn), v, tb, tn, wb, wn)
+        warps //= 2
+    return None
+
+
+@gluon.jit
+def bsr_block_loads(q_ptr, scales_ptr, mins_ptr, x_ptr, blocks_s, ok_s, w_w, cols, ok_x, w_x, i_x, K, stride_xk,
+                    BLOCK_N: gl.constexpr, W: gl.constexpr, GROUP: gl.constexpr):
+    """(scales, mins (BLOCK_B, BLOCK_N), words (BLOCK_B, BLOCK_N, W), x fp32 (BLOCK_B, W, 8)) of the kept blocks
+    `blocks_s` (x at their columns `cols`); zero where not ok."""
+    at = gl.expand_dims(blocks_s, 1) * BLOCK_N + gl.expand_dims(gl.arange(0, BLOCK_N, layout=gl.SliceLayout(
+        0, gl.SliceLayout(2, w_w.type.layout))), 0)
+    ok = gl.expand_dims(ok_s, 1)
+    s = gl.load(scales_ptr + at, mask=ok, other=0.0).to(gl.float32)
+    m = gl.load(mins_ptr + at, mask=ok, other=0.0).to(gl.float32)
+    words = gl.load(q_ptr + gl.expand_dims(at, 2) * W + w_w, mask=gl.expand_dims(ok, 2), other=0)
+    k = gl.expand_dims(gl.expand_dims(cols * GROUP, 1), 2) + 8 * w_x + i_x
+    x = gl.load(x_ptr + k * stride_xk, mask=gl.expand_dims(gl.expand_dims(ok_x, 1), 2) & (k < K), other=0.0)
+    return s, m, words, x.to(gl.float32)
+
+
+@gluon.jit
+def bsr_int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scales_ptr, mins_ptr, M, N, K,
+                         stride_xm, stride_xk, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
+                         BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr,
+                         USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
+                         ROUND_BF16: gl.constexpr, BLOCK_B: gl.constexpr, R: gl.constexpr, V: gl.constexpr,
+                         TB: gl.constexpr, TN: gl.constexpr, WB: gl.constexpr, WN: gl.constexpr):
+    """The arguments of `decode.bsr_int4_decode_kernel` (BLOCK_N = block_n, BLOCK_K = group) plus the layout.
+    Column indices are loaded two block sets ahead and the blocks one ahead, so that no load waits on another
+    inside the loop."""
+    W: gl.constexpr = BLOCK_K // 8
+    STRIDE: gl.constexpr = SPLIT_K * BLOCK_B
+    L: gl.constexpr = gl.BlockedLayout([1, R, V, 8], [TB, TN, W // V, 1], [WB, WN, 1, 1], [3, 2, 1, 0])
+    LW: gl.constexpr = gl.SliceLayout(3, L)
+    LS: gl.constexpr = gl.SliceLayout(2, LW)
+    LX: gl.constexpr = gl.SliceLayout(1, L)
+    one = (N >> 31) | 0x3F800000
+    pid_n, pid_k = gl.program_id(0), gl.program_id(1)
+    first = gl.load(row_ptr + pid_n)
+    count = gl.load(row_ptr + pid_n + 1) - first
+    ids_s = gl.arange(0, BLOCK_B, layout=gl.SliceLayout(1, LS))
+    ids_x = gl.arange(0, BLOCK_B, layout=gl.SliceLayout(1, gl.SliceLayout(2, LX)))
+    w_w = gl.expand_dims(gl.expand_dims(gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(1, LW))), 0), 1)
+    w_x = gl.expand_dims(gl.expand_dims(gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(2, LX))), 0), 2)
+    i_x = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(1, LX))), 0), 1)
+    shift = gl.expand_dims(19 - 4 * i_x, 1)
+    i0 = pid_k * BLOCK_B
+    ok_x = i0 + ids_x < count
+    cols = gl.load(col_ptr + first + i0 + ids_x, mask=ok_x, other=0).to(gl.int32)
+    s, m, words, x = bsr_block_loads(q_ptr, scales_ptr, mins_ptr, x_ptr, (first + i0 + ids_s).to(gl.int64),
+                                     i0 + ids_s < count, w_w, cols, ok_x, w_x, i_x, K, stride_xk, BLOCK_N, W,
+                                     BLOCK_K)
+    ok_x_n = i0 + STRIDE + ids_x < count
+    cols_n = gl.load(col_ptr + first + i0 + STRIDE + ids_x, mask=ok_x_n, other=0).to(gl.int32)
+    acc = gl.zeros((BLOCK_B, BLOCK_N, W), gl.float32, layout=LW)
+    for i in range(i0, count, STRIDE):
+        ok_x_nn = i + 2 * STRIDE + ids_x < count
+        cols_nn = gl.load(col_ptr + first + i + 2 * STRIDE + ids_x, mask=ok_x_nn, other=0).to(gl.int32)
+        s_n, m_n, words_n, x_n = bsr_block_loads(q_ptr, scales_ptr, mins_ptr, x_ptr,
+                                                 (first + i + STRIDE + ids_s).to(gl.int64),
+                                                 i + STRIDE + ids_s < count, w_w, cols_n, ok_x_n, w_x, i_x, K,
+                                                 stride_xk, BLOCK_N, W, BLOCK_K)
+        w4 = gl.expand_dims(words, 3)
+        moved = gl.where(shift >= 0, w4 << gl.maximum(shift, 0), w4 >> gl.maximum(-shift, 0))
+        f = ((moved & 0x00780000) | one).to(gl.float32, bitcast=True)
+        d = gl.sum(f * gl.expand_dims(x, 1), axis=3)
+        xs = gl.convert_layout(gl.sum(x, axis=2), gl.SliceLayout(1, LW))
+        acc += gl.expand_dims(16 * s, 2) * d + gl.expand_dims(m - 16 * s, 2) * gl.expand_dims(xs, 1)
+        s, m, words, x = s_n, m_n, words_n, x_n
+        cols_n, ok_x_n = cols_nn, ok_x_nn
+    total = gl.sum(gl.sum(acc, axis=2), axis=0)
+    rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, LS))
+    store_rows(total, out_ptr, bias_ptr, rows, rows < N, N, HAS_BIAS, SPLIT_K)
+
+
+@dataclasses.dataclass(frozen=True)
 class HybridLayout:
     """The blocked layout of a (BLOCK_N, TILE) block of a HYBRID tile: per thread R rows of 8 inputs (a DENSE
     tile's 16 bytes, an NV24 tile's 2 value words and meta byte); TILE / 8 threads across the tile, the other
@@ -380,20 +483,25 @@ def store_rows(total, out_ptr, bias_ptr, rows, row_ok, N, HAS_BIAS: gl.constexpr
         gl.store(out_ptr + gl.program_id(1) * N + rows, total, mask=row_ok)
 
 
-KERNELS = {"int4": int4_gemv_kernel, "nv24": nv24_gemv_kernel, "hybrid": hybrid_gemv_kernel}
+KERNELS = {"int4": int4_gemv_kernel, "nv24": nv24_gemv_kernel, "bsr_int4": bsr_int4_gemv_kernel,
+           "hybrid": hybrid_gemv_kernel}
 LAYOUTS = tuple(KERNELS)
 
 
-def explicit_kernel(layout: str, block_n: int, block_k: int, dims, num_warps: int):
+def explicit_kernel(layout: str, block_n: int, block_k: int, dims, config):
     """(kernel, arguments it takes after those of `decode`'s kernel, constexprs with num_warps) of `layout`'s
-    kernel for (block_n x block_k) blocks of a weight of `dims` (N, K, group); None where the layout has no such
-    kernel or the block is too small to spread over one warp (tiny K: `decode`'s Triton kernel runs)."""
+    kernel for (block_n x block_k) blocks of a weight of `dims`, launched with `config` (a `decode.Config`);
+    None where the layout has no such kernel or the block is too small to spread over one warp (tiny K:
+    `decode`'s Triton kernel runs)."""
+    warps = config.num_warps
     if layout == "int4":
-        chosen, extra = int4_layout(block_n, block_k, dims[2], num_warps), ()
+        chosen, extra = int4_layout(block_n, block_k, dims[2], warps), ()
     elif layout == "nv24":
-        chosen, extra = nv24_layout(block_n, block_k, num_warps), (-(-dims[1] // 8),)
+        chosen, extra = nv24_layout(block_n, block_k, warps), (-(-dims[1] // 8),)
     elif layout == "hybrid":
-        chosen, extra = hybrid_layout(block_n, block_k, num_warps), ()
+        chosen, extra = hybrid_layout(block_n, block_k, warps), ()
+    elif layout == "bsr_int4":  # block_n x block_k is one stored block; the config's block_n counts blocks
+        chosen, extra = bsr_layout(config.block_n, block_n, block_k, warps), ()
     else:
         return None
     return None if chosen is None else (KERNELS[layout], extra, dataclasses.asdict(chosen))

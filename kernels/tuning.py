@@ -36,7 +36,7 @@ def candidates(kernel: str, layout: str, m: int) -> list:
     """The configs SPARC_AUTOTUNE=1 times for this kernel, layout and M."""
     if kernel == "decode":
         if layout == "bsr_int4":
-            return [decode.Config(b, 0, s, w, 1) for b, s, w in itertools.product((2, 4, 8), (1, 2, 4), (4, 8))]
+            return [decode.Config(b, 0, s, w, 1) for b, s, w in itertools.product((2, 4, 8, 16), (1, 2, 4), (4, 8))]
         if layout == "hybrid":
             return [decode.Config(n, 0, s, w, 1) for n, s, w in
                     itertools.product((8, 16, 32, 64, 128), (0, 1, 2, 4), (4, 8))]

@@ -12,11 +12,12 @@ from triton.compiler import compile as triton_compile
 from triton.experimental.gluon._runtime import GluonASTSource
 from triton.tools.disasm import get_sass
 
-from sparc.kernels import gluon_decode
+from sparc.kernels import decode, gluon_decode
 
 
 POINTERS = {"int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
             "nv24": dict(values_ptr="*i32", meta_ptr="*u8"),
+            "bsr_int4": dict(row_ptr="*i32", col_ptr="*i16", q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
             "hybrid": dict(formats_ptr="*u8", offsets_ptr="*i64", dense_ptr="*bf16", values_ptr="*i32",
                            meta_ptr="*u8")}
 
@@ -28,7 +29,11 @@ def compile_decode(layout: str, block_n: int, block_k: int, group: int, num_warp
         constexprs["GROUP"] = group
     if layout == "hybrid":
         constexprs.update(HAS_DENSE=True, HAS_NV24=True, ALIGNED=True)
-    kernel, _, chosen = gluon_decode.explicit_kernel(layout, block_n, block_k, (4096, 4096, group), num_warps)
+    dims, config = (4096, 4096, group), decode.Config(block_n, block_k, 1, num_warps)
+    if layout == "bsr_int4":  # block_n blocks a step of 16 x group blocks
+        dims, block_n, block_k = (*dims, 16), 16, group
+        constexprs.update(BLOCK_N=16, BLOCK_K=group, BLOCK_B=config.block_n)
+    kernel, _, chosen = gluon_decode.explicit_kernel(layout, block_n, block_k, dims, config)
     warps = chosen.pop("num_warps")
     constexprs.update(chosen)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", **POINTERS[layout])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sparc.kernels import gluon_decode
+from sparc.kernels import decode, gluon_decode
 
 BLOCKS = [(4, 2048, 128, 4), (16, 1024, 128, 4), (16, 2048, 128, 8), (32, 512, 64, 4), (8, 128, 32, 8),
           (4, 128, 128, 4), (16, 256, 32, 4)]
@@ -50,13 +50,24 @@ def test_hybrid_layout(block_n, tile, num_warps, expected):
     assert (chosen and (chosen.num_warps, chosen.R, chosen.TN, chosen.WN)) == expected
 
 
+@pytest.mark.parametrize("block_b, block_n, group, num_warps", [(8, 16, 128, 4), (2, 16, 128, 8), (16, 32, 32, 8),
+                                                               (4, 128, 64, 4)])
+def test_bsr_layout_covers_the_blocks_once(block_b, block_n, group, num_warps):
+    chosen = gluon_decode.bsr_layout(block_b, block_n, group, num_warps)
+    words = group // 8
+    assert chosen.TB * chosen.TN * (words // chosen.V) == 32
+    assert chosen.WB * chosen.WN == chosen.num_warps <= num_warps
+    assert chosen.R * chosen.TN * chosen.WN == block_n
+    assert block_b % (chosen.TB * chosen.WB) == 0
+
+
 def test_a_block_too_small_for_one_warp_runs_the_triton_kernel():
     assert gluon_decode.int4_layout(1, 128, 128, 4) is None
-    assert gluon_decode.explicit_kernel("int4", 1, 128, (8, 128, 128), 4) is None
-    assert gluon_decode.explicit_kernel("nv24", 4, 8, (8, 8, 0), 4) is None
-    assert gluon_decode.explicit_kernel("bsr_int4", 16, 128, (8, 128, 128), 4) is None
-    kernel, extra, constexprs = gluon_decode.explicit_kernel("nv24", 8, 512, (64, 1000, 0), 8)
-    assert kernel is gluon_decode.nv24_gemv_kernel and extra == (125,) and constexprs["num_warps"] == 8
+    assert gluon_decode.explicit_kernel("int4", 1, 128, (8, 128, 128), decode.Config(1, 128, 1, 4)) is None
+    assert gluon_decode.explicit_kernel("nv24", 4, 8, (8, 8, 0), decode.Config(4, 8, 1, 4)) is None
+    assert gluon_decode.explicit_kernel("nv24_int4", 16, 256, (8, 256, 128), decode.Config(16, 256, 1, 4)) is None
+    kernel, extra, constexprs = gluon_decode.explicit_kernel("nv24", 8, 512, (64, 1000, 0), decode.Config(8, 512))
+    assert kernel is gluon_decode.nv24_gemv_kernel and extra == (125,) and constexprs["num_warps"] == 4
 
 
 def compiled_loop(layout: str, block_n: int, block_k: int, group: int, num_warps: int) -> collections.Counter:
@@ -72,19 +83,25 @@ def compiled_loop(layout: str, block_n: int, block_k: int, group: int, num_warps
 
 @pytest.mark.parametrize("layout, block_n, block_k, group, num_warps, most_per_word", [
     ("int4", 16, 1024, 128, 4, 45), ("int4", 4, 2048, 128, 4, 55), ("int4", 8, 256, 32, 4, 85),
-    ("nv24", 16, 1024, 0, 4, 34), ("nv24", 8, 512, 0, 8, 48), ("hybrid", 32, 128, 0, 4, 33)])
+    ("nv24", 16, 1024, 0, 4, 34), ("nv24", 8, 512, 0, 8, 48), ("hybrid", 32, 128, 0, 4, 33),
+    ("bsr_int4", 8, 0, 128, 4, 54)])
 def test_loop_stays_in_registers(layout, block_n, block_k, group, num_warps, most_per_word):
     """The K loop has no shared memory and no barrier (`decode`'s INT4 and NV24 kernels have both), loads the
     weight words 16 bytes at a time where a thread holds 4, and stays under its count of instructions a 32-bit
     word (about 10% above what triton 3.7 compiles; fewer rows a thread convert x for fewer words). HYBRID's
     words are counted as those of a DENSE block, which loads in 16-byte runs too; its NV24 blocks in 8."""
     ops = compiled_loop(layout, block_n, block_k, group, num_warps)
-    _, _, chosen = gluon_decode.explicit_kernel(layout, block_n, block_k, (4096, 4096, group), num_warps)
+    config = decode.Config(block_n, block_k, 1, num_warps)
+    if layout == "bsr_int4":  # block_n kept 16 x group blocks a step
+        _, _, chosen = gluon_decode.explicit_kernel(layout, 16, group, (4096, 4096, group, 16), config)
+        block_k = 16 * group
+    else:
+        _, _, chosen = gluon_decode.explicit_kernel(layout, block_n, block_k, (4096, 4096, group), config)
     opcodes = {op.split(".")[0] for op in ops}
     assert opcodes and not {"BAR", "STS", "LDS"} & opcodes
     if chosen.get("V", 4) == 4 or layout == "nv24" and chosen["V"] >= 2:
         assert ops["LDG.E.128"] + ops["LDG.E.128.CONSTANT"] > 0
     if layout == "hybrid":
         assert ops["LDG.E.64"] > 0
-    words = block_n * block_k // {"int4": 8, "nv24": 4, "hybrid": 2}[layout]
+    words = block_n * block_k // {"int4": 8, "bsr_int4": 8, "nv24": 4, "hybrid": 2}[layout]
     assert sum(ops.values()) * 32 * chosen["num_warps"] / words < most_per_word
