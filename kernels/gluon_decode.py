@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
@@ -44,13 +45,14 @@ class Int4Layout:
     WG: int
 
 
-def int4_layout(block_n: int, block_k: int, group: int, num_warps: int) -> Int4Layout | None:
+def int4_layout(block_n: int, block_k: int, group: int, num_warps: int,
+                widths=WORDS_PER_THREAD) -> Int4Layout | None:
     """A layout that covers the (block_n rows, block_k inputs) block without replicating any element: the widest
-    word loads, then the most warps, that fit (None if even one warp is too many)."""
+    word loads (of `widths` words a thread), then the most warps, that fit (None if even one warp is too many)."""
     words, groups = group // 8, block_k // group
     warps = num_warps
     while warps >= 1:
-        for v in WORDS_PER_THREAD:
+        for v in widths:
             slots = words // v
             if slots > 32:
                 continue
@@ -123,6 +125,110 @@ def int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N
         s, m, words, x = s_n, m_n, words_n, x_n
     total = gl.sum(gl.sum(acc, axis=2), axis=1)
     store_rows(total, out_ptr, bias_ptr, rows, row_ok, N, HAS_BIAS, SPLIT_K)
+
+
+@gluon.jit
+def nv24_int4_loads(scales_ptr, mins_ptr, q_ptrs, meta_ptrs, pairs_ptr, sm_at, p_x, row_ok, groups, row_groups,
+                    pairs_k):
+    """(scales, mins, value words, meta words, x as int32 pairs of bf16) of one K block; zero past the row's
+    quantization groups and past K (x: pass pairs_k = 0 for none)."""
+    ok = gl.expand_dims(row_ok, 1) & gl.expand_dims(groups < row_groups, 0)
+    s = gl.load(scales_ptr + sm_at, mask=ok, other=0.0).to(gl.float32)
+    m = gl.load(mins_ptr + sm_at, mask=ok, other=0.0).to(gl.float32)
+    words = gl.load(q_ptrs, mask=gl.expand_dims(ok, 2), other=0)
+    meta = gl.load(meta_ptrs, mask=gl.expand_dims(ok, 2), other=0).to(gl.int32)
+    x_pairs = gl.load(pairs_ptr + p_x, mask=p_x < pairs_k, other=0)
+    return s, m, words, meta, x_pairs
+
+
+@gluon.jit
+def pair_of_word(x_pairs, j_x, j: gl.constexpr, LW: gl.constexpr):
+    """(1, G, W): int32 pair j (inputs 2j, 2j + 1 as bf16) of each word's 8 in x_pairs (G, W, 8), in the words'
+    layout."""
+    return gl.expand_dims(gl.convert_layout(gl.sum(gl.where(j_x == j, x_pairs, 0), axis=2), gl.SliceLayout(0, LW)),
+                          0)
+
+
+@gluon.jit
+def permute_bytes(low, high, selector):
+    """PRMT: byte k of the result is byte (nibble k of selector) of the 8 bytes high:low."""
+    return gl.inline_asm_elementwise("prmt.b32 $0, $1, $2, $3;", "=r,r,r,r", [low, high, selector],
+                                     dtype=gl.int32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def nibble_as_float(words, I: gl.constexpr, one):
+    """1 + q / 16 in fp32 for the nibble q at bits 4I..4I+3 of each word."""
+    if 4 * I <= 19:
+        moved = words << (19 - 4 * I)
+    else:
+        moved = words >> (4 * I - 19)
+    return ((moved & 0x00780000) | one).to(gl.float32, bitcast=True)
+
+
+@gluon.jit
+def nv24_int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, meta_ptr, M, N, K, stride_xm,
+                          stride_xk, pairs_k, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                          BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
+                          DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
+                          GROUP: gl.constexpr, R: gl.constexpr, V: gl.constexpr, TN: gl.constexpr,
+                          TG: gl.constexpr, WN: gl.constexpr, WG: gl.constexpr):
+    """q_ptr: int32 words (N, Kp / 16), 4 groups of 4 inputs each (a byte a group: v0 low nibble, v1 high);
+    meta_ptr: int16 words, the same 4 groups' 2-bit positions; a quantization group spans 2 * GROUP inputs, W =
+    GROUP / 8 words. x is read as pairs_k = ceil(K / 2) int32 pairs of bf16 (`x_as_pairs` makes it so). The
+    arguments of
+    `decode.nv24_int4_decode_kernel` plus the layout (an INT4 layout over the kept values, V words a thread).
+
+    The two kept inputs of a group of 4 are picked with one byte permute (PRMT) of its two pairs, the selector
+    built from the group's meta nibble (positions a, b: bytes 2a, 2a + 1, 2b, 2b + 1), instead of 3 selects
+    and their compares for each."""
+    W: gl.constexpr = GROUP // 8
+    G: gl.constexpr = BLOCK_K // (2 * GROUP)
+    L: gl.constexpr = gl.BlockedLayout([R, 1, V, 8], [TN, TG, W // V, 1], [WN, WG, 1, 1], [3, 2, 1, 0])
+    LW: gl.constexpr = gl.SliceLayout(3, L)
+    LS: gl.constexpr = gl.SliceLayout(2, LW)
+    LX: gl.constexpr = gl.SliceLayout(0, L)
+    one = (N >> 31) | 0x3F800000
+    pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
+    rows = gl.program_id(0) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LS))
+    row_ok = rows < N
+    row_groups = gl.cdiv(K, 2 * GROUP)
+    per_split = gl.cdiv(gl.cdiv(row_groups, G), SPLIT_K)
+    first = gl.program_id(1) * per_split
+    end = gl.minimum(first + per_split, gl.cdiv(row_groups, G))
+    g_s = first * G + gl.arange(0, G, layout=gl.SliceLayout(0, LS))
+    w_w = gl.expand_dims(gl.expand_dims(gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(1, LW))), 0), 1)
+    g_x = gl.expand_dims(gl.expand_dims(gl.arange(0, G, layout=gl.SliceLayout(1, gl.SliceLayout(2, LX))), 1), 2)
+    w_x = gl.expand_dims(gl.expand_dims(gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(2, LX))), 0), 2)
+    j_x = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(1, LX))), 0), 1)
+    sm_at = gl.expand_dims(rows.to(gl.int64) * row_groups, 1) + gl.expand_dims(g_s, 0)
+    word_at = gl.expand_dims(sm_at, 2) * W + w_w
+    p_x = 8 * ((first * G + g_x) * W + w_x) + j_x
+    acc = gl.zeros((BLOCK_N, G, W), gl.float32, layout=LW)
+    s, m, words, meta, x_pairs = nv24_int4_loads(scales_ptr, mins_ptr, q_ptr + word_at, meta_ptr + word_at,
+                                                 pairs_ptr, sm_at, p_x, row_ok, g_s, row_groups, pairs_k)
+    for step in range(first, end):
+        ahead = (step + 1 - first) * G
+        live = step + 1 < end
+        s_n, m_n, words_n, meta_n, x_pairs_n = nv24_int4_loads(
+            scales_ptr, mins_ptr, q_ptr + word_at + ahead * W, meta_ptr + word_at + ahead * W, pairs_ptr,
+            sm_at + ahead, p_x + ahead * (8 * W), row_ok & live, g_s + ahead, row_groups, gl.where(live, pairs_k, 0))
+        d = gl.zeros((BLOCK_N, G, W), gl.float32, layout=LW)
+        xs = gl.zeros((BLOCK_N, G, W), gl.float32, layout=LW)
+        for j in gl.static_range(4):  # the word's group j: inputs 4j .. 4j + 3 (pairs 2j, 2j + 1), byte j
+            nibble = meta >> (4 * j)
+            selector = 0x1010 + (nibble & 3) * 0x22 + (nibble & 0xC) * 0x880
+            kept = permute_bytes(pair_of_word(x_pairs, j_x, 2 * j, LW), pair_of_word(x_pairs, j_x, 2 * j + 1, LW),
+                                 selector)
+            xa = (kept << 16).to(gl.float32, bitcast=True)
+            xb = (kept & -65536).to(gl.float32, bitcast=True)
+            d = d + nibble_as_float(words, 2 * j, one) * xa  # one FFMA each
+            d = d + nibble_as_float(words, 2 * j + 1, one) * xb
+            xs = xs + xa
+            xs = xs + xb
+        acc += gl.expand_dims(16 * s, 2) * d + gl.expand_dims(m - 16 * s, 2) * xs
+        s, m, words, meta, x_pairs = s_n, m_n, words_n, meta_n, x_pairs_n
+    store_rows(gl.sum(gl.sum(acc, axis=2), axis=1), out_ptr, bias_ptr, rows, row_ok, N, HAS_BIAS, SPLIT_K)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -483,9 +589,19 @@ def store_rows(total, out_ptr, bias_ptr, rows, row_ok, N, HAS_BIAS: gl.constexpr
         gl.store(out_ptr + gl.program_id(1) * N + rows, total, mask=row_ok)
 
 
-KERNELS = {"int4": int4_gemv_kernel, "nv24": nv24_gemv_kernel, "bsr_int4": bsr_int4_gemv_kernel,
-           "hybrid": hybrid_gemv_kernel}
+KERNELS = {"int4": int4_gemv_kernel, "nv24": nv24_gemv_kernel, "nv24_int4": nv24_int4_gemv_kernel,
+           "bsr_int4": bsr_int4_gemv_kernel, "hybrid": hybrid_gemv_kernel}
 LAYOUTS = tuple(KERNELS)
+
+
+def x_as_pairs(x2d: torch.Tensor) -> torch.Tensor:
+    """x2d, or a copy of it with a zero appended to an odd K, that reads as 4-byte aligned int32 pairs."""
+    k = x2d.shape[1]
+    if x2d.stride(1) == 1 and x2d.data_ptr() % 4 == 0 and k % 2 == 0:
+        return x2d
+    pairs = x2d.new_zeros(x2d.shape[0], k + k % 2)
+    pairs[:, :k] = x2d
+    return pairs
 
 
 def explicit_kernel(layout: str, block_n: int, block_k: int, dims, config):
@@ -498,6 +614,8 @@ def explicit_kernel(layout: str, block_n: int, block_k: int, dims, config):
         chosen, extra = int4_layout(block_n, block_k, dims[2], warps), ()
     elif layout == "nv24":
         chosen, extra = nv24_layout(block_n, block_k, warps), (-(-dims[1] // 8),)
+    elif layout == "nv24_int4":  # the layout of INT4 over the kept values, at most 2 words (32 inputs) a thread
+        chosen, extra = int4_layout(block_n, block_k // 2, dims[2], warps, widths=(2, 1)), (-(-dims[1] // 2),)
     elif layout == "hybrid":
         chosen, extra = hybrid_layout(block_n, block_k, warps), ()
     elif layout == "bsr_int4":  # block_n x block_k is one stored block; the config's block_n counts blocks

@@ -17,6 +17,7 @@ from sparc.kernels import decode, gluon_decode
 
 POINTERS = {"int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
             "nv24": dict(values_ptr="*i32", meta_ptr="*u8"),
+            "nv24_int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16", meta_ptr="*i16"),
             "bsr_int4": dict(row_ptr="*i32", col_ptr="*i16", q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
             "hybrid": dict(formats_ptr="*u8", offsets_ptr="*i64", dense_ptr="*bf16", values_ptr="*i32",
                            meta_ptr="*u8")}
@@ -25,7 +26,7 @@ POINTERS = {"int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
 def compile_decode(layout: str, block_n: int, block_k: int, group: int, num_warps: int):
     constexprs = dict(HAS_BIAS=True, BLOCK_M=1, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=1, USE_DOT=False,
                       DOT_DTYPE="bf16", PRECISION="ieee", ROUND_BF16=False, stride_xk=1)
-    if layout == "int4":
+    if layout in ("int4", "nv24_int4"):
         constexprs["GROUP"] = group
     if layout == "hybrid":
         constexprs.update(HAS_DENSE=True, HAS_NV24=True, ALIGNED=True)
@@ -40,11 +41,13 @@ def compile_decode(layout: str, block_n: int, block_k: int, group: int, num_warp
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32")
     if layout == "nv24":
         signature["row_bytes"] = "i32"
+    if layout == "nv24_int4":
+        signature["pairs_k"] = "i32"
     if layout == "hybrid":
         signature["grid_cols"] = "i32"
     signature.update({name: "constexpr" for name in constexprs})
     aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in [*pointers, "N", "K"]
-               + (["row_bytes"] if layout == "nv24" else [])}
+               + (["row_bytes"] if layout == "nv24" else []) + (["pairs_k"] if layout == "nv24_int4" else [])}
     source = GluonASTSource(kernel, signature, constexprs, aligned)
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
 

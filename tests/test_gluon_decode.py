@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from sparc.kernels import decode, gluon_decode
 
@@ -65,7 +66,7 @@ def test_a_block_too_small_for_one_warp_runs_the_triton_kernel():
     assert gluon_decode.int4_layout(1, 128, 128, 4) is None
     assert gluon_decode.explicit_kernel("int4", 1, 128, (8, 128, 128), decode.Config(1, 128, 1, 4)) is None
     assert gluon_decode.explicit_kernel("nv24", 4, 8, (8, 8, 0), decode.Config(4, 8, 1, 4)) is None
-    assert gluon_decode.explicit_kernel("nv24_int4", 16, 256, (8, 256, 128), decode.Config(16, 256, 1, 4)) is None
+    assert gluon_decode.explicit_kernel("nv24_int4", 1, 256, (8, 256, 128), decode.Config(1, 256, 1, 4)) is None
     kernel, extra, constexprs = gluon_decode.explicit_kernel("nv24", 8, 512, (64, 1000, 0), decode.Config(8, 512))
     assert kernel is gluon_decode.nv24_gemv_kernel and extra == (125,) and constexprs["num_warps"] == 4
 
@@ -84,7 +85,7 @@ def compiled_loop(layout: str, block_n: int, block_k: int, group: int, num_warps
 @pytest.mark.parametrize("layout, block_n, block_k, group, num_warps, most_per_word", [
     ("int4", 16, 1024, 128, 4, 45), ("int4", 4, 2048, 128, 4, 55), ("int4", 8, 256, 32, 4, 85),
     ("nv24", 16, 1024, 0, 4, 34), ("nv24", 8, 512, 0, 8, 48), ("hybrid", 32, 128, 0, 4, 33),
-    ("bsr_int4", 8, 0, 128, 4, 54)])
+    ("bsr_int4", 8, 0, 128, 4, 54), ("nv24_int4", 16, 2048, 128, 4, 104)])
 def test_loop_stays_in_registers(layout, block_n, block_k, group, num_warps, most_per_word):
     """The K loop has no shared memory and no barrier (`decode`'s INT4 and NV24 kernels have both), loads the
     weight words 16 bytes at a time where a thread holds 4, and stays under its count of instructions a 32-bit
@@ -99,9 +100,26 @@ def test_loop_stays_in_registers(layout, block_n, block_k, group, num_warps, mos
         _, _, chosen = gluon_decode.explicit_kernel(layout, block_n, block_k, (4096, 4096, group), config)
     opcodes = {op.split(".")[0] for op in ops}
     assert opcodes and not {"BAR", "STS", "LDS"} & opcodes
-    if chosen.get("V", 4) == 4 or layout == "nv24" and chosen["V"] >= 2:
-        assert ops["LDG.E.128"] + ops["LDG.E.128.CONSTANT"] > 0
-    if layout == "hybrid":
+    if chosen.get("V", 4) == 4 or layout in ("nv24", "nv24_int4") and chosen["V"] >= 2:
+        assert ops["LDG.E.128"] + ops["LDG.E.128.CONSTANT"] > 0  # NV24_INT4: x; its 2 words a thread: 8 bytes
+    if layout in ("hybrid", "nv24_int4"):
         assert ops["LDG.E.64"] > 0
-    words = block_n * block_k // {"int4": 8, "bsr_int4": 8, "nv24": 4, "hybrid": 2}[layout]
+    words = block_n * block_k // {"int4": 8, "bsr_int4": 8, "nv24": 4, "nv24_int4": 16, "hybrid": 2}[layout]
     assert sum(ops.values()) * 32 * chosen["num_warps"] / words < most_per_word
+
+
+@pytest.mark.parametrize("shape, dtype, fresh", [((1, 64), "bfloat16", False), ((1, 63), "bfloat16", True),
+                                                 ((1, 128), "float16", False)])
+def test_x_as_pairs_pads_odd_k_and_keeps_aligned_x(shape, dtype, fresh):
+    x = torch.randn(shape).to(getattr(torch, dtype))
+    pairs = gluon_decode.x_as_pairs(x)
+    assert (pairs is not x) == fresh
+    assert pairs.shape[1] % 2 == 0 and pairs.stride(1) == 1 and pairs.data_ptr() % 4 == 0
+    assert torch.equal(pairs[:, : shape[1]], x) and not pairs[:, shape[1]:].any()
+
+
+def test_x_as_pairs_copies_a_misaligned_view():
+    x = torch.randn(1, 65).bfloat16()[:, 1:]
+    pairs = gluon_decode.x_as_pairs(x)
+    assert pairs.data_ptr() % 4 == 0 and torch.equal(pairs, x)
+
