@@ -1,5 +1,7 @@
 """Single-row decode kernels: x (1, K) @ W.T + bias for INT4, NV24, NV24_INT4, BSR_INT4 and HYBRID grids of DENSE /
-NV24 / ZERO tiles, one weight pass.
+NV24 / ZERO tiles, one weight pass. On the GPU `gluon_decode`'s kernels run in their place (the same
+arithmetic, with explicit register layouts that keep each K block out of shared memory); these run under the
+CPU interpreter and where a block is too small for one warp.
 
 At M == 1 a layer is a stream of weight bytes (a 4096 x 4096 INT4 layer is 8.9 MB against 8 KB of x), so the
 kernels are built around the weight loads: every stored byte is read once, as 32-bit words (int32 views of the

@@ -1,8 +1,10 @@
-"""M == 1 kernels with explicit register layouts (Gluon), run on the GPU in place of `decode`'s Triton ones.
+"""M == 1 kernels with explicit register layouts (Gluon), run on the GPU in place of `decode`'s Triton ones for
+every decode layout: INT4, NV24, NV24_INT4, BSR_INT4 and HYBRID grids of DENSE / NV24 / ZERO tiles.
 
-Why: in `decode`'s INT4 kernel Triton gives the word tile and the x values different layouts, so every K block's
+Why: in `decode`'s kernels Triton gives the word tile and the x values different layouts, so every K block's
 words pass through shared memory, behind a barrier, on their way to the layout of the product. Here the host
-picks one blocked layout L over (rows, groups, words, 8 nibbles) and every tensor of the loop is a slice of it:
+picks one blocked layout per kernel and every tensor of the loop is a slice of it. For INT4, L over (rows,
+groups, words, 8 nibbles):
 
     words  (BLOCK_N, G, W)    L without the nibble dim: each thread V consecutive words of a row (one 16-byte
                               load), W // V threads across a group's words, the rest of the warp and the warps
@@ -12,11 +14,19 @@ picks one blocked layout L over (rows, groups, words, 8 nibbles) and every tenso
     scales, mins (BLOCK_N, G) one per row and group
 
 so the nibble products, the per-word sums and the accumulator stay in registers; the only cross-thread step is
-the final reduction. The arithmetic is `decode`'s (module docstring there): f = 1 + q / 16 from one shift and
-one LOP3, d = sum f * x per word, acc += 16 s * d + (m - 16 s) * sum x.
+the final reduction. The others follow the same plan: NV24 over (rows, groups of 4, 4 inputs), its meta bytes
+loaded in their own layout and their nibbles interleaved into the words' without moving between threads;
+NV24_INT4 as INT4 over the kept values; BSR_INT4 over (kept blocks, rows, words, 8); HYBRID gives a thread the
+same 8 inputs of a DENSE tile (16 bytes) and of an NV24 tile (2 value words, a meta byte). The arithmetic is
+`decode`'s (module docstring there): f = 1 + q / 16 from one shift and one LOP3, d = sum f * x per word,
+acc += 16 s * d + (m - 16 s) * sum x; NV24 picks a group's kept inputs with selects, NV24_INT4 with one byte
+permute. Every kernel loads its next K block (BSR_INT4 and HYBRID: their column indices or tile entries two
+steps ahead) before computing the current one.
 
-Gluon does not run under TRITON_INTERPRET, so the CPU runs `decode.int4_decode_kernel`, the same arithmetic;
-the GPU tests check this kernel against the reference.
+A layout never replicates an element: the host picks the widest loads, then the most warps, that cover the
+block; a block too small for one warp (tiny K) runs `decode`'s Triton kernel. Gluon does not run under
+TRITON_INTERPRET, so the CPU runs `decode`'s kernels, the same arithmetic; the GPU tests check these against
+the reference, and tests/test_gluon_decode.py compiles them for sm_90 on any machine and checks their loops.
 """
 from __future__ import annotations
 
