@@ -468,7 +468,7 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     kernel = KERNELS[layout]
     if x2d.is_cuda:
         constexprs.update(num_warps=config.num_warps, num_stages=config.num_stages)
-        explicit = gluon_decode.explicit_kernel(layout, tiling.block_n, tiling.block_k, dims, config)
+        explicit = gluon_decode.explicit_kernel(layout, tiling.block_n, tiling.block_k, dims, config, x2d.dtype)
         if explicit is not None:
             kernel, more, layout_constexprs = explicit
             extra = (*extra, *more)

@@ -614,12 +614,14 @@ def x_as_pairs(x2d: torch.Tensor) -> torch.Tensor:
     return pairs
 
 
-def explicit_kernel(layout: str, block_n: int, block_k: int, dims, config):
+def explicit_kernel(layout: str, block_n: int, block_k: int, dims, config, dtype: torch.dtype):
     """(kernel, arguments it takes after those of `decode`'s kernel, constexprs with num_warps) of `layout`'s
-    kernel for (block_n x block_k) blocks of a weight of `dims`, launched with `config` (a `decode.Config`);
-    None where the layout has no such kernel or the block is too small to spread over one warp (tiny K:
-    `decode`'s Triton kernel runs)."""
+    kernel for (block_n x block_k) blocks of a weight of `dims`, launched with `config` (a `decode.Config`), x
+    in `dtype`; None where the layout has no such kernel (NV24_INT4 reads x as bf16 pairs: other dtypes) or the
+    block is too small to spread over one warp (tiny K): `decode`'s Triton kernel runs then."""
     warps = config.num_warps
+    if layout == "nv24_int4" and dtype != torch.bfloat16:
+        return None
     if layout == "int4":
         chosen, extra = int4_layout(block_n, block_k, dims[2], warps), ()
     elif layout == "nv24":

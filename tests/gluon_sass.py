@@ -7,6 +7,7 @@ import json
 import re
 import sys
 
+import torch
 from triton.backends.compiler import GPUTarget
 from triton.compiler import compile as triton_compile
 from triton.experimental.gluon._runtime import GluonASTSource
@@ -34,7 +35,7 @@ def compile_decode(layout: str, block_n: int, block_k: int, group: int, num_warp
     if layout == "bsr_int4":  # block_n blocks a step of 16 x group blocks
         dims, block_n, block_k = (*dims, 16), 16, group
         constexprs.update(BLOCK_N=16, BLOCK_K=group, BLOCK_B=config.block_n)
-    kernel, _, chosen = gluon_decode.explicit_kernel(layout, block_n, block_k, dims, config)
+    kernel, _, chosen = gluon_decode.explicit_kernel(layout, block_n, block_k, dims, config, torch.bfloat16)
     warps = chosen.pop("num_warps")
     constexprs.update(chosen)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", **POINTERS[layout])

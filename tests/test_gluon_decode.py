@@ -62,13 +62,26 @@ def test_bsr_layout_covers_the_blocks_once(block_b, block_n, group, num_warps):
     assert block_b % (chosen.TB * chosen.WB) == 0
 
 
+def explicit(layout, block_n, block_k, dims, dtype=torch.bfloat16, **config):
+    return gluon_decode.explicit_kernel(layout, block_n, block_k, dims, decode.Config(block_n, block_k, **config),
+                                        dtype)
+
+
 def test_a_block_too_small_for_one_warp_runs_the_triton_kernel():
     assert gluon_decode.int4_layout(1, 128, 128, 4) is None
-    assert gluon_decode.explicit_kernel("int4", 1, 128, (8, 128, 128), decode.Config(1, 128, 1, 4)) is None
-    assert gluon_decode.explicit_kernel("nv24", 4, 8, (8, 8, 0), decode.Config(4, 8, 1, 4)) is None
-    assert gluon_decode.explicit_kernel("nv24_int4", 1, 256, (8, 256, 128), decode.Config(1, 256, 1, 4)) is None
-    kernel, extra, constexprs = gluon_decode.explicit_kernel("nv24", 8, 512, (64, 1000, 0), decode.Config(8, 512))
-    assert kernel is gluon_decode.nv24_gemv_kernel and extra == (125,) and constexprs["num_warps"] == 4
+    assert explicit("int4", 1, 128, (8, 128, 128)) is None
+    assert explicit("nv24", 4, 8, (8, 8, 0)) is None
+    assert explicit("nv24_int4", 1, 256, (8, 256, 128)) is None
+    kernel, extra, constexprs = explicit("nv24", 8, 512, (64, 1000, 0), num_warps=8)
+    assert kernel is gluon_decode.nv24_gemv_kernel and extra == (125,) and constexprs["num_warps"] == 8
+
+
+def test_nv24_int4_runs_the_triton_kernel_unless_x_is_bf16():
+    """It reads x as pairs of bf16; INT4 converts whatever it loads."""
+    assert explicit("nv24_int4", 16, 512, (64, 1000, 128))[0] is gluon_decode.nv24_int4_gemv_kernel
+    assert explicit("nv24_int4", 16, 512, (64, 1000, 128), torch.float16) is None
+    assert explicit("nv24_int4", 16, 512, (64, 1000, 128), torch.float32) is None
+    assert explicit("int4", 16, 512, (64, 1000, 128), torch.float32)[0] is gluon_decode.int4_gemv_kernel
 
 
 def compiled_loop(layout: str, block_n: int, block_k: int, group: int, num_warps: int) -> collections.Counter:
@@ -94,10 +107,12 @@ def test_loop_stays_in_registers(layout, block_n, block_k, group, num_warps, mos
     ops = compiled_loop(layout, block_n, block_k, group, num_warps)
     config = decode.Config(block_n, block_k, 1, num_warps)
     if layout == "bsr_int4":  # block_n kept 16 x group blocks a step
-        _, _, chosen = gluon_decode.explicit_kernel(layout, 16, group, (4096, 4096, group, 16), config)
+        _, _, chosen = gluon_decode.explicit_kernel(layout, 16, group, (4096, 4096, group, 16), config,
+                                                    torch.bfloat16)
         block_k = 16 * group
     else:
-        _, _, chosen = gluon_decode.explicit_kernel(layout, block_n, block_k, (4096, 4096, group), config)
+        _, _, chosen = gluon_decode.explicit_kernel(layout, block_n, block_k, (4096, 4096, group), config,
+                                                    torch.bfloat16)
     opcodes = {op.split(".")[0] for op in ops}
     assert opcodes and not {"BAR", "STS", "LDS"} & opcodes
     if chosen.get("V", 4) == 4 or layout in ("nv24", "nv24_int4") and chosen["V"] >= 2:
