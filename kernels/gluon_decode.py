@@ -77,14 +77,15 @@ def int4_layout(block_n: int, block_k: int, group: int, num_warps: int,
 
 
 @gluon.jit
-def int4_loads(scales_ptr, mins_ptr, q_ptrs, x_ptr, sm_at, k_x, row_ok, groups, row_groups, K, stride_xk):
-    """(scales, mins, words, x fp32) of one K block; zero past the row's groups and past K (x: pass K = 0 for
-    none)."""
+def int4_loads(scales_ptr, mins_ptr, q_ptrs, x_ptr, sm_at, word_x, i_x, row_ok, groups, row_groups, x_words,
+               stride_xk):
+    """(scales, mins, words, x fp32) of one K block; zero past the row's groups and past x's x_words words of 8
+    inputs (pass 0 for none). x's mask is one per word: its 8 inputs load as one vector whatever K is."""
     ok = gl.expand_dims(row_ok, 1) & gl.expand_dims(groups < row_groups, 0)
     s = gl.load(scales_ptr + sm_at, mask=ok, other=0.0).to(gl.float32)
     m = gl.load(mins_ptr + sm_at, mask=ok, other=0.0).to(gl.float32)
     words = gl.load(q_ptrs, mask=gl.expand_dims(ok, 2), other=0)
-    x = gl.load(x_ptr + k_x * stride_xk, mask=k_x < K, other=0.0).to(gl.float32)
+    x = gl.load(x_ptr + (8 * word_x + i_x) * stride_xk, mask=word_x < x_words, other=0.0).to(gl.float32)
     return s, m, words, x
 
 
@@ -116,16 +117,17 @@ def int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N
     shift = gl.expand_dims(19 - 4 * i_x, 0)  # nibble i (bits 4i..4i+3) to bits 19..22, the mantissa's top
     sm_at = gl.expand_dims(rows.to(gl.int64) * row_groups, 1) + gl.expand_dims(g_s, 0)
     q_ptrs = q_ptr + gl.expand_dims(sm_at, 2) * W + w_w
-    k_x = 8 * ((first * G + g_x) * W + w_x) + i_x
+    word_x = (first * G + g_x) * W + w_x
+    x_words = K // 8
     acc = gl.zeros((BLOCK_N, G, W), gl.float32, layout=LW)
-    s, m, words, x = int4_loads(scales_ptr, mins_ptr, q_ptrs, x_ptr, sm_at, k_x, row_ok, g_s, row_groups, K,
-                                stride_xk)
+    s, m, words, x = int4_loads(scales_ptr, mins_ptr, q_ptrs, x_ptr, sm_at, word_x, i_x, row_ok, g_s, row_groups,
+                                x_words, stride_xk)
     for step in range(first, end):
         ahead = (step + 1 - first) * G
         live = step + 1 < end
         s_n, m_n, words_n, x_n = int4_loads(scales_ptr, mins_ptr, q_ptrs + ahead * W, x_ptr, sm_at + ahead,
-                                            k_x + ahead * (8 * W), row_ok & live, g_s + ahead, row_groups,
-                                            gl.where(live, K, 0), stride_xk)
+                                            word_x + ahead * W, i_x, row_ok & live, g_s + ahead, row_groups,
+                                            gl.where(live, x_words, 0), stride_xk)
         w4 = gl.expand_dims(words, 3)
         moved = gl.where(shift >= 0, w4 << gl.maximum(shift, 0), w4 >> gl.maximum(-shift, 0))
         f = ((moved & 0x00780000) | one).to(gl.float32, bitcast=True)
@@ -276,15 +278,16 @@ def nv24_layout(block_n: int, block_k: int, num_warps: int) -> Nv24Layout | None
 
 
 @gluon.jit
-def nv24_loads(values_ptr, meta_ptr, meta_at, word_at, x_ptr, k_x, meta_ok, word_ok, K, stride_xk,
+def nv24_loads(values_ptr, meta_ptr, meta_at, word_at, x_ptr, quad_x, i_x, meta_ok, word_ok, x_quads, stride_xk,
                LW: gl.constexpr):
     """(meta nibble of each group, value word of each group (BLOCK_N, Q) int32, x fp32 (Q, 4)) of one K block;
-    zero where not ok and past K (x: pass K = 0 for none). The meta bytes load in their own layout (V a
-    thread) and their two nibbles interleave into the words' layout without moving between threads."""
+    zero where not ok and past x's x_quads groups of 4 inputs (pass 0 for none). The meta bytes load in their
+    own layout (V a thread) and their two nibbles interleave into the words' layout without moving between
+    threads."""
     meta = gl.load(meta_ptr + meta_at, mask=meta_ok, other=0).to(gl.int32)
     nibbles = gl.reshape(gl.join(meta & 0xF, meta >> 4), [meta.shape[0], 2 * meta.shape[1]])
     words = gl.load(values_ptr + word_at, mask=word_ok, other=0)
-    x = gl.load(x_ptr + k_x * stride_xk, mask=k_x < K, other=0.0).to(gl.float32)
+    x = gl.load(x_ptr + (4 * quad_x + i_x) * stride_xk, mask=quad_x < x_quads, other=0.0).to(gl.float32)
     return gl.convert_layout(nibbles, LW), words, x
 
 
@@ -329,20 +332,21 @@ def nv24_gemv_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, st
     word_at = gl.expand_dims(rows.to(gl.int64) * (2 * row_bytes), 1) + gl.expand_dims(groups, 0)
     q_x = gl.expand_dims(gl.arange(0, Q, layout=gl.SliceLayout(1, LX)), 1)
     i_x = gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, LX)), 0)
-    k_x = 4 * (first * Q + q_x) + i_x
+    quad_x = first * Q + q_x
+    x_quads = K // 4
     acc = gl.zeros((BLOCK_N, Q), gl.float32, layout=LW)
-    nibbles, words, x = nv24_loads(values_ptr, meta_ptr, meta_at, word_at, x_ptr, k_x,
+    nibbles, words, x = nv24_loads(values_ptr, meta_ptr, meta_at, word_at, x_ptr, quad_x, i_x,
                                    meta_rows_ok & gl.expand_dims(pairs < row_bytes, 0),
-                                   gl.expand_dims(row_ok, 1) & gl.expand_dims(groups < 2 * row_bytes, 0), K,
+                                   gl.expand_dims(row_ok, 1) & gl.expand_dims(groups < 2 * row_bytes, 0), x_quads,
                                    stride_xk, LW)
     for step in range(first, end):
         ahead = step + 1 - first
         live = step + 1 < end
         nibbles_n, words_n, x_n = nv24_loads(
-            values_ptr, meta_ptr, meta_at + ahead * P, word_at + ahead * Q, x_ptr, k_x + ahead * (4 * Q),
+            values_ptr, meta_ptr, meta_at + ahead * P, word_at + ahead * Q, x_ptr, quad_x + ahead * Q, i_x,
             meta_rows_ok & gl.expand_dims((pairs + ahead * P < row_bytes) & live, 0),
             gl.expand_dims(row_ok, 1) & gl.expand_dims((groups + ahead * Q < 2 * row_bytes) & live, 0),
-            gl.where(live, K, 0), stride_xk, LW)
+            gl.where(live, x_quads, 0), stride_xk, LW)
         x0 = input_of_group(x, i_x, 0, LW)
         x1 = input_of_group(x, i_x, 1, LW)
         x2 = input_of_group(x, i_x, 2, LW)
@@ -387,18 +391,19 @@ def bsr_layout(block_b: int, block_n: int, group: int, num_warps: int) -> BsrLay
 
 
 @gluon.jit
-def bsr_block_loads(q_ptr, scales_ptr, mins_ptr, x_ptr, blocks_s, ok_s, w_w, cols, ok_x, w_x, i_x, K, stride_xk,
-                    BLOCK_N: gl.constexpr, W: gl.constexpr, GROUP: gl.constexpr):
+def bsr_block_loads(q_ptr, scales_ptr, mins_ptr, x_ptr, blocks_s, ok_s, w_w, cols, ok_x, w_x, i_x, x_words,
+                    stride_xk, BLOCK_N: gl.constexpr, W: gl.constexpr, GROUP: gl.constexpr):
     """(scales, mins (BLOCK_B, BLOCK_N), words (BLOCK_B, BLOCK_N, W), x fp32 (BLOCK_B, W, 8)) of the kept blocks
-    `blocks_s` (x at their columns `cols`); zero where not ok."""
+    `blocks_s` (x at their columns `cols`, x_words words of 8 inputs); zero where not ok."""
     at = gl.expand_dims(blocks_s, 1) * BLOCK_N + gl.expand_dims(gl.arange(0, BLOCK_N, layout=gl.SliceLayout(
         0, gl.SliceLayout(2, w_w.type.layout))), 0)
     ok = gl.expand_dims(ok_s, 1)
     s = gl.load(scales_ptr + at, mask=ok, other=0.0).to(gl.float32)
     m = gl.load(mins_ptr + at, mask=ok, other=0.0).to(gl.float32)
     words = gl.load(q_ptr + gl.expand_dims(at, 2) * W + w_w, mask=gl.expand_dims(ok, 2), other=0)
-    k = gl.expand_dims(gl.expand_dims(cols * GROUP, 1), 2) + 8 * w_x + i_x
-    x = gl.load(x_ptr + k * stride_xk, mask=gl.expand_dims(gl.expand_dims(ok_x, 1), 2) & (k < K), other=0.0)
+    word = gl.expand_dims(gl.expand_dims(cols * W, 1), 2) + w_x
+    ok = gl.expand_dims(gl.expand_dims(ok_x, 1), 2) & (word < x_words)
+    x = gl.load(x_ptr + (8 * word + i_x) * stride_xk, mask=ok, other=0.0)
     return s, m, words, x.to(gl.float32)
 
 
@@ -432,7 +437,7 @@ def bsr_int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scal
     ok_x = i0 + ids_x < count
     cols = gl.load(col_ptr + first + i0 + ids_x, mask=ok_x, other=0).to(gl.int32)
     s, m, words, x = bsr_block_loads(q_ptr, scales_ptr, mins_ptr, x_ptr, (first + i0 + ids_s).to(gl.int64),
-                                     i0 + ids_s < count, w_w, cols, ok_x, w_x, i_x, K, stride_xk, BLOCK_N, W,
+                                     i0 + ids_s < count, w_w, cols, ok_x, w_x, i_x, K // 8, stride_xk, BLOCK_N, W,
                                      BLOCK_K)
     ok_x_n = i0 + STRIDE + ids_x < count
     cols_n = gl.load(col_ptr + first + i0 + STRIDE + ids_x, mask=ok_x_n, other=0).to(gl.int32)
@@ -442,8 +447,8 @@ def bsr_int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scal
         cols_nn = gl.load(col_ptr + first + i + 2 * STRIDE + ids_x, mask=ok_x_nn, other=0).to(gl.int32)
         s_n, m_n, words_n, x_n = bsr_block_loads(q_ptr, scales_ptr, mins_ptr, x_ptr,
                                                  (first + i + STRIDE + ids_s).to(gl.int64),
-                                                 i + STRIDE + ids_s < count, w_w, cols_n, ok_x_n, w_x, i_x, K,
-                                                 stride_xk, BLOCK_N, W, BLOCK_K)
+                                                 i + STRIDE + ids_s < count, w_w, cols_n, ok_x_n, w_x, i_x,
+                                                 K // 8, stride_xk, BLOCK_N, W, BLOCK_K)
         w4 = gl.expand_dims(words, 3)
         moved = gl.where(shift >= 0, w4 << gl.maximum(shift, 0), w4 >> gl.maximum(-shift, 0))
         f = ((moved & 0x00780000) | one).to(gl.float32, bitcast=True)
@@ -617,10 +622,11 @@ def x_as_pairs(x2d: torch.Tensor) -> torch.Tensor:
 def explicit_kernel(layout: str, block_n: int, block_k: int, dims, config, dtype: torch.dtype):
     """(kernel, arguments it takes after those of `decode`'s kernel, constexprs with num_warps) of `layout`'s
     kernel for (block_n x block_k) blocks of a weight of `dims`, launched with `config` (a `decode.Config`), x
-    in `dtype`; None where the layout has no such kernel (NV24_INT4 reads x as bf16 pairs: other dtypes) or the
-    block is too small to spread over one warp (tiny K): `decode`'s Triton kernel runs then."""
+    in `dtype`; None where the layout has no such kernel (NV24_INT4 reads x as bf16 pairs: other dtypes; INT4,
+    NV24 and BSR_INT4 mask x a word of 8 inputs at a time: K % 8 != 0) or the block is too small to spread over
+    one warp (tiny K): `decode`'s Triton kernel runs then."""
     warps = config.num_warps
-    if layout == "nv24_int4" and dtype != torch.bfloat16:
+    if layout == "nv24_int4" and dtype != torch.bfloat16 or layout in ("int4", "nv24", "bsr_int4") and dims[1] % 8:
         return None
     if layout == "int4":
         chosen, extra = int4_layout(block_n, block_k, dims[2], warps), ()

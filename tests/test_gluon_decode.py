@@ -84,6 +84,14 @@ def test_nv24_int4_runs_the_triton_kernel_unless_x_is_bf16():
     assert explicit("int4", 16, 512, (64, 1000, 128), torch.float32)[0] is gluon_decode.int4_gemv_kernel
 
 
+@pytest.mark.parametrize("layout", ["int4", "nv24", "bsr_int4"])
+def test_k_off_the_8_input_words_runs_the_triton_kernel(layout):
+    """These mask x a word of 8 inputs at a time (so its loads stay vectors whatever K's alignment)."""
+    dims = (64, 1004, 32, 16)
+    assert explicit(layout, 16, 512, dims) is None
+    assert explicit(layout, 16, 512, (64, 1000, 32, 16)) is not None
+
+
 def compiled_loop(layout: str, block_n: int, block_k: int, group: int, num_warps: int) -> collections.Counter:
     """Instruction counts of the K loop of `layout`'s kernel compiled for sm_90, in a process without
     TRITON_INTERPRET (under it Triton's own reduction helpers are interpreted functions)."""
