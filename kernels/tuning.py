@@ -13,7 +13,7 @@ import itertools
 
 import torch
 
-from . import autotune, bsr_int4, decode, gluon_decode, hybrid, rebuild
+from . import autotune, bsr_int4, decode, hybrid, rebuild
 
 
 def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):
@@ -40,11 +40,9 @@ def candidates(kernel: str, layout: str, m: int) -> list:
         if layout == "hybrid":
             return [decode.Config(n, 0, s, w, 1) for n, s, w in
                     itertools.product((8, 16, 32, 64, 128), (0, 1, 2, 4), (4, 8))]
-        if layout in gluon_decode.LAYOUTS:  # explicit layouts: no software pipelining to choose
-            return [decode.Config(n, k, s, w) for n, k, s, w in
-                    itertools.product((4, 8, 16, 32), (512, 1024, 2048), (1, 2), (4, 8))]
-        return [decode.Config(n, k, s, w, st) for n, k, s, w, st in
-                itertools.product((8, 16, 32), (1024, 2048), (1, 2), (4, 8), (1, 2))]
+        # int4, nv24, nv24_int4: `gluon_decode`'s explicit layouts on the GPU, no software pipelining to choose
+        return [decode.Config(n, k, s, w) for n, k, s, w in
+                itertools.product((4, 8, 16, 32), (512, 1024, 2048), (1, 2), (4, 8))]
     if m == 1:  # the FMA path (BLOCK_M = 1) or one 16-row tensor-core tile
         return [hybrid.Config(1, n, 128, split, w, st) for n, split, w, st in
                 itertools.product((16, 32, 64), (0, 1), (4, 8), (2, 3))] + [hybrid.Config(16, 64, 128, 0, 4, 3, True)]
