@@ -471,8 +471,6 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
         explicit = gluon_decode.explicit_kernel(layout, tiling.block_n, tiling.block_k, dims, config, x2d.dtype)
         if explicit is not None:
             kernel, more, layout_constexprs = explicit
-            extra = (*extra, *more)
-            if layout == "nv24_int4":
-                x2d = gluon_decode.x_as_pairs(x2d)
+            extra, x2d = (*extra, *more), gluon_decode.x_as_pairs(x2d)
             constexprs.update(layout_constexprs)
     return launch(kernel, x2d, n, k, bias, tiling, views, extra, constexprs, out, partials)

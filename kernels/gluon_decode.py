@@ -19,9 +19,10 @@ loaded in their own layout and their nibbles interleaved into the words' without
 NV24_INT4 as INT4 over the kept values; BSR_INT4 over (kept blocks, rows, words, 8); HYBRID gives a thread the
 same 8 inputs of a DENSE tile (16 bytes) and of an NV24 tile (2 value words, a meta byte). The arithmetic is
 `decode`'s (module docstring there): f = 1 + q / 16 from one shift and one LOP3, d = sum f * x per word,
-acc += 16 s * d + (m - 16 s) * sum x; NV24 picks a group's kept inputs with selects, NV24_INT4 with one byte
-permute. Every kernel loads its next K block (BSR_INT4 and HYBRID: their column indices or tile entries two
-steps ahead) before computing the current one.
+acc += 16 s * d + (m - 16 s) * sum x; but NV24, NV24_INT4 and HYBRID's NV24 tiles pick a group's two kept
+inputs with one byte permute (PRMT) of its two bf16 pairs of x, not with `decode`'s selects: x is read as
+int32 pairs (`x_as_pairs`). Every kernel loads its next K block (BSR_INT4 and HYBRID: their column indices or
+tile entries two steps ahead) before computing the current one.
 
 A layout never replicates an element: the host picks the widest loads, then the most warps, that cover the
 block; a block too small for one warp (tiny K) runs `decode`'s Triton kernel. Gluon does not run under
@@ -278,29 +279,29 @@ def nv24_layout(block_n: int, block_k: int, num_warps: int) -> Nv24Layout | None
 
 
 @gluon.jit
-def nv24_loads(values_ptr, meta_ptr, meta_at, word_at, x_ptr, quad_x, i_x, meta_ok, word_ok, x_quads, stride_xk,
+def nv24_loads(values_ptr, meta_ptr, meta_at, word_at, pairs_ptr, quad_x, j_x, meta_ok, word_ok, x_quads,
                LW: gl.constexpr):
-    """(meta nibble of each group, value word of each group (BLOCK_N, Q) int32, x fp32 (Q, 4)) of one K block;
-    zero where not ok and past x's x_quads groups of 4 inputs (pass 0 for none). The meta bytes load in their
-    own layout (V a thread) and their two nibbles interleave into the words' layout without moving between
-    threads."""
+    """(meta nibble of each group, value word of each group (BLOCK_N, Q) int32, x as int32 pairs of bf16
+    (Q, 2)) of one K block; zero where not ok and past x's x_quads groups of 4 inputs (pass 0 for none). The
+    meta bytes load in their own layout (V a thread) and their two nibbles interleave into the words' layout
+    without moving between threads."""
     meta = gl.load(meta_ptr + meta_at, mask=meta_ok, other=0).to(gl.int32)
     nibbles = gl.reshape(gl.join(meta & 0xF, meta >> 4), [meta.shape[0], 2 * meta.shape[1]])
     words = gl.load(values_ptr + word_at, mask=word_ok, other=0)
-    x = gl.load(x_ptr + (4 * quad_x + i_x) * stride_xk, mask=quad_x < x_quads, other=0.0).to(gl.float32)
-    return gl.convert_layout(nibbles, LW), words, x
+    x_pairs = gl.load(pairs_ptr + 2 * quad_x + j_x, mask=quad_x < x_quads, other=0)
+    return gl.convert_layout(nibbles, LW), words, x_pairs
 
 
 @gluon.jit
-def pick(idx, x0, x1, x2, x3):
-    """x_idx elementwise, idx in 0..3."""
-    return gl.where(idx < 2, gl.where(idx == 0, x0, x1), gl.where(idx == 2, x2, x3))
-
-
-@gluon.jit
-def input_of_group(x, i_x, j: gl.constexpr, LW: gl.constexpr):
-    """(1, Q): input j of each group of x (Q, 4), in the words' layout."""
-    return gl.expand_dims(gl.convert_layout(gl.sum(gl.where(i_x == j, x, 0.0), axis=1), gl.SliceLayout(0, LW)), 0)
+def kept_inputs(x_pairs, j_x, nibbles, LW: gl.constexpr):
+    """(xa, xb) fp32 (BLOCK_N, Q): the inputs at the two kept positions a, b (nibble a | b << 2) of each group,
+    from its pairs (x0, x1), (x2, x3) in x_pairs (Q, 2): one byte permute takes bytes 2a, 2a + 1, 2b, 2b + 1."""
+    low = gl.expand_dims(gl.convert_layout(gl.sum(gl.where(j_x == 0, x_pairs, 0), axis=1), gl.SliceLayout(0, LW)),
+                         0)
+    high = gl.expand_dims(gl.convert_layout(gl.sum(gl.where(j_x == 1, x_pairs, 0), axis=1), gl.SliceLayout(0, LW)),
+                          0)
+    kept = permute_bytes(low, high, 0x1010 + (nibbles & 3) * 0x22 + (nibbles & 0xC) * 0x880)
+    return (kept << 16).to(gl.float32, bitcast=True), (kept & -65536).to(gl.float32, bitcast=True)
 
 
 @gluon.jit
@@ -310,11 +311,11 @@ def nv24_gemv_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, st
                      PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, R: gl.constexpr, V: gl.constexpr,
                      TN: gl.constexpr, TP: gl.constexpr, WN: gl.constexpr, WP: gl.constexpr):
     """values_ptr: int32 words (N, Kp / 4), the two bf16 values of a group of 4; meta_ptr: uint8 (N, Kp / 8);
-    row_bytes = Kp / 8 (an argument, so that its alignment is known). The arguments of
-    `decode.nv24_decode_kernel` plus those."""
+    row_bytes = Kp / 8 (an argument, so that its alignment is known); x read as int32 pairs of bf16
+    (`x_as_pairs`). The arguments of `decode.nv24_decode_kernel` plus those."""
     P: gl.constexpr = BLOCK_K // 8
     Q: gl.constexpr = 2 * P
-    L: gl.constexpr = gl.BlockedLayout([R, 2 * V, 4], [TN, TP, 1], [WN, WP, 1], [2, 1, 0])
+    L: gl.constexpr = gl.BlockedLayout([R, 2 * V, 2], [TN, TP, 1], [WN, WP, 1], [2, 1, 0])
     LW: gl.constexpr = gl.SliceLayout(2, L)
     LM: gl.constexpr = gl.BlockedLayout([R, V], [TN, TP], [WN, WP], [1, 0])
     LX: gl.constexpr = gl.SliceLayout(0, L)
@@ -330,31 +331,28 @@ def nv24_gemv_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, st
     meta_at = gl.expand_dims(rows_m.to(gl.int64) * row_bytes, 1) + gl.expand_dims(pairs, 0)
     meta_rows_ok = gl.expand_dims(rows_m < N, 1)
     word_at = gl.expand_dims(rows.to(gl.int64) * (2 * row_bytes), 1) + gl.expand_dims(groups, 0)
+    pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
     q_x = gl.expand_dims(gl.arange(0, Q, layout=gl.SliceLayout(1, LX)), 1)
-    i_x = gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, LX)), 0)
+    j_x = gl.expand_dims(gl.arange(0, 2, layout=gl.SliceLayout(0, LX)), 0)
     quad_x = first * Q + q_x
     x_quads = K // 4
     acc = gl.zeros((BLOCK_N, Q), gl.float32, layout=LW)
-    nibbles, words, x = nv24_loads(values_ptr, meta_ptr, meta_at, word_at, x_ptr, quad_x, i_x,
-                                   meta_rows_ok & gl.expand_dims(pairs < row_bytes, 0),
-                                   gl.expand_dims(row_ok, 1) & gl.expand_dims(groups < 2 * row_bytes, 0), x_quads,
-                                   stride_xk, LW)
+    nibbles, words, x_pairs = nv24_loads(values_ptr, meta_ptr, meta_at, word_at, pairs_ptr, quad_x, j_x,
+                                         meta_rows_ok & gl.expand_dims(pairs < row_bytes, 0),
+                                         gl.expand_dims(row_ok, 1) & gl.expand_dims(groups < 2 * row_bytes, 0),
+                                         x_quads, LW)
     for step in range(first, end):
         ahead = step + 1 - first
         live = step + 1 < end
-        nibbles_n, words_n, x_n = nv24_loads(
-            values_ptr, meta_ptr, meta_at + ahead * P, word_at + ahead * Q, x_ptr, quad_x + ahead * Q, i_x,
+        nibbles_n, words_n, x_pairs_n = nv24_loads(
+            values_ptr, meta_ptr, meta_at + ahead * P, word_at + ahead * Q, pairs_ptr, quad_x + ahead * Q, j_x,
             meta_rows_ok & gl.expand_dims((pairs + ahead * P < row_bytes) & live, 0),
             gl.expand_dims(row_ok, 1) & gl.expand_dims((groups + ahead * Q < 2 * row_bytes) & live, 0),
-            gl.where(live, x_quads, 0), stride_xk, LW)
-        x0 = input_of_group(x, i_x, 0, LW)
-        x1 = input_of_group(x, i_x, 1, LW)
-        x2 = input_of_group(x, i_x, 2, LW)
-        x3 = input_of_group(x, i_x, 3, LW)
-        v0 = (words << 16).to(gl.float32, bitcast=True)
-        v1 = (words & -65536).to(gl.float32, bitcast=True)
-        acc += v0 * pick(nibbles & 3, x0, x1, x2, x3) + v1 * pick(nibbles >> 2, x0, x1, x2, x3)
-        nibbles, words, x = nibbles_n, words_n, x_n
+            gl.where(live, x_quads, 0), LW)
+        xa, xb = kept_inputs(x_pairs, j_x, nibbles, LW)
+        acc = acc + (words << 16).to(gl.float32, bitcast=True) * xa  # one FFMA each
+        acc = acc + (words & -65536).to(gl.float32, bitcast=True) * xb
+        nibbles, words, x_pairs = nibbles_n, words_n, x_pairs_n
     store_rows(gl.sum(acc, axis=1), out_ptr, bias_ptr, rows, row_ok, N, HAS_BIAS, SPLIT_K)
 
 
@@ -494,9 +492,9 @@ def tile_entry(formats_ptr, offsets_ptr, grid_cols, tile_row, col, live):
 def hybrid_tile_loads(dense_ptr, values_ptr, meta_ptr, x_ptr, code, base, col, rows_d, rows_m, rows_w, K,
                       stride_xk, k_d, k_q, pairs, groups, TILE: gl.constexpr, HAS_DENSE: gl.constexpr,
                       HAS_NV24: gl.constexpr, ALIGNED: gl.constexpr, LW: gl.constexpr):
-    """(dense (BLOCK_N, TILE) bf16, NV24 meta nibbles and value words (BLOCK_N, TILE / 4), x for each) of tile
-    column `col`, whose format is `code` and offset `base`: each format's loads masked off unless the tile is
-    of that format."""
+    """(dense (BLOCK_N, TILE) bf16, NV24 meta nibbles and value words (BLOCK_N, TILE / 4), x for each: fp32 for
+    DENSE, int32 pairs of bf16 for NV24) of tile column `col`, whose format is `code` and offset `base`: each
+    format's loads masked off unless the tile is of that format."""
     width = gl.minimum(K - col * TILE, TILE)
     if ALIGNED:  # K % 8 == 0: every tile offset and width is a multiple of 8 weights. Rounding them says so to
         base, width = base // 8 * 8, width // 8 * 8  # the compiler (16-byte loads); a hint is lost in the loop
@@ -504,7 +502,7 @@ def hybrid_tile_loads(dense_ptr, values_ptr, meta_ptr, x_ptr, code, base, col, r
     nibbles = gl.zeros((1, 1), gl.int32, layout=LW)
     words = gl.zeros((1, 1), gl.int32, layout=LW)
     x_d = gl.zeros((1,), gl.float32, layout=gl.SliceLayout(0, gl.SliceLayout(2, LW.parent)))
-    x_q = gl.zeros((1, 1), gl.float32, layout=gl.SliceLayout(0, LW.parent))
+    x_q = gl.zeros((1, 1), gl.int32, layout=gl.SliceLayout(0, LW.parent))
     if HAS_DENSE:
         is_dense = code == CODE_DENSE
         ok = gl.expand_dims(rows_d[1] & is_dense, 1) & gl.expand_dims(k_d < width, 0)
@@ -525,8 +523,8 @@ def hybrid_tile_loads(dense_ptr, values_ptr, meta_ptr, x_ptr, code, base, col, r
             word_rows = gl.multiple_of(word_rows, 2)
         ok = gl.expand_dims(rows_w[1] & is_nv24, 1) & gl.expand_dims(groups < width // 4, 0)
         words = gl.load(values_ptr + gl.expand_dims(word_rows, 1) + gl.expand_dims(groups, 0), mask=ok, other=0)
-        x_q = gl.load(x_ptr + (col * TILE + k_q) * stride_xk, mask=(k_q < width) & is_nv24, other=0.0)
-        x_q = x_q.to(gl.float32)
+        pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
+        x_q = gl.load(pairs_ptr + col * (TILE // 2) + k_q, mask=(k_q < width // 2) & is_nv24, other=0)
     return dense, x_d, nibbles, words, x_q
 
 
@@ -538,12 +536,13 @@ def hybrid_gemv_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense
                        HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, ALIGNED: gl.constexpr, R: gl.constexpr,
                        TN: gl.constexpr, WN: gl.constexpr):
     """The arguments of `decode.hybrid_decode_kernel` (BLOCK_K = the tile) plus the layout. A DENSE block is
-    (BLOCK_N, TILE) in layout LD, an NV24 block (BLOCK_N, TILE / 4, 4) in L: both give a thread the same 8
-    inputs, so x is loaded for each in its own layout from the same addresses."""
+    (BLOCK_N, TILE) in layout LD, an NV24 block (BLOCK_N, TILE / 4 groups, 2 pairs of inputs) in L: both give a
+    thread the same 8 inputs, so x is loaded for each in its own layout from the same addresses (for NV24 as
+    int32 pairs of bf16, `x_as_pairs`)."""
     TILE: gl.constexpr = BLOCK_K
     TK: gl.constexpr = TILE // 8
     LD: gl.constexpr = gl.BlockedLayout([R, 8], [TN, TK], [WN, 1], [1, 0])
-    L: gl.constexpr = gl.BlockedLayout([R, 2, 4], [TN, TK, 1], [WN, 1, 1], [2, 1, 0])
+    L: gl.constexpr = gl.BlockedLayout([R, 2, 2], [TN, TK, 1], [WN, 1, 1], [2, 1, 0])
     LW: gl.constexpr = gl.SliceLayout(2, L)
     LM: gl.constexpr = gl.BlockedLayout([R, 1], [TN, TK], [WN, 1], [1, 0])
     LX: gl.constexpr = gl.SliceLayout(0, L)
@@ -557,8 +556,8 @@ def hybrid_gemv_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense
     k_d = gl.arange(0, TILE, layout=gl.SliceLayout(0, LD))
     pairs = gl.arange(0, TILE // 8, layout=gl.SliceLayout(0, LM))
     groups = gl.arange(0, TILE // 4, layout=gl.SliceLayout(0, LW))
-    i_x = gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, LX)), 0)
-    k_q = 4 * gl.expand_dims(gl.arange(0, TILE // 4, layout=gl.SliceLayout(1, LX)), 1) + i_x
+    j_x = gl.expand_dims(gl.arange(0, 2, layout=gl.SliceLayout(0, LX)), 0)
+    k_q = 2 * gl.expand_dims(gl.arange(0, TILE // 4, layout=gl.SliceLayout(1, LX)), 1) + j_x  # pairs in the tile
     per_split = gl.cdiv(grid_cols, SPLIT_K)
     first = gl.program_id(1) * per_split
     end = gl.minimum(first + per_split, grid_cols)
@@ -579,13 +578,9 @@ def hybrid_gemv_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense
         if HAS_DENSE:
             acc_d += dense.to(gl.float32) * gl.expand_dims(x_d, 0)
         if HAS_NV24:
-            x0 = input_of_group(x_q, i_x, 0, LW)
-            x1 = input_of_group(x_q, i_x, 1, LW)
-            x2 = input_of_group(x_q, i_x, 2, LW)
-            x3 = input_of_group(x_q, i_x, 3, LW)
-            v0 = (words << 16).to(gl.float32, bitcast=True)
-            v1 = (words & -65536).to(gl.float32, bitcast=True)
-            acc_q += v0 * pick(nibbles & 3, x0, x1, x2, x3) + v1 * pick(nibbles >> 2, x0, x1, x2, x3)
+            xa, xb = kept_inputs(x_q, j_x, nibbles, LW)
+            acc_q = acc_q + (words << 16).to(gl.float32, bitcast=True) * xa
+            acc_q = acc_q + (words & -65536).to(gl.float32, bitcast=True) * xb
         dense, x_d, nibbles, words, x_q = dense_n, x_d_n, nibbles_n, words_n, x_q_n
         code, base = code_n, base_n
     total = gl.convert_layout(gl.sum(acc_d, axis=1), gl.SliceLayout(1, LW)) + gl.sum(acc_q, axis=1)
@@ -610,7 +605,8 @@ LAYOUTS = tuple(KERNELS)
 
 
 def x_as_pairs(x2d: torch.Tensor) -> torch.Tensor:
-    """x2d, or a copy of it with a zero appended to an odd K, that reads as 4-byte aligned int32 pairs."""
+    """x2d, or a copy of it with a zero appended to an odd K, that reads as 4-byte aligned int32 pairs (the
+    copy only for a strided, misaligned or odd-K x)."""
     k = x2d.shape[1]
     if x2d.stride(1) == 1 and x2d.data_ptr() % 4 == 0 and k % 2 == 0:
         return x2d
