@@ -155,18 +155,23 @@ def nv24_int4_loads(scales_ptr, mins_ptr, q_ptrs, meta_ptrs, pairs_ptr, sm_at, p
 
 
 @gluon.jit
-def pair_of_word(x_pairs, j_x, j: gl.constexpr, LW: gl.constexpr):
-    """(1, G, W): int32 pair j (inputs 2j, 2j + 1 as bf16) of each word's 8 in x_pairs (G, W, 8), in the words'
-    layout."""
-    return gl.expand_dims(gl.convert_layout(gl.sum(gl.where(j_x == j, x_pairs, 0), axis=2), gl.SliceLayout(0, LW)),
-                          0)
+def pair(x_pairs, j_x, j: gl.constexpr, LW: gl.constexpr):
+    """Pair j along the last dim of x_pairs (int32, bf16 inputs 2j, 2j + 1), held in the registers of the
+    weights' layout LW (the last dim is in-thread: nothing moves), with a leading dim of 1 for the rows."""
+    last: gl.constexpr = len(x_pairs.shape) - 1
+    return gl.expand_dims(gl.convert_layout(gl.sum(gl.where(j_x == j, x_pairs, 0), axis=last),
+                                            gl.SliceLayout(0, LW)), 0)
 
 
 @gluon.jit
-def permute_bytes(low, high, selector):
-    """PRMT: byte k of the result is byte (nibble k of selector) of the 8 bytes high:low."""
-    return gl.inline_asm_elementwise("prmt.b32 $0, $1, $2, $3;", "=r,r,r,r", [low, high, selector],
+def kept_inputs(low, high, nibbles):
+    """(xa, xb) fp32: the inputs at the two kept positions a, b (nibble a | b << 2) of groups of 4 whose inputs
+    are the bf16 pairs low = (x0, x1) and high = (x2, x3). One byte permute (PRMT) takes bytes 2a, 2a + 1, 2b,
+    2b + 1 of high:low."""
+    selector = 0x1010 + (nibbles & 3) * 0x22 + (nibbles & 0xC) * 0x880
+    kept = gl.inline_asm_elementwise("prmt.b32 $0, $1, $2, $3;", "=r,r,r,r", [low, high, selector],
                                      dtype=gl.int32, is_pure=True, pack=1)
+    return (kept << 16).to(gl.float32, bitcast=True), (kept & -65536).to(gl.float32, bitcast=True)
 
 
 @gluon.jit
@@ -189,12 +194,8 @@ def nv24_int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr,
     """q_ptr: int32 words (N, Kp / 16), 4 groups of 4 inputs each (a byte a group: v0 low nibble, v1 high);
     meta_ptr: int16 words, the same 4 groups' 2-bit positions; a quantization group spans 2 * GROUP inputs, W =
     GROUP / 8 words. x is read as pairs_k = ceil(K / 2) int32 pairs of bf16 (`x_as_pairs` makes it so). The
-    arguments of
-    `decode.nv24_int4_decode_kernel` plus the layout (an INT4 layout over the kept values, V words a thread).
-
-    The two kept inputs of a group of 4 are picked with one byte permute (PRMT) of its two pairs, the selector
-    built from the group's meta nibble (positions a, b: bytes 2a, 2a + 1, 2b, 2b + 1), instead of 3 selects
-    and their compares for each."""
+    arguments of `decode.nv24_int4_decode_kernel` plus the layout (an INT4 layout over the kept values, V words
+    a thread). The two kept inputs of a group are picked with one byte permute (`kept_inputs`)."""
     W: gl.constexpr = GROUP // 8
     G: gl.constexpr = BLOCK_K // (2 * GROUP)
     L: gl.constexpr = gl.BlockedLayout([R, 1, V, 8], [TN, TG, W // V, 1], [WN, WG, 1, 1], [3, 2, 1, 0])
@@ -229,12 +230,7 @@ def nv24_int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr,
         d = gl.zeros((BLOCK_N, G, W), gl.float32, layout=LW)
         xs = gl.zeros((BLOCK_N, G, W), gl.float32, layout=LW)
         for j in gl.static_range(4):  # the word's group j: inputs 4j .. 4j + 3 (pairs 2j, 2j + 1), byte j
-            nibble = meta >> (4 * j)
-            selector = 0x1010 + (nibble & 3) * 0x22 + (nibble & 0xC) * 0x880
-            kept = permute_bytes(pair_of_word(x_pairs, j_x, 2 * j, LW), pair_of_word(x_pairs, j_x, 2 * j + 1, LW),
-                                 selector)
-            xa = (kept << 16).to(gl.float32, bitcast=True)
-            xb = (kept & -65536).to(gl.float32, bitcast=True)
+            xa, xb = kept_inputs(pair(x_pairs, j_x, 2 * j, LW), pair(x_pairs, j_x, 2 * j + 1, LW), meta >> (4 * j))
             d = d + nibble_as_float(words, 2 * j, one) * xa  # one FFMA each
             d = d + nibble_as_float(words, 2 * j + 1, one) * xb
             xs = xs + xa
@@ -293,18 +289,6 @@ def nv24_loads(values_ptr, meta_ptr, meta_at, word_at, pairs_ptr, quad_x, j_x, m
 
 
 @gluon.jit
-def kept_inputs(x_pairs, j_x, nibbles, LW: gl.constexpr):
-    """(xa, xb) fp32 (BLOCK_N, Q): the inputs at the two kept positions a, b (nibble a | b << 2) of each group,
-    from its pairs (x0, x1), (x2, x3) in x_pairs (Q, 2): one byte permute takes bytes 2a, 2a + 1, 2b, 2b + 1."""
-    low = gl.expand_dims(gl.convert_layout(gl.sum(gl.where(j_x == 0, x_pairs, 0), axis=1), gl.SliceLayout(0, LW)),
-                         0)
-    high = gl.expand_dims(gl.convert_layout(gl.sum(gl.where(j_x == 1, x_pairs, 0), axis=1), gl.SliceLayout(0, LW)),
-                          0)
-    kept = permute_bytes(low, high, 0x1010 + (nibbles & 3) * 0x22 + (nibbles & 0xC) * 0x880)
-    return (kept << 16).to(gl.float32, bitcast=True), (kept & -65536).to(gl.float32, bitcast=True)
-
-
-@gluon.jit
 def nv24_gemv_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, stride_xm, stride_xk, row_bytes,
                      HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                      SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
@@ -349,7 +333,7 @@ def nv24_gemv_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, st
             meta_rows_ok & gl.expand_dims((pairs + ahead * P < row_bytes) & live, 0),
             gl.expand_dims(row_ok, 1) & gl.expand_dims((groups + ahead * Q < 2 * row_bytes) & live, 0),
             gl.where(live, x_quads, 0), LW)
-        xa, xb = kept_inputs(x_pairs, j_x, nibbles, LW)
+        xa, xb = kept_inputs(pair(x_pairs, j_x, 0, LW), pair(x_pairs, j_x, 1, LW), nibbles)
         acc = acc + (words << 16).to(gl.float32, bitcast=True) * xa  # one FFMA each
         acc = acc + (words & -65536).to(gl.float32, bitcast=True) * xb
         nibbles, words, x_pairs = nibbles_n, words_n, x_pairs_n
@@ -578,7 +562,7 @@ def hybrid_gemv_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense
         if HAS_DENSE:
             acc_d += dense.to(gl.float32) * gl.expand_dims(x_d, 0)
         if HAS_NV24:
-            xa, xb = kept_inputs(x_q, j_x, nibbles, LW)
+            xa, xb = kept_inputs(pair(x_q, j_x, 0, LW), pair(x_q, j_x, 1, LW), nibbles)
             acc_q = acc_q + (words << 16).to(gl.float32, bitcast=True) * xa
             acc_q = acc_q + (words & -65536).to(gl.float32, bitcast=True) * xb
         dense, x_d, nibbles, words, x_q = dense_n, x_d_n, nibbles_n, words_n, x_q_n
