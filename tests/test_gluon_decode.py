@@ -1,5 +1,6 @@
-"""The explicit-layout decode kernels (`kernels.gluon_decode`): the layouts the host picks, and the sm_90 code of
-the INT4 kernel, compiled on the CPU (no GPU needed; their results are checked on the GPU by test_kernels)."""
+"""The explicit-layout decode kernels (`kernels.gluon_decode`): the layouts and kernels the host picks, and the
+sm_90 code of each kernel, compiled on the CPU (no GPU needed; their results are checked on the GPU by
+test_kernels)."""
 import collections
 import json
 import os
