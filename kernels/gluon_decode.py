@@ -78,6 +78,31 @@ def int4_layout(block_n: int, block_k: int, group: int, num_warps: int,
 
 
 @gluon.jit
+def group_block_indices(N, K, SPAN: gl.constexpr, BLOCK_N: gl.constexpr, G: gl.constexpr, W: gl.constexpr,
+                        SPLIT_K: gl.constexpr, L: gl.constexpr):
+    """The indices INT4 and NV24_INT4 share: their K blocks are G quantization groups of SPAN inputs, W words
+    each, in layout L over (rows, groups, words, 8). Returns (rows, row_ok, row_groups, the first and end K block
+    of this split-K slice, g_s (G,) and sm_at (BLOCK_N, G): the first block's groups and their scale index in
+    each row, w_w (1, 1, W) and word_x (G, W, 1): the word within a group and x's word (8 values) of each, e
+    (1, 1, 8) along x's last dim)."""
+    LW: gl.constexpr = gl.SliceLayout(3, L)
+    LS: gl.constexpr = gl.SliceLayout(2, LW)
+    LX: gl.constexpr = gl.SliceLayout(0, L)
+    rows = gl.program_id(0) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LS))
+    row_groups = gl.cdiv(K, SPAN)
+    per_split = gl.cdiv(gl.cdiv(row_groups, G), SPLIT_K)
+    first = gl.program_id(1) * per_split
+    end = gl.minimum(first + per_split, gl.cdiv(row_groups, G))
+    g_s = first * G + gl.arange(0, G, layout=gl.SliceLayout(0, LS))
+    w_w = gl.expand_dims(gl.expand_dims(gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(1, LW))), 0), 1)
+    g_x = gl.expand_dims(gl.expand_dims(gl.arange(0, G, layout=gl.SliceLayout(1, gl.SliceLayout(2, LX))), 1), 2)
+    w_x = gl.expand_dims(gl.expand_dims(gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(2, LX))), 0), 2)
+    e = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(1, LX))), 0), 1)
+    sm_at = gl.expand_dims(rows.to(gl.int64) * row_groups, 1) + gl.expand_dims(g_s, 0)
+    return rows, rows < N, row_groups, first, end, g_s, sm_at, w_w, (first * G + g_x) * W + w_x, e
+
+
+@gluon.jit
 def int4_loads(scales_ptr, mins_ptr, q_ptrs, x_ptr, sm_at, word_x, i_x, row_ok, groups, row_groups, x_words,
                stride_xk):
     """(scales, mins, words, x fp32) of one K block; zero past the row's groups and past x's x_words words of 8
@@ -101,24 +126,11 @@ def int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N
     G: gl.constexpr = BLOCK_K // GROUP
     L: gl.constexpr = gl.BlockedLayout([R, 1, V, 8], [TN, TG, W // V, 1], [WN, WG, 1, 1], [3, 2, 1, 0])
     LW: gl.constexpr = gl.SliceLayout(3, L)
-    LS: gl.constexpr = gl.SliceLayout(2, LW)
-    LX: gl.constexpr = gl.SliceLayout(0, L)
     one = (N >> 31) | 0x3F800000  # fp32 1.0 held in a register: (nibble & mask) | one is one LOP3
-    rows = gl.program_id(0) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LS))
-    row_ok = rows < N
-    row_groups = gl.cdiv(K, GROUP)
-    per_split = gl.cdiv(gl.cdiv(row_groups, G), SPLIT_K)
-    first = gl.program_id(1) * per_split
-    end = gl.minimum(first + per_split, gl.cdiv(row_groups, G))
-    g_s = first * G + gl.arange(0, G, layout=gl.SliceLayout(0, LS))
-    w_w = gl.expand_dims(gl.expand_dims(gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(1, LW))), 0), 1)
-    g_x = gl.expand_dims(gl.expand_dims(gl.arange(0, G, layout=gl.SliceLayout(1, gl.SliceLayout(2, LX))), 1), 2)
-    w_x = gl.expand_dims(gl.expand_dims(gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(2, LX))), 0), 2)
-    i_x = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(1, LX))), 0), 1)
+    rows, row_ok, row_groups, first, end, g_s, sm_at, w_w, word_x, i_x = group_block_indices(
+        N, K, GROUP, BLOCK_N, G, W, SPLIT_K, L)
     shift = gl.expand_dims(19 - 4 * i_x, 0)  # nibble i (bits 4i..4i+3) to bits 19..22, the mantissa's top
-    sm_at = gl.expand_dims(rows.to(gl.int64) * row_groups, 1) + gl.expand_dims(g_s, 0)
     q_ptrs = q_ptr + gl.expand_dims(sm_at, 2) * W + w_w
-    word_x = (first * G + g_x) * W + w_x
     x_words = K // 8
     acc = gl.zeros((BLOCK_N, G, W), gl.float32, layout=LW)
     s, m, words, x = int4_loads(scales_ptr, mins_ptr, q_ptrs, x_ptr, sm_at, word_x, i_x, row_ok, g_s, row_groups,
@@ -200,24 +212,12 @@ def nv24_int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr,
     G: gl.constexpr = BLOCK_K // (2 * GROUP)
     L: gl.constexpr = gl.BlockedLayout([R, 1, V, 8], [TN, TG, W // V, 1], [WN, WG, 1, 1], [3, 2, 1, 0])
     LW: gl.constexpr = gl.SliceLayout(3, L)
-    LS: gl.constexpr = gl.SliceLayout(2, LW)
-    LX: gl.constexpr = gl.SliceLayout(0, L)
     one = (N >> 31) | 0x3F800000
     pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
-    rows = gl.program_id(0) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LS))
-    row_ok = rows < N
-    row_groups = gl.cdiv(K, 2 * GROUP)
-    per_split = gl.cdiv(gl.cdiv(row_groups, G), SPLIT_K)
-    first = gl.program_id(1) * per_split
-    end = gl.minimum(first + per_split, gl.cdiv(row_groups, G))
-    g_s = first * G + gl.arange(0, G, layout=gl.SliceLayout(0, LS))
-    w_w = gl.expand_dims(gl.expand_dims(gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(1, LW))), 0), 1)
-    g_x = gl.expand_dims(gl.expand_dims(gl.arange(0, G, layout=gl.SliceLayout(1, gl.SliceLayout(2, LX))), 1), 2)
-    w_x = gl.expand_dims(gl.expand_dims(gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(2, LX))), 0), 2)
-    j_x = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(1, LX))), 0), 1)
-    sm_at = gl.expand_dims(rows.to(gl.int64) * row_groups, 1) + gl.expand_dims(g_s, 0)
+    rows, row_ok, row_groups, first, end, g_s, sm_at, w_w, word_x, j_x = group_block_indices(
+        N, K, 2 * GROUP, BLOCK_N, G, W, SPLIT_K, L)
     word_at = gl.expand_dims(sm_at, 2) * W + w_w
-    p_x = 8 * ((first * G + g_x) * W + w_x) + j_x
+    p_x = 8 * word_x + j_x  # a word's 16 inputs are 8 pairs
     acc = gl.zeros((BLOCK_N, G, W), gl.float32, layout=LW)
     s, m, words, meta, x_pairs = nv24_int4_loads(scales_ptr, mins_ptr, q_ptr + word_at, meta_ptr + word_at,
                                                  pairs_ptr, sm_at, p_x, row_ok, g_s, row_groups, pairs_k)
