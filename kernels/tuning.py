@@ -1,7 +1,7 @@
 """Which kernel runs a product, with which launch configuration: the defaults and the candidates tuned over.
 
 `kernel_for` picks the kernel from the layout and M: `decode` at M == 1 (int4, nv24, nv24_int4, bsr_int4, hybrid
-grids of DENSE / NV24 / ZERO tiles), else the tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`),
+grids of DENSE / NV24 / ZERO tiles), `mma` for INT4 at M = 2 to 64 on the GPU (`int4_mma`), else the tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`),
 whose config may instead name `rebuild` (the weight rebuilt once, then cuBLAS): the default from M = 256, and a
 candidate from M = 65. `config_for` returns the config the per-GPU table of `autotune` holds for (kernel,
 layout, N, K, M bucket), or the kernel's default; with SPARC_AUTOTUNE=1 it times `candidates` on the call's
@@ -13,7 +13,7 @@ import itertools
 
 import torch
 
-from . import autotune, bsr_int4, decode, hybrid, rebuild
+from . import autotune, bsr_int4, decode, hybrid, int4_mma, rebuild
 
 
 def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):
@@ -21,12 +21,16 @@ def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):
     m = x2d.shape[0]
     if decode.supports(layout, m, x2d.dtype, tensors):
         return "decode", decode.matmul
+    if int4_mma.supports(layout, x2d):
+        return "mma", int4_mma.matmul
     return "tile", (bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul)
 
 
 def default(kernel: str, layout: str, m: int):
     if kernel == "decode":
         return decode.DEFAULTS[layout]
+    if kernel == "mma":
+        return int4_mma.DEFAULT
     if m >= rebuild.REBUILD_MIN_M and rebuild.supports(layout):
         return rebuild.CONFIG
     return hybrid.default_config(m)
@@ -43,6 +47,8 @@ def candidates(kernel: str, layout: str, m: int) -> list:
         # int4, nv24, nv24_int4: `gluon_decode`'s explicit layouts on the GPU, no software pipelining to choose
         return [decode.Config(n, k, s, w) for n, k, s, w in
                 itertools.product((4, 8, 16, 32), (512, 1024, 2048), (1, 2), (4, 8))]
+    if kernel == "mma":
+        return int4_mma.candidates(m)
     if m == 1:  # the FMA path (BLOCK_M = 1) or one 16-row tensor-core tile
         return [hybrid.Config(1, n, 128, split, w, st) for n, split, w, st in
                 itertools.product((16, 32, 64), (0, 1), (4, 8), (2, 3))] + [hybrid.Config(16, 64, 128, 0, 4, 3, True)]
@@ -71,7 +77,8 @@ TUNING_BYTES = 200 * 2**20  # weight bytes each timed run streams: 4x the H100's
 def timed_run(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
     """run(config): the product over enough copies of the weight to stream TUNING_BYTES (the first is the
     caller's), so tuning times device memory, not L2; made only when a key is tuned."""
-    matmul = decode.matmul if kernel == "decode" else bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul
+    matmul = {"decode": decode.matmul, "mma": int4_mma.matmul}.get(
+        kernel, bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul)
     copies = [tensors]
 
     def run(config):

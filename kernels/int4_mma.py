@@ -1,0 +1,236 @@
+"""INT4 at small M (2 to 64 rows of x) on the GPU: one pass over the weight, dequantized straight into the
+registers of the tensor cores' A operand (mma.sync m16n8k16, Gluon).
+
+At small M a layer is still a stream of weight bytes: at M = 16 a 4096 x 4096 INT4 layer moves 8.9 MB of
+weights against 128 KB of x. The tile kernel's tl.dot gets its rebuilt weight block into the operand layout
+through shared memory; here nothing of a K block leaves the registers. The product is transposed, out.T = W @
+x.T: the weight is the A operand (16 rows a warp tile), x the B operand (8 of its rows a tile). Inside each
+128-input chunk of K the inputs are renumbered so that a thread's A values are exactly the 32 inputs of the
+four words it loads (16 contiguous bytes of a row), and its B values the same 32 inputs of x (64 contiguous
+bytes of an x row). Thread (g, c) of a warp (g = lane // 4, c = lane % 4) loads words 4c .. 4c + 3 of rows g
+and g + 8 of its row tile; word s, nibble j = 4 j2 + 2 j1 + j0 is input p = 32 c + 8 s + j of the chunk, and
+the mma sees it at k = 32 s + 16 j2 + 8 j1 + 2 c + j0. That is where m16n8k16 wants thread c's values: k
+bit 0 and bits 3 and up from registers, bits 1 and 2 from c. A sum over k does not depend on its order, and x
+gets the same renumbering, so both operands are loaded contiguously and reach their operand layout by a
+renaming of registers (`as_operand_a`, `as_operand_b`, asserted trivial: no data moves).
+
+Per K block of BLOCK_K inputs a thread loads its words (one 16-byte load a row and chunk), the scale and
+minimum of their groups and its x values (16-byte loads), dequantizes w = q * s + m in fp32 (exact, as the
+reference: q from the nibble by bit arithmetic, one FFMA) and rounds it to the activation dtype, then issues
+BLOCK_M / 8 mma per 16 inputs and row tile. The next block's loads are issued before the current block is
+computed. Program (pid, pid_k) owns BLOCK_N weight rows and BLOCK_M x rows, and the pid_k-th of SPLIT_K slices
+of K; the epilogue writes out (M, N) (bias added, cast) or the fp32 partial of its slice for `tiling`'s
+split-K reduction. The launch grid depends only on M, N, K and the config: safe inside CUDA graphs.
+
+Gluon does not run under TRITON_INTERPRET: on the CPU small M runs the tile kernel; the GPU tests check this
+kernel against the reference, and tests/test_int4_mma.py compiles it for sm_90 on any machine and checks its
+loop (no shared memory, 16-byte loads).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+from .tiling import Tiling, launch, sm_count
+
+MAX_M = 64
+DTYPES = (torch.bfloat16, torch.float16)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Weight rows per program (16 a warp tile), inputs per K block (a multiple of 128), split-K slices (0: as
+    many as fill the GPU) and warps."""
+    block_n: int
+    block_k: int
+    split_k: int = 0
+    num_warps: int = 4
+
+
+DEFAULT = Config(64, 256, 0, 4)
+PROGRAMS_PER_SM = 2
+
+
+def supports(layout: str, x2d: torch.Tensor) -> bool:
+    """This kernel runs INT4 products of 2 to MAX_M rows of bf16 or fp16 x on CUDA."""
+    return layout == "int4" and 2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES
+
+
+def candidates(m: int) -> list[Config]:
+    """The configs SPARC_AUTOTUNE=1 times: each thread holds BLOCK_M / 8 x rows of 32 inputs per 128-input
+    chunk, so wide blocks go with few x rows (at most 16 such registers of x rows a thread)."""
+    chunks = [c for c in (1, 2, 4) if block_m_for(m) // 8 * c <= 8]
+    return [Config(16 * w * r, 128 * c, split, w) for w, r, c, split in
+            itertools.product((1, 2, 4), (1, 2), chunks, (0, 1))]
+
+
+def bits(n: int) -> range:
+    return range(n.bit_length() - 1)
+
+
+def operand_layouts(block_n: int, block_k: int, block_m: int, group: int, num_warps: int):
+    """(LQ over the dequantized block (BLOCK_N, groups, words of a group, 8 nibbles), LX over x (BLOCK_M,
+    BLOCK_K), the mma layout of the accumulator (BLOCK_N, BLOCK_M)): each thread's words and x values as the
+    module docstring says, its registers in the order the operand layouts number them after the renaming."""
+    per_group = group // 8
+    word_bits = per_group.bit_length() - 1
+
+    def word(bit):  # bit `bit` of a word's index in the block, as (row, group, word of the group, nibble)
+        return [0, 0, 1 << bit, 0] if bit < word_bits else [0, 1 << (bit - word_bits), 0, 0]
+
+    lq = gl.DistributedLinearLayout(
+        reg_bases=[[0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 4], word(0), word(1), [8, 0, 0, 0]]
+        + [word(4 + i) for i in bits(block_k // 128)] + [[16 * num_warps << i, 0, 0, 0] for i in bits(block_n // (16 * num_warps))],
+        lane_bases=[word(2), word(3), [1, 0, 0, 0], [2, 0, 0, 0], [4, 0, 0, 0]],
+        warp_bases=[[16 << i, 0, 0, 0] for i in bits(num_warps)], block_bases=[],
+        shape=[block_n, block_k // group, per_group, 8])
+    lx = gl.DistributedLinearLayout(
+        reg_bases=[[0, 1 << i] for i in range(5)] + [[0, 128 << i] for i in bits(block_k // 128)]
+        + [[8 << i, 0] for i in bits(block_m // 8)],
+        lane_bases=[[0, 32], [0, 64], [1, 0], [2, 0], [4, 0]], warp_bases=[[0, 0] for _ in bits(num_warps)],
+        block_bases=[], shape=[block_m, block_k])
+    mma = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, 8])
+    return lq, lx, mma
+
+
+@gluon.jit
+def renumbered(values):
+    """values (rows, BLOCK_K) with each 128-input chunk renumbered, input 32 c + 8 s + 4 j2 + 2 j1 + j0 to k =
+    32 s + 16 j2 + 8 j1 + 2 c + j0, as (rows, chunks, 4 s, 2 j2, 2 j1, 4 c, 2 j0)."""
+    rows: gl.constexpr = values.shape[0]
+    chunks: gl.constexpr = values.shape[1] // 128
+    return gl.permute(gl.reshape(values, [rows, chunks, 4, 4, 2, 2, 2]), [0, 1, 3, 4, 5, 2, 6])
+
+
+@gluon.jit
+def as_operand_a(w, MMA: gl.constexpr):
+    """The weight block (BLOCK_N, BLOCK_K), renumbered, as the A operand: registers renamed, nothing moved."""
+    a = gl.reshape(renumbered(w), [w.shape[0], w.shape[1]])
+    return gl.convert_layout(a, gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2), assert_trivial=True)
+
+
+@gluon.jit
+def as_operand_b(x, MMA: gl.constexpr):
+    """x (BLOCK_M, BLOCK_K), renumbered, as the B operand (BLOCK_K, BLOCK_M): registers renamed, nothing moved."""
+    b = gl.permute(gl.reshape(renumbered(x), [x.shape[0], x.shape[1]]), [1, 0])
+    return gl.convert_layout(b, gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2), assert_trivial=True)
+
+
+@gluon.jit
+def weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at, ok):
+    """(scales, mins, words) of one K block, zero where not ok."""
+    s = gl.load(scales_ptr + sm_at, mask=ok, other=0.0)
+    m = gl.load(mins_ptr + sm_at, mask=ok, other=0.0)
+    return s, m, gl.load(q_ptr + word_at, mask=gl.expand_dims(ok, 2), other=0)
+
+
+@gluon.jit
+def dequantize(words, s, m, two23, dtype: gl.constexpr, LQ: gl.constexpr):
+    """(BLOCK_N, groups, words, 8) weights q * s + m in `dtype`, rounded once from the exact value as the
+    reference rounds. Nibble j sits at bits 4 p (p = j for j < 5, else j - 3 in the word shifted right by 12);
+    or-ed with the bits of 2^23 (`two23`, held in a register) it is the float 2^23 + q 16^p (one LOP3), and (that - 2^23) * (s / 16^p) + m is
+    exact up to the FFMA's rounding."""
+    nibble = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, LQ))))
+    j = gl.expand_dims(gl.expand_dims(gl.expand_dims(nibble, 0), 1), 2)
+    p = gl.where(j < 5, j, j - 3)
+    high = (words.to(gl.uint32, bitcast=True) >> 12).to(gl.int32, bitcast=True)
+    source = gl.where(j < 5, gl.expand_dims(words, 3), gl.expand_dims(high, 3))
+    f = ((source & (0xF << (4 * p))) | two23).to(gl.float32, bitcast=True) - 8388608.0
+    scaled = gl.expand_dims(gl.expand_dims(s.to(gl.float32), 2), 3) * gl.exp2(-4.0 * p.to(gl.float32))
+    return (f * scaled + gl.expand_dims(gl.expand_dims(m.to(gl.float32), 2), 3)).to(dtype)
+
+
+@gluon.jit
+def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N, K, stride_xm, stride_xk,
+                    HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                    SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
+                    PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, LQ: gl.constexpr,
+                    LX: gl.constexpr, MMA: gl.constexpr):
+    """q_ptr: int32 words (N, Kp / 8) of the INT4 weight; scales and mins (N, Kp / GROUP); x (M, K) with
+    stride_xk == 1. `tiling.launch`'s arguments plus the layouts of `operand_layouts`."""
+    G: gl.constexpr = BLOCK_K // GROUP
+    W: gl.constexpr = GROUP // 8
+    LS: gl.constexpr = gl.SliceLayout(2, gl.SliceLayout(3, LQ))
+    dtype: gl.constexpr = x_ptr.dtype.element_ty
+    grid_m = gl.cdiv(M, BLOCK_M)
+    pid_m, pid_n = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
+    row_groups = gl.cdiv(K, GROUP)
+    per_split = gl.cdiv(gl.cdiv(K, BLOCK_K), SPLIT_K)
+    first = gl.program_id(1) * per_split
+    end = gl.minimum(first + per_split, gl.cdiv(K, BLOCK_K))
+
+    rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LS))
+    groups = first * G + gl.arange(0, G, layout=gl.SliceLayout(0, LS))
+    sm_at = gl.expand_dims(rows.to(gl.int64) * row_groups, 1) + gl.expand_dims(groups, 0)
+    in_group = gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, LQ))))
+    word_at = gl.expand_dims(sm_at, 2) * W + gl.expand_dims(gl.expand_dims(in_group, 0), 1)
+    row_ok = gl.expand_dims(rows < N, 1)
+    x_rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, LX))
+    x_k = first * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, LX))
+    x_at = gl.expand_dims(x_rows.to(gl.int64) * stride_xm, 1) + gl.expand_dims(x_k, 0)
+    x_row_ok = gl.expand_dims(x_rows < M, 1)
+
+    two23 = (N >> 31) | 0x4B000000  # in a register, so that (word & mask) | two23 is a single LOP3
+    acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
+    s, m, words = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at,
+                               row_ok & gl.expand_dims(groups < row_groups, 0))
+    for step in range(first, end):
+        ahead = step + 1 - first
+        s_n, m_n, words_n = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at + ahead * G, word_at + ahead * (G * W),
+                                         row_ok & gl.expand_dims((groups + ahead * G < row_groups) & (step + 1 < end), 0))
+        # x is not carried to the next step: its loads are issued here and wait while the words are dequantized
+        x = gl.load(x_ptr + x_at + (ahead - 1) * BLOCK_K, mask=x_row_ok & gl.expand_dims(x_k + (ahead - 1) * BLOCK_K < K, 0),
+                    other=0.0)
+        w = gl.reshape(dequantize(words, s, m, two23, dtype, LQ), [BLOCK_N, BLOCK_K])
+        acc = gl.nvidia.ampere.mma_v2(as_operand_a(w, MMA), as_operand_b(x, MMA), acc)
+        s, m, words = s_n, m_n, words_n
+    store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
+
+
+@gluon.jit
+def store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
+                     BLOCK_N: gl.constexpr, SPLIT_K: gl.constexpr, MMA: gl.constexpr):
+    """acc (BLOCK_N, BLOCK_M) into out (M, N): bias added and cast with one slice, else the fp32 partial of
+    slice pid_k in (SPLIT_K, M, N)."""
+    rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
+    cols = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))
+    mask = gl.expand_dims(rows < N, 1) & gl.expand_dims(cols < M, 0)
+    if SPLIT_K == 1:
+        if HAS_BIAS:
+            acc += gl.expand_dims(gl.load(bias_ptr + rows, mask=rows < N, other=0.0).to(gl.float32), 1)
+        at = gl.expand_dims(cols.to(gl.int64) * N, 0) + gl.expand_dims(rows, 1)
+        gl.store(out_ptr + at, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        at = gl.expand_dims((gl.program_id(1) * M + cols).to(gl.int64) * N, 0) + gl.expand_dims(rows, 1)
+        gl.store(out_ptr + at, acc, mask=mask)
+
+
+def block_m_for(m: int) -> int:
+    return max(8, 1 << (m - 1).bit_length())
+
+
+def split_for(config: Config, m: int, n: int, k: int, device) -> int:
+    """config.split_k, or (0) the slices that bring the grid to PROGRAMS_PER_SM programs an SM."""
+    if config.split_k:
+        return config.split_k
+    programs = -(-m // block_m_for(m)) * -(-n // config.block_n)
+    steps = -(-k // config.block_k)
+    return max(1, min(PROGRAMS_PER_SM * sm_count(device.index or 0) // programs, steps))
+
+
+def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
+           partials=None):
+    """x2d (M, K) @ W.T + bias for an INT4 weight, 2 <= M <= MAX_M."""
+    n, k, group = dims[0], dims[1], dims[2]
+    qweight, scales, mins = tensors
+    x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
+    block_m = block_m_for(x2d.shape[0])
+    split = split_k if split_k is not None else split_for(config, x2d.shape[0], n, k, x2d.device)
+    lq, lx, mma = operand_layouts(config.block_n, config.block_k, block_m, group, config.num_warps)
+    tiling = Tiling(block_m, config.block_n, config.block_k, split)
+    return launch(int4_mma_kernel, x2d, n, k, bias, tiling, [qweight.view(torch.int32), scales, mins], (),
+                  dict(GROUP=group, LQ=lq, LX=lx, MMA=mma, num_warps=config.num_warps), out, partials)

@@ -1,0 +1,114 @@
+"""INT4 at small M on the tensor cores (`kernels.int4_mma`): its layouts, its sm_90 code compiled on the CPU (no
+GPU needed), and on the GPU its results against the reference."""
+import collections
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from sparc import kernels
+from sparc.kernels import int4_mma
+from test_kernels import GPU, assert_matches_reference, make_case
+
+CONFIGS = [(64, 256, 128, 4, 16), (32, 512, 128, 2, 16), (64, 128, 128, 4, 64), (64, 256, 32, 4, 16),
+           (16, 256, 64, 1, 8), (128, 128, 128, 4, 32), (32, 128, 64, 2, 32)]
+
+
+def elements(layout) -> list[tuple[int, ...]]:
+    """The coordinates every (register, lane, warp) of a linear layout holds."""
+    bases = [*layout.reg_bases, *layout.lane_bases, *layout.warp_bases]
+    held = []
+    for chosen in itertools.product((0, 1), repeat=len(bases)):
+        coordinate = [0] * len(layout.shape)
+        for on, basis in zip(chosen, bases):
+            if on:
+                coordinate = [c ^ b for c, b in zip(coordinate, basis)]
+        held.append(tuple(coordinate))
+    return held
+
+
+@pytest.mark.parametrize("block_n, block_k, group, num_warps, block_m", CONFIGS)
+def test_layouts_cover_the_blocks(block_n, block_k, group, num_warps, block_m):
+    """Every weight nibble once; every x element once per warp (each warp multiplies the same x rows)."""
+    lq, lx, _ = int4_mma.operand_layouts(block_n, block_k, block_m, group, num_warps)
+    held = elements(lq)
+    assert sorted(held) == list(itertools.product(range(block_n), range(block_k // group), range(group // 8),
+                                                  range(8)))
+    counts = collections.Counter(elements(lx))
+    assert set(counts) == set(itertools.product(range(block_m), range(block_k)))
+    assert set(counts.values()) == {num_warps}
+
+
+@pytest.mark.parametrize("block_n, block_k, group, num_warps, block_m", CONFIGS)
+def test_a_thread_loads_16_contiguous_bytes_of_words_and_64_of_x(block_n, block_k, group, num_warps, block_m):
+    """A thread's first two registers of words are 4 consecutive words of a row, its first five of x 32
+    consecutive inputs of an x row: what the renumbering of K relies on (module docstring)."""
+    lq, lx, _ = int4_mma.operand_layouts(block_n, block_k, block_m, group, num_warps)
+    word_index = [(b[1] * (group // 8) + b[2], b[0]) for b in lq.reg_bases[3:5]]
+    assert word_index == [(1, 0), (2, 0)]
+    assert lx.reg_bases[:5] == [[0, 1], [0, 2], [0, 4], [0, 8], [0, 16]]
+
+
+def compiled_loop(*config) -> collections.Counter:
+    """Instruction counts of the kernel's K loop compiled for sm_90 (in a process without TRITON_INTERPRET)."""
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    script = Path(__file__).with_name("gluon_sass.py")
+    done = subprocess.run([sys.executable, str(script), "mma", *map(str, config)], env=env, capture_output=True,
+                          text=True, check=True)
+    return collections.Counter(json.loads(done.stdout.splitlines()[-1]))
+
+
+@pytest.mark.parametrize("block_n, block_k, group, num_warps, block_m, most_per_weight", [
+    (64, 256, 128, 4, 16, 6), (64, 128, 128, 4, 64, 9), (64, 256, 32, 4, 16, 6), (128, 128, 128, 4, 32, 6)])
+def test_loop_stays_in_registers(block_n, block_k, group, num_warps, block_m, most_per_weight):
+    """The operand conversions compile (they are asserted trivial), and the K loop has no shared memory, no
+    barrier and no spill, loads words and x 16 bytes at a time, issues one mma per 16 x 16 weights and 8 x
+    rows, and stays under its count of instructions a weight (about 10% above what triton 3.7 compiles)."""
+    ops = compiled_loop(block_n, block_k, group, num_warps, block_m)
+    opcodes = {op.split(".")[0] for op in ops}
+    assert not {"BAR", "STS", "LDS", "LDL", "STL"} & opcodes
+    weights_a_thread = block_n * block_k // (32 * num_warps)
+    assert ops["LDG.E.128"] == weights_a_thread // 32 + block_m // 8 * block_k // 128 * 4
+    assert ops["HMMA.16816.F32.BF16"] == weights_a_thread // 8 * block_m // 8
+    assert sum(ops.values()) / weights_a_thread < most_per_weight
+
+
+def test_candidates_keep_x_in_few_registers():
+    for m in (2, 16, 17, 64):
+        for config in int4_mma.candidates(m):
+            assert int4_mma.block_m_for(m) // 8 * config.block_k // 128 <= 8
+            assert config.block_n % (16 * config.num_warps) == 0
+
+
+@pytest.mark.gpu
+@GPU
+@given(data=st.data())
+def test_matches_reference_gpu(data):
+    group = data.draw(st.sampled_from([32, 64, 128]))
+    n, k = data.draw(st.integers(1, 2500)), data.draw(st.integers(1, 2500))
+    m = data.draw(st.integers(2, int4_mma.MAX_M))
+    dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
+    packed = make_case("int4", n, k, dtype, group, 1.0, data.draw(st.integers(0, 99))).pack().to("cuda")
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
+    config = data.draw(st.sampled_from([int4_mma.DEFAULT, *int4_mma.candidates(m)]))
+    split = data.draw(st.sampled_from([None, 1, 3]))
+    assert kernels.kernel_name(x, "int4", packed.tensors, packed.dims) == "mma"
+    out = int4_mma.matmul(x, "int4", list(packed.tensors), packed.dims, bias, config, split_k=split)
+    assert_matches_reference(out, x, packed, bias)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [2, 16, 33, 64])
+def test_every_candidate_on_a_llama_shape_gpu(m):
+    packed = make_case("int4", 1024, 4096, torch.bfloat16, 128, 1.0, m).pack().to("cuda")
+    x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
+    for config in int4_mma.candidates(m):
+        assert_matches_reference(int4_mma.matmul(x, "int4", list(packed.tensors), packed.dims, None, config),
+                                 x, packed, None)
