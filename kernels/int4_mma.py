@@ -35,6 +35,7 @@ import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
+from .gluon_decode import x_as_pairs
 from .tiling import Tiling, launch, sm_count
 
 MAX_M = 64
@@ -73,37 +74,37 @@ def bits(n: int) -> range:
 
 
 def operand_layouts(block_n: int, block_k: int, block_m: int, group: int, num_warps: int):
-    """(LQ over the dequantized block (BLOCK_N, groups, words of a group, 8 nibbles), LX over x (BLOCK_M,
-    BLOCK_K), the mma layout of the accumulator (BLOCK_N, BLOCK_M)): each thread's words and x values as the
-    module docstring says, its registers in the order the operand layouts number them after the renaming."""
+    """(LW over the words (BLOCK_N, groups, words of a group), LX over x as int32 pairs (BLOCK_M, BLOCK_K / 2),
+    the mma layout of the accumulator (BLOCK_N, BLOCK_M)): each thread's words and x values as the module
+    docstring says."""
     per_group = group // 8
     word_bits = per_group.bit_length() - 1
 
-    def word(bit):  # bit `bit` of a word's index in the block, as (row, group, word of the group, nibble)
-        return [0, 0, 1 << bit, 0] if bit < word_bits else [0, 1 << (bit - word_bits), 0, 0]
+    def word(bit):  # bit `bit` of a word's index in the block, as (row, group, word of the group)
+        return [0, 0, 1 << bit] if bit < word_bits else [0, 1 << (bit - word_bits), 0]
 
-    lq = gl.DistributedLinearLayout(
-        reg_bases=[[0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 4], word(0), word(1), [8, 0, 0, 0]]
-        + [word(4 + i) for i in bits(block_k // 128)] + [[16 * num_warps << i, 0, 0, 0] for i in bits(block_n // (16 * num_warps))],
-        lane_bases=[word(2), word(3), [1, 0, 0, 0], [2, 0, 0, 0], [4, 0, 0, 0]],
-        warp_bases=[[16 << i, 0, 0, 0] for i in bits(num_warps)], block_bases=[],
-        shape=[block_n, block_k // group, per_group, 8])
+    lw = gl.DistributedLinearLayout(
+        reg_bases=[word(0), word(1), [8, 0, 0]] + [word(4 + i) for i in bits(block_k // 128)]
+        + [[16 * num_warps << i, 0, 0] for i in bits(block_n // (16 * num_warps))],
+        lane_bases=[word(2), word(3), [1, 0, 0], [2, 0, 0], [4, 0, 0]],
+        warp_bases=[[16 << i, 0, 0] for i in bits(num_warps)], block_bases=[],
+        shape=[block_n, block_k // group, per_group])
     lx = gl.DistributedLinearLayout(
-        reg_bases=[[0, 1 << i] for i in range(5)] + [[0, 128 << i] for i in bits(block_k // 128)]
+        reg_bases=[[0, 1 << i] for i in range(4)] + [[0, 64 << i] for i in bits(block_k // 128)]
         + [[8 << i, 0] for i in bits(block_m // 8)],
-        lane_bases=[[0, 32], [0, 64], [1, 0], [2, 0], [4, 0]], warp_bases=[[0, 0] for _ in bits(num_warps)],
-        block_bases=[], shape=[block_m, block_k])
+        lane_bases=[[0, 16], [0, 32], [1, 0], [2, 0], [4, 0]], warp_bases=[[0, 0] for _ in bits(num_warps)],
+        block_bases=[], shape=[block_m, block_k // 2])
     mma = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, 8])
-    return lq, lx, mma
+    return lw, lx, mma
 
 
 @gluon.jit
 def renumbered(values):
     """values (rows, BLOCK_K) with each 128-input chunk renumbered, input 32 c + 8 s + 4 j2 + 2 j1 + j0 to k =
-    32 s + 16 j2 + 8 j1 + 2 c + j0, as (rows, chunks, 4 s, 2 j2, 2 j1, 4 c, 2 j0)."""
+    32 s + 16 j1 + 8 j0 + 2 c + j2, as (rows, chunks, 4 s, 2 j1, 2 j0, 4 c, 2 j2)."""
     rows: gl.constexpr = values.shape[0]
     chunks: gl.constexpr = values.shape[1] // 128
-    return gl.permute(gl.reshape(values, [rows, chunks, 4, 4, 2, 2, 2]), [0, 1, 3, 4, 5, 2, 6])
+    return gl.permute(gl.reshape(values, [rows, chunks, 4, 4, 2, 2, 2]), [0, 1, 3, 5, 6, 2, 4])
 
 
 @gluon.jit
@@ -121,41 +122,84 @@ def as_operand_b(x, MMA: gl.constexpr):
 
 
 @gluon.jit
+def halves(pairs, dtype: gl.constexpr):
+    """(low, high) 16-bit halves of int32 pairs, as `dtype` (a renaming: no instruction)."""
+    low, high = gl.inline_asm_elementwise("mov.b32 {$0, $1}, $2;", "=h,=h,r", [pairs], dtype=(gl.int16, gl.int16),
+                                          is_pure=True, pack=1)
+    return low.to(dtype, bitcast=True), high.to(dtype, bitcast=True)
+
+
+@gluon.jit
+def as_values(pairs, dtype: gl.constexpr):
+    """int32 pairs (rows, n) of 16-bit values as (rows, 2 n) `dtype` values."""
+    low, high = halves(pairs, dtype)
+    return gl.reshape(gl.join(low, high), [pairs.shape[0], 2 * pairs.shape[1]])
+
+
+@gluon.jit
+def dequantized_pair(words, s2, m2, R: gl.constexpr, dtype: gl.constexpr):
+    """int32: the pair (w_R, w_R+4) of each word's nibbles in `dtype`, w = q * s + m for s2 = (s, s) and m2 =
+    (m, m) packed the same way. q | 128's bits (1024's for fp16) is the half-float 128 + q, one LOP3 for the
+    pair; subtracting 128 is exact and one fused multiply-add rounds q * s + m once."""
+    moved = words >> (4 * R)  # bits 16 and up of the shifted-in sign never reach the mask
+    if dtype == gl.bfloat16:
+        return gl.inline_asm_elementwise(
+            "{ .reg .b32 t, c; mov.b32 c, 0x43004300; lop3.b32 t, $1, 0x000F000F, c, 0xEA; "
+            "sub.rn.bf16x2 t, t, c; fma.rn.bf16x2 $0, t, $2, $3; }",
+            "=r,r,r,r", [moved, s2, m2], dtype=gl.int32, is_pure=True, pack=1)
+    return gl.inline_asm_elementwise(
+        "{ .reg .b32 t, c; mov.b32 c, 0x64006400; lop3.b32 t, $1, 0x000F000F, c, 0xEA; "
+        "sub.rn.f16x2 t, t, c; fma.rn.f16x2 $0, t, $2, $3; }",
+        "=r,r,r,r", [moved, s2, m2], dtype=gl.int32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def dequantize(words, s2, m2, dtype: gl.constexpr):
+    """The (BLOCK_N, BLOCK_K) weight block in `dtype` from its words (BLOCK_N, groups, words) and the packed
+    scales and minimums of its groups (BLOCK_N, groups): four pairs a word (`dequantized_pair`), joined back in
+    input order."""
+    s3 = gl.expand_dims(s2, 2)
+    m3 = gl.expand_dims(m2, 2)
+    low0, high0 = halves(dequantized_pair(words, s3, m3, 0, dtype), dtype)
+    low1, high1 = halves(dequantized_pair(words, s3, m3, 1, dtype), dtype)
+    low2, high2 = halves(dequantized_pair(words, s3, m3, 2, dtype), dtype)
+    low3, high3 = halves(dequantized_pair(words, s3, m3, 3, dtype), dtype)
+    # (.., j2, j0, j1) for nibble 4 j2 + 2 j1 + j0, then in input order
+    nibbles = gl.join(gl.join(gl.join(low0, high0), gl.join(low1, high1)),
+                      gl.join(gl.join(low2, high2), gl.join(low3, high3)))
+    return gl.reshape(gl.permute(nibbles, [0, 1, 2, 3, 5, 4]), [words.shape[0], 8 * words.shape[1] * words.shape[2]])
+
+
+@gluon.jit
+def packed_twice(values):
+    """int32 (v, v) of 16-bit values loaded as int16."""
+    bits = values.to(gl.int32) & 0xFFFF
+    return bits | (bits << 16)
+
+
+@gluon.jit
 def weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at, ok):
-    """(scales, mins, words) of one K block, zero where not ok."""
-    s = gl.load(scales_ptr + sm_at, mask=ok, other=0.0)
-    m = gl.load(mins_ptr + sm_at, mask=ok, other=0.0)
-    return s, m, gl.load(q_ptr + word_at, mask=gl.expand_dims(ok, 2), other=0)
+    """(scales, mins (each packed twice in an int32), words) of one K block, zero where not ok."""
+    s2 = packed_twice(gl.load(scales_ptr + sm_at, mask=ok, other=0))
+    m2 = packed_twice(gl.load(mins_ptr + sm_at, mask=ok, other=0))
+    return s2, m2, gl.load(q_ptr + word_at, mask=gl.expand_dims(ok, 2), other=0)
 
 
 @gluon.jit
-def dequantize(words, s, m, two23, dtype: gl.constexpr, LQ: gl.constexpr):
-    """(BLOCK_N, groups, words, 8) weights q * s + m in `dtype`, rounded once from the exact value as the
-    reference rounds. Nibble j sits at bits 4 p (p = j for j < 5, else j - 3 in the word shifted right by 12);
-    or-ed with the bits of 2^23 (`two23`, held in a register) it is the float 2^23 + q 16^p (one LOP3), and (that - 2^23) * (s / 16^p) + m is
-    exact up to the FFMA's rounding."""
-    nibble = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, LQ))))
-    j = gl.expand_dims(gl.expand_dims(gl.expand_dims(nibble, 0), 1), 2)
-    p = gl.where(j < 5, j, j - 3)
-    high = (words.to(gl.uint32, bitcast=True) >> 12).to(gl.int32, bitcast=True)
-    source = gl.where(j < 5, gl.expand_dims(words, 3), gl.expand_dims(high, 3))
-    f = ((source & (0xF << (4 * p))) | two23).to(gl.float32, bitcast=True) - 8388608.0
-    scaled = gl.expand_dims(gl.expand_dims(s.to(gl.float32), 2), 3) * gl.exp2(-4.0 * p.to(gl.float32))
-    return (f * scaled + gl.expand_dims(gl.expand_dims(m.to(gl.float32), 2), 3)).to(dtype)
-
-
-@gluon.jit
-def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N, K, stride_xm, stride_xk,
+def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N, K, stride_xm, stride_xk, pairs_k,
                     HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                     SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
-                    PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, LQ: gl.constexpr,
+                    PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, LW: gl.constexpr,
                     LX: gl.constexpr, MMA: gl.constexpr):
-    """q_ptr: int32 words (N, Kp / 8) of the INT4 weight; scales and mins (N, Kp / GROUP); x (M, K) with
-    stride_xk == 1. `tiling.launch`'s arguments plus the layouts of `operand_layouts`."""
+    """q_ptr: int32 words (N, Kp / 8) of the INT4 weight; scales and mins (N, Kp / GROUP) as int16; x (M, K)
+    read as pairs_k = ceil(K / 2) int32 pairs a row (`x_as_pairs`; stride_xm even; an argument, so that its
+    alignment is known). `tiling.launch`'s arguments plus the layouts of
+    `operand_layouts`."""
     G: gl.constexpr = BLOCK_K // GROUP
     W: gl.constexpr = GROUP // 8
-    LS: gl.constexpr = gl.SliceLayout(2, gl.SliceLayout(3, LQ))
+    LS: gl.constexpr = gl.SliceLayout(2, LW)
     dtype: gl.constexpr = x_ptr.dtype.element_ty
+    pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
     grid_m = gl.cdiv(M, BLOCK_M)
     pid_m, pid_n = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
     row_groups = gl.cdiv(K, GROUP)
@@ -166,28 +210,28 @@ def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N,
     rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LS))
     groups = first * G + gl.arange(0, G, layout=gl.SliceLayout(0, LS))
     sm_at = gl.expand_dims(rows.to(gl.int64) * row_groups, 1) + gl.expand_dims(groups, 0)
-    in_group = gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, LQ))))
+    in_group = gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(1, LW)))
     word_at = gl.expand_dims(sm_at, 2) * W + gl.expand_dims(gl.expand_dims(in_group, 0), 1)
     row_ok = gl.expand_dims(rows < N, 1)
     x_rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, LX))
-    x_k = first * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, LX))
-    x_at = gl.expand_dims(x_rows.to(gl.int64) * stride_xm, 1) + gl.expand_dims(x_k, 0)
+    x_pairs = first * (BLOCK_K // 2) + gl.arange(0, BLOCK_K // 2, layout=gl.SliceLayout(0, LX))
+    x_at = gl.expand_dims(x_rows.to(gl.int64) * (stride_xm // 2), 1) + gl.expand_dims(x_pairs, 0)
     x_row_ok = gl.expand_dims(x_rows < M, 1)
 
-    two23 = (N >> 31) | 0x4B000000  # in a register, so that (word & mask) | two23 is a single LOP3
     acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
-    s, m, words = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at,
-                               row_ok & gl.expand_dims(groups < row_groups, 0))
+    s2, m2, words = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at,
+                                 row_ok & gl.expand_dims(groups < row_groups, 0))
+    x = gl.load(pairs_ptr + x_at, mask=x_row_ok & gl.expand_dims(x_pairs < pairs_k, 0), other=0)
     for step in range(first, end):
         ahead = step + 1 - first
-        s_n, m_n, words_n = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at + ahead * G, word_at + ahead * (G * W),
-                                         row_ok & gl.expand_dims((groups + ahead * G < row_groups) & (step + 1 < end), 0))
-        # x is not carried to the next step: its loads are issued here and wait while the words are dequantized
-        x = gl.load(x_ptr + x_at + (ahead - 1) * BLOCK_K, mask=x_row_ok & gl.expand_dims(x_k + (ahead - 1) * BLOCK_K < K, 0),
-                    other=0.0)
-        w = gl.reshape(dequantize(words, s, m, two23, dtype, LQ), [BLOCK_N, BLOCK_K])
-        acc = gl.nvidia.ampere.mma_v2(as_operand_a(w, MMA), as_operand_b(x, MMA), acc)
-        s, m, words = s_n, m_n, words_n
+        live = step + 1 < end
+        s2_n, m2_n, words_n = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at + ahead * G, word_at + ahead * (G * W),
+                                           row_ok & gl.expand_dims((groups + ahead * G < row_groups) & live, 0))
+        x_n = gl.load(pairs_ptr + x_at + ahead * (BLOCK_K // 2),
+                      mask=x_row_ok & gl.expand_dims((x_pairs + ahead * (BLOCK_K // 2) < pairs_k) & live, 0), other=0)
+        w = dequantize(words, s2, m2, dtype)
+        acc = gl.nvidia.ampere.mma_v2(as_operand_a(w, MMA), as_operand_b(as_values(x, dtype), MMA), acc)
+        s2, m2, words, x = s2_n, m2_n, words_n, x_n
     store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
 
 
@@ -227,10 +271,11 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     """x2d (M, K) @ W.T + bias for an INT4 weight, 2 <= M <= MAX_M."""
     n, k, group = dims[0], dims[1], dims[2]
     qweight, scales, mins = tensors
-    x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     block_m = block_m_for(x2d.shape[0])
     split = split_k if split_k is not None else split_for(config, x2d.shape[0], n, k, x2d.device)
-    lq, lx, mma = operand_layouts(config.block_n, config.block_k, block_m, group, config.num_warps)
+    lw, lx, mma = operand_layouts(config.block_n, config.block_k, block_m, group, config.num_warps)
     tiling = Tiling(block_m, config.block_n, config.block_k, split)
-    return launch(int4_mma_kernel, x2d, n, k, bias, tiling, [qweight.view(torch.int32), scales, mins], (),
-                  dict(GROUP=group, LQ=lq, LX=lx, MMA=mma, num_warps=config.num_warps), out, partials)
+    pointers = [qweight.view(torch.int32), scales.view(torch.int16), mins.view(torch.int16)]
+    pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
+    return launch(int4_mma_kernel, pairs, n, k, bias, tiling, pointers, (pairs.shape[1] // 2,),
+                  dict(GROUP=group, LW=lw, LX=lx, MMA=mma, num_warps=config.num_warps), out, partials)

@@ -55,15 +55,17 @@ def compile_decode(layout: str, block_n: int, block_k: int, group: int, num_warp
 
 
 def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, block_m: int):
-    lq, lx, mma = int4_mma.operand_layouts(block_n, block_k, block_m, group, num_warps)
+    lw, lx, mma = int4_mma.operand_layouts(block_n, block_k, block_m, group, num_warps)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=1, USE_DOT=True,
-                      DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, GROUP=group, LQ=lq, LX=lx,
+                      DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, GROUP=group, LW=lw, LX=lx,
                       MMA=mma)
-    pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", q_ptr="*i32", scales_ptr="*bf16",
-                    mins_ptr="*bf16")
-    signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", **{name: "constexpr" for name in constexprs})
+    pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", q_ptr="*i32", scales_ptr="*i16",
+                    mins_ptr="*i16")
+    signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32",
+                     **{name: "constexpr" for name in constexprs})
     kernel = int4_mma.int4_mma_kernel
-    aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in [*pointers, "N", "K", "stride_xm"]}
+    aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
+               for name in [*pointers, "N", "K", "stride_xm", "pairs_k"]}
     source = GluonASTSource(kernel, signature, constexprs, aligned)
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
