@@ -4,7 +4,7 @@ Each format lives in its own file with a pure-PyTorch reference (the ground trut
 Triton piece that rebuilds its weight blocks; `hybrid.tile_grid_kernel` runs the tile formats (dense, nv24,
 int4, nv24_int4, zero and their hybrid grid), `bsr_int4.bsr_int4_kernel` the block-sparse one, and at M == 1
 int4, nv24, nv24_int4, bsr_int4 and DENSE / NV24 / ZERO hybrid grids run weight-streaming kernels (`decode`;
-on the GPU their explicit-layout versions, `gluon_decode`).
+on the GPU their explicit-layout versions, `gluon_decode`), and on the GPU INT4 at M = 2 to 16 runs `int4_mma`.
 For large M a tuned choice (the default from M = 256) rebuilds the weight once in the activation dtype and
 multiplies by cuBLAS instead (`rebuild`); `kernel_name` says which runs.
 `tuning` picks the kernel and its launch configuration (the per-GPU table of `autotune`).
@@ -95,7 +95,7 @@ def triton_matmul(x: torch.Tensor, layout: str, tensors, dims, bias: torch.Tenso
 
 
 def kernel_name(x: torch.Tensor, layout: str, tensors, dims) -> str:
-    """Which kernel `triton_matmul` runs for x (..., K) and this weight: decode, tile or rebuild."""
+    """Which kernel `triton_matmul` runs for x (..., K) and this weight: decode, mma, tile or rebuild."""
     x2d = x.reshape(-1, dims[1])
     kernel, _ = tuning.kernel_for(layout, x2d, tensors)
     config = tuning.config_for(kernel, layout, x2d, list(tensors), dims, None)

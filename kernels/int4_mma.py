@@ -1,4 +1,4 @@
-"""INT4 at small M (2 to 64 rows of x) on the GPU: one pass over the weight, dequantized straight into the
+"""INT4 at small M (2 to 16 rows of x) on the GPU: one pass over the weight, dequantized straight into the
 registers of the tensor cores' A operand (mma.sync m16n8k16, Gluon).
 
 At small M a layer is still a stream of weight bytes: at M = 16 a 4096 x 4096 INT4 layer moves 8.9 MB of
@@ -9,16 +9,21 @@ x.T: the weight is the A operand (16 rows a warp tile), x the B operand (8 of it
 four words it loads (16 contiguous bytes of a row), and its B values the same 32 inputs of x (64 contiguous
 bytes of an x row). Thread (g, c) of a warp (g = lane // 4, c = lane % 4) loads words 4c .. 4c + 3 of rows g
 and g + 8 of its row tile; word s, nibble j = 4 j2 + 2 j1 + j0 is input p = 32 c + 8 s + j of the chunk, and
-the mma sees it at k = 32 s + 16 j2 + 8 j1 + 2 c + j0. That is where m16n8k16 wants thread c's values: k
+the mma sees it at k = 32 s + 16 j1 + 8 j0 + 2 c + j2. That is where m16n8k16 wants thread c's values: k
 bit 0 and bits 3 and up from registers, bits 1 and 2 from c. A sum over k does not depend on its order, and x
 gets the same renumbering, so both operands are loaded contiguously and reach their operand layout by a
 renaming of registers (`as_operand_a`, `as_operand_b`, asserted trivial: no data moves).
 
 Per K block of BLOCK_K inputs a thread loads its words (one 16-byte load a row and chunk), the scale and
-minimum of their groups and its x values (16-byte loads), dequantizes w = q * s + m in fp32 (exact, as the
-reference: q from the nibble by bit arithmetic, one FFMA) and rounds it to the activation dtype, then issues
-BLOCK_M / 8 mma per 16 inputs and row tile. The next block's loads are issued before the current block is
-computed. Program (pid, pid_k) owns BLOCK_N weight rows and BLOCK_M x rows, and the pid_k-th of SPLIT_K slices
+minimum of their groups and its x values (16-byte loads of int32 pairs, so that the prefetched x stays in
+32-bit registers). A word becomes four pairs of weights in the activation dtype, nibbles (r, r + 4), with one
+LOP3 (the half-float 128 + q), one exact subtraction and one fused multiply-add each (`dequantized_pair`):
+about 2 instructions a weight. So k bit 0 is nibble bit 2, and x's pairs are regrouped to match (one PRMT a
+pair, shared by the warp tile's rows). w = q * s + m is rounded once from its exact value; the reference
+rounds through fp32 first, and the two can differ (by one unit in the last place) only where q * s + m needs
+more than fp32's 24 bits, which takes a group whose |minimum| is above about 2^16 times its scale. Then BLOCK_M / 8
+mma per 16 inputs and row tile. The next block's loads are issued before the current block is computed.
+Program (pid, pid_k) owns BLOCK_N weight rows and BLOCK_M x rows, and the pid_k-th of SPLIT_K slices
 of K; the epilogue writes out (M, N) (bias added, cast) or the fp32 partial of its slice for `tiling`'s
 split-K reduction. The launch grid depends only on M, N, K and the config: safe inside CUDA graphs.
 
@@ -38,7 +43,7 @@ from triton.experimental.gluon import language as gl
 from .gluon_decode import x_as_pairs
 from .tiling import Tiling, launch, sm_count
 
-MAX_M = 64
+MAX_M = 16  # at M = 64 the tile kernel is faster: x's prefetched registers crowd out the words' (RESULTS.md)
 DTYPES = (torch.bfloat16, torch.float16)
 
 
@@ -52,7 +57,7 @@ class Config:
     num_warps: int = 4
 
 
-DEFAULT = Config(64, 256, 0, 4)
+DEFAULT = Config(128, 128, 0, 4)
 PROGRAMS_PER_SM = 2
 
 

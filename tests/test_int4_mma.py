@@ -78,7 +78,7 @@ def test_loop_stays_in_registers(block_n, block_k, group, num_warps, block_m, mo
 
 
 def test_candidates_keep_x_in_few_registers():
-    for m in (2, 16, 17, 64):
+    for m in (2, 9, 16):
         for config in int4_mma.candidates(m):
             assert int4_mma.block_m_for(m) // 8 * config.block_k // 128 <= 8
             assert config.block_n % (16 * config.num_warps) == 0
@@ -103,7 +103,7 @@ def test_matches_reference_gpu(data):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m", [2, 16, 33, 64])
+@pytest.mark.parametrize("m", [2, 9, 16])
 def test_every_candidate_on_a_llama_shape_gpu(m):
     packed = make_case("int4", 1024, 4096, torch.bfloat16, 128, 1.0, m).pack().to("cuda")
     x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
