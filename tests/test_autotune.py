@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from sparc.kernels import autotune, decode, hybrid, pack, tuning
+from sparc.kernels import autotune, decode, hybrid, int4_mma, pack, tuning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +127,7 @@ def test_select_never_tunes_while_a_graph_is_captured(monkeypatch, tmp_path):
 
 def test_shipped_tables_hold_valid_configs():
     """Every entry of every table in the package builds its kernel's config, for a known layout and bucket."""
-    classes = {"decode": decode.Config, "tile": hybrid.Config}
+    classes = {"decode": decode.Config, "tile": hybrid.Config, "mma": int4_mma.Config}
     tables = list(autotune.CONFIG_DIR.glob("*.json"))
     assert tables
     for path in tables:
@@ -139,7 +139,8 @@ def test_shipped_tables_hold_valid_configs():
 
 
 @pytest.mark.parametrize("kernel, layout, m", [("decode", "int4", 1), ("decode", "bsr_int4", 1), ("tile", "nv24", 16),
-                                               ("tile", "hybrid", 64), ("tile", "int4", 2048)])
+                                               ("tile", "hybrid", 64), ("tile", "int4", 2048),
+                                               ("mma", "int4", 16)])
 def test_candidates_are_of_the_kernels_config_type(kernel, layout, m):
     default = tuning.default(kernel, layout, m)
     candidates = tuning.candidates(kernel, layout, m)
