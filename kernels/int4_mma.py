@@ -67,8 +67,8 @@ def supports(layout: str, x2d: torch.Tensor) -> bool:
 
 
 def candidates(m: int) -> list[Config]:
-    """The configs SPARC_AUTOTUNE=1 times: each thread holds BLOCK_M / 8 x rows of 32 inputs per 128-input
-    chunk, so wide blocks go with few x rows (at most 16 such registers of x rows a thread)."""
+    """The configs SPARC_AUTOTUNE=1 times. A thread holds 16 int32 pairs of x for each of its BLOCK_M / 8 x
+    rows and 128-input chunks, twice (prefetch): at most 8 such runs, so wide blocks go with few x rows."""
     chunks = [c for c in (1, 2, 4) if block_m_for(m) // 8 * c <= 8]
     return [Config(16 * w * r, 128 * c, split, w) for w, r, c, split in
             itertools.product((1, 2, 4), (1, 2), chunks, (0, 1))]

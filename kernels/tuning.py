@@ -3,9 +3,9 @@
 `kernel_for` picks the kernel from the layout and M: `decode` at M == 1 (int4, nv24, nv24_int4, bsr_int4, hybrid
 grids of DENSE / NV24 / ZERO tiles), `mma` for INT4 at M = 2 to 16 on the GPU (`int4_mma`), else the tile
 kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`), whose config may instead name `rebuild` (the
-weight rebuilt once, then cuBLAS): the default from M = 256, and a candidate from M = 65. `config_for` returns the config the per-GPU table of `autotune` holds for (kernel,
-layout, N, K, M bucket), or the kernel's default; with SPARC_AUTOTUNE=1 it times `candidates` on the call's
-inputs first.
+weight rebuilt once, then cuBLAS): the default from M = 256, and a candidate from M = 65. `config_for` returns
+the config the per-GPU table of `autotune` holds for (kernel, layout, N, K, M bucket), or the kernel's default;
+with SPARC_AUTOTUNE=1 it times `candidates` on the call's inputs first.
 """
 from __future__ import annotations
 
