@@ -40,6 +40,7 @@ import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
+from .decode import fill_split
 from .gluon_decode import x_as_pairs
 from .tiling import Tiling, launch, sm_count
 
@@ -58,7 +59,6 @@ class Config:
 
 
 DEFAULT = Config(128, 128, 0, 4)
-PROGRAMS_PER_SM = 2
 
 
 def supports(layout: str, x2d: torch.Tensor) -> bool:
@@ -263,12 +263,11 @@ def block_m_for(m: int) -> int:
 
 
 def split_for(config: Config, m: int, n: int, k: int, device) -> int:
-    """config.split_k, or (0) the slices that bring the grid to PROGRAMS_PER_SM programs an SM."""
+    """config.split_k, or (0) the slices that fill the GPU (`decode.fill_split`)."""
     if config.split_k:
         return config.split_k
     programs = -(-m // block_m_for(m)) * -(-n // config.block_n)
-    steps = -(-k // config.block_k)
-    return max(1, min(PROGRAMS_PER_SM * sm_count(device.index or 0) // programs, steps))
+    return fill_split(programs, -(-k // config.block_k), sm_count(device.index or 0))
 
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
