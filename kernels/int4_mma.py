@@ -58,18 +58,21 @@ class Config:
     num_warps: int = 4
 
 
-DEFAULT = Config(128, 128, 0, 4)
+DEFAULTS = {"int4": Config(128, 128, 0, 4), "bsr_int4": Config(0, 128, 0, 4)}  # BSR_INT4: block_n is the format's
+WARPS_PER_SM = 8  # BSR_INT4's split-K fill: its programs are one block row, often one warp
 
 
 def supports(layout: str, x2d: torch.Tensor) -> bool:
-    """This kernel runs INT4 products of 2 to MAX_M rows of bf16 or fp16 x on CUDA."""
-    return layout == "int4" and 2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES
+    """This kernel runs INT4 and BSR_INT4 products of 2 to MAX_M rows of bf16 or fp16 x on CUDA."""
+    return layout in DEFAULTS and 2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES
 
 
-def candidates(m: int) -> list[Config]:
+def candidates(layout: str, m: int) -> list[Config]:
     """The configs SPARC_AUTOTUNE=1 times. A thread holds 16 int32 pairs of x for each of its BLOCK_M / 8 x
     rows and 128-input chunks, twice (prefetch): at most 8 such runs, so wide blocks go with few x rows."""
     chunks = [c for c in (1, 2, 4) if block_m_for(m) // 8 * c <= 8]
+    if layout == "bsr_int4":
+        return [Config(0, 128 * c, split, w) for c, split, w in itertools.product(chunks[:2], (0, 2, 4, 8), (1, 2, 4))]
     return [Config(16 * w * r, 128 * c, split, w) for w, r, c, split in
             itertools.product((1, 2, 4), (1, 2), chunks, (0, 1))]
 
@@ -79,26 +82,30 @@ def bits(n: int) -> range:
 
 
 def operand_layouts(block_n: int, block_k: int, block_m: int, group: int, num_warps: int):
-    """(LW over the words (BLOCK_N, groups, words of a group), LX over x as int32 pairs (BLOCK_M, BLOCK_K / 2),
-    the mma layout of the accumulator (BLOCK_N, BLOCK_M)): each thread's words and x values as the module
-    docstring says."""
-    per_group = group // 8
-    word_bits = per_group.bit_length() - 1
+    """(LW over the words (BLOCK_N, groups, words of a group), LX over x as int32 pairs (BLOCK_M, groups, pairs
+    of a group), the mma layout of the accumulator (BLOCK_N, BLOCK_M)): each thread's words and x values as the
+    module docstring says."""
+    def split(bit, size, lead):  # bit `bit` of an index into consecutive runs of `size`, as (lead, run, within)
+        low = size.bit_length() - 1
+        return [*lead, 0, 1 << bit] if bit < low else [*lead, 1 << (bit - low), 0]
 
-    def word(bit):  # bit `bit` of a word's index in the block, as (row, group, word of the group)
-        return [0, 0, 1 << bit] if bit < word_bits else [0, 1 << (bit - word_bits), 0]
+    def word(bit):
+        return split(bit, group // 8, [0])
+
+    def pair(bit):
+        return split(bit, group // 2, [0])
 
     lw = gl.DistributedLinearLayout(
         reg_bases=[word(0), word(1), [8, 0, 0]] + [word(4 + i) for i in bits(block_k // 128)]
         + [[16 * num_warps << i, 0, 0] for i in bits(block_n // (16 * num_warps))],
         lane_bases=[word(2), word(3), [1, 0, 0], [2, 0, 0], [4, 0, 0]],
         warp_bases=[[16 << i, 0, 0] for i in bits(num_warps)], block_bases=[],
-        shape=[block_n, block_k // group, per_group])
+        shape=[block_n, block_k // group, group // 8])
     lx = gl.DistributedLinearLayout(
-        reg_bases=[[0, 1 << i] for i in range(4)] + [[0, 64 << i] for i in bits(block_k // 128)]
-        + [[8 << i, 0] for i in bits(block_m // 8)],
-        lane_bases=[[0, 16], [0, 32], [1, 0], [2, 0], [4, 0]], warp_bases=[[0, 0] for _ in bits(num_warps)],
-        block_bases=[], shape=[block_m, block_k // 2])
+        reg_bases=[pair(i) for i in range(4)] + [pair(6 + i) for i in bits(block_k // 128)]
+        + [[8 << i, 0, 0] for i in bits(block_m // 8)],
+        lane_bases=[pair(4), pair(5), [1, 0, 0], [2, 0, 0], [4, 0, 0]], warp_bases=[[0, 0, 0] for _ in bits(num_warps)],
+        block_bases=[], shape=[block_m, block_k // group, group // 2])
     mma = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, 8])
     return lw, lx, mma
 
@@ -136,9 +143,9 @@ def halves(pairs, dtype: gl.constexpr):
 
 @gluon.jit
 def as_values(pairs, dtype: gl.constexpr):
-    """int32 pairs (rows, n) of 16-bit values as (rows, 2 n) `dtype` values."""
+    """int32 pairs (rows, groups, pairs of a group) of 16-bit values as (rows, 2 * groups * pairs) `dtype`."""
     low, high = halves(pairs, dtype)
-    return gl.reshape(gl.join(low, high), [pairs.shape[0], 2 * pairs.shape[1]])
+    return gl.reshape(gl.join(low, high), [pairs.shape[0], 2 * pairs.shape[1] * pairs.shape[2]])
 
 
 @gluon.jit
@@ -191,6 +198,29 @@ def weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at, ok):
 
 
 @gluon.jit
+def x_loads(pairs_ptr, x_at, cols, P: gl.constexpr, x_ok, pairs_k):
+    """x's int32 pairs (BLOCK_M, groups, P) of the groups at input columns `cols` (groups,) times 2 P, zero
+    past pairs_k pairs and where not x_ok (BLOCK_M, 1, 1)."""
+    within = gl.arange(0, P, layout=gl.SliceLayout(0, gl.SliceLayout(1, x_at.type.layout)))
+    at = gl.expand_dims(gl.expand_dims(cols, 0), 2) * P + gl.expand_dims(gl.expand_dims(within, 0), 1)
+    return gl.load(pairs_ptr + x_at + at, mask=x_ok & (at < pairs_k), other=0)
+
+
+@gluon.jit
+def x_rows_at(pid_m, M, stride_xm, BLOCK_M: gl.constexpr, LX: gl.constexpr):
+    """(offset of each x row in pairs (BLOCK_M, 1, 1), rows < M) for program row block pid_m."""
+    x_rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, gl.SliceLayout(2, LX)))
+    x_at = gl.expand_dims(gl.expand_dims(x_rows.to(gl.int64) * (stride_xm // 2), 1), 2)
+    return x_at, gl.expand_dims(gl.expand_dims(x_rows < M, 1), 2)
+
+
+@gluon.jit
+def accumulate(acc, words, s2, m2, x, dtype: gl.constexpr, MMA: gl.constexpr):
+    w = dequantize(words, s2, m2, dtype)
+    return gl.nvidia.ampere.mma_v2(as_operand_a(w, MMA), as_operand_b(as_values(x, dtype), MMA), acc)
+
+
+@gluon.jit
 def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N, K, stride_xm, stride_xk, pairs_k,
                     HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                     SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
@@ -198,8 +228,7 @@ def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N,
                     LX: gl.constexpr, MMA: gl.constexpr):
     """q_ptr: int32 words (N, Kp / 8) of the INT4 weight; scales and mins (N, Kp / GROUP) as int16; x (M, K)
     read as pairs_k = ceil(K / 2) int32 pairs a row (`x_as_pairs`; stride_xm even; an argument, so that its
-    alignment is known). `tiling.launch`'s arguments plus the layouts of
-    `operand_layouts`."""
+    alignment is known). `tiling.launch`'s arguments plus the layouts of `operand_layouts`."""
     G: gl.constexpr = BLOCK_K // GROUP
     W: gl.constexpr = GROUP // 8
     LS: gl.constexpr = gl.SliceLayout(2, LW)
@@ -218,26 +247,77 @@ def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N,
     in_group = gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(1, LW)))
     word_at = gl.expand_dims(sm_at, 2) * W + gl.expand_dims(gl.expand_dims(in_group, 0), 1)
     row_ok = gl.expand_dims(rows < N, 1)
-    x_rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, LX))
-    x_pairs = first * (BLOCK_K // 2) + gl.arange(0, BLOCK_K // 2, layout=gl.SliceLayout(0, LX))
-    x_at = gl.expand_dims(x_rows.to(gl.int64) * (stride_xm // 2), 1) + gl.expand_dims(x_pairs, 0)
-    x_row_ok = gl.expand_dims(x_rows < M, 1)
+    x_at, x_ok = x_rows_at(pid_m, M, stride_xm, BLOCK_M, LX)
+    x_groups = first * G + gl.arange(0, G, layout=gl.SliceLayout(0, gl.SliceLayout(2, LX)))
 
     acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
     s2, m2, words = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at,
                                  row_ok & gl.expand_dims(groups < row_groups, 0))
-    x = gl.load(pairs_ptr + x_at, mask=x_row_ok & gl.expand_dims(x_pairs < pairs_k, 0), other=0)
+    x = x_loads(pairs_ptr, x_at, x_groups, GROUP // 2, x_ok, pairs_k)
     for step in range(first, end):
         ahead = step + 1 - first
         live = step + 1 < end
         s2_n, m2_n, words_n = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at + ahead * G, word_at + ahead * (G * W),
                                            row_ok & gl.expand_dims((groups + ahead * G < row_groups) & live, 0))
-        x_n = gl.load(pairs_ptr + x_at + ahead * (BLOCK_K // 2),
-                      mask=x_row_ok & gl.expand_dims((x_pairs + ahead * (BLOCK_K // 2) < pairs_k) & live, 0), other=0)
-        w = dequantize(words, s2, m2, dtype)
-        acc = gl.nvidia.ampere.mma_v2(as_operand_a(w, MMA), as_operand_b(as_values(x, dtype), MMA), acc)
+        x_n = x_loads(pairs_ptr, x_at, x_groups + ahead * G, GROUP // 2, x_ok & live, pairs_k)
+        acc = accumulate(acc, words, s2, m2, x, dtype, MMA)
         s2, m2, words, x = s2_n, m2_n, words_n, x_n
     store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
+
+
+@gluon.jit
+def bsr_block_loads(col_ptr, q_ptr, scales_ptr, mins_ptr, blocks, blocks_x, end, rows, in_group,
+                    BLOCK_N: gl.constexpr, W: gl.constexpr):
+    """(scales, mins, words, column of each x group) of the kept blocks `blocks` (G,) (as `blocks_x` in x's
+    layout); zero from block `end` on (their x from column 0: finite, times a zero weight)."""
+    ok = blocks < end
+    sm_at = gl.expand_dims(blocks.to(gl.int64) * BLOCK_N, 0) + gl.expand_dims(rows, 1)
+    word_at = gl.expand_dims(sm_at, 2) * W + gl.expand_dims(gl.expand_dims(in_group, 0), 1)
+    s2, m2, words = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at, gl.expand_dims(ok, 0))
+    cols = gl.load(col_ptr + blocks_x, mask=blocks_x < end, other=0).to(gl.int32)
+    return s2, m2, words, cols
+
+
+@gluon.jit
+def bsr_int4_mma_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scales_ptr, mins_ptr, M, N, K,
+                        stride_xm, stride_xk, pairs_k, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
+                        BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
+                        DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
+                        GROUP: gl.constexpr, LW: gl.constexpr, LX: gl.constexpr, MMA: gl.constexpr):
+    """BSR_INT4 (`bsr_int4`'s tensors, words as int32, scales and mins as int16) with BLOCK_N = block_n:
+    program (pid, pid_k) owns one block row and the pid_k-th of SPLIT_K runs of its kept blocks (row pointers
+    read on the device), G = BLOCK_K / GROUP blocks a step, each the words of one LW group and the x pairs at
+    its column. x as for `int4_mma_kernel`."""
+    G: gl.constexpr = BLOCK_K // GROUP
+    W: gl.constexpr = GROUP // 8
+    LS: gl.constexpr = gl.SliceLayout(2, LW)
+    dtype: gl.constexpr = x_ptr.dtype.element_ty
+    pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
+    grid_m = gl.cdiv(M, BLOCK_M)
+    pid_m, block_row = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
+    start = gl.load(row_ptr + block_row)
+    stop = gl.load(row_ptr + block_row + 1)
+    per_split = gl.cdiv(gl.cdiv(stop - start, G), SPLIT_K) * G
+    first = start + gl.program_id(1) * per_split
+    end = gl.minimum(first + per_split, stop)
+
+    rows = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LS))
+    g_w = gl.arange(0, G, layout=gl.SliceLayout(0, LS))
+    g_x = gl.arange(0, G, layout=gl.SliceLayout(0, gl.SliceLayout(2, LX)))
+    in_group = gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(1, LW)))
+    x_at, x_ok = x_rows_at(pid_m, M, stride_xm, BLOCK_M, LX)
+
+    acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
+    s2, m2, words, cols = bsr_block_loads(col_ptr, q_ptr, scales_ptr, mins_ptr, first + g_w, first + g_x, end, rows,
+                                          in_group, BLOCK_N, W)
+    x = x_loads(pairs_ptr, x_at, cols, GROUP // 2, x_ok, pairs_k)
+    for block in range(first, end, G):
+        s2_n, m2_n, words_n, cols_n = bsr_block_loads(col_ptr, q_ptr, scales_ptr, mins_ptr, block + G + g_w,
+                                                      block + G + g_x, end, rows, in_group, BLOCK_N, W)
+        x_n = x_loads(pairs_ptr, x_at, cols_n, GROUP // 2, x_ok & (block + G < end), pairs_k)
+        acc = accumulate(acc, words, s2, m2, x, dtype, MMA)
+        s2, m2, words, x = s2_n, m2_n, words_n, x_n
+    store_transposed(acc, out_ptr, bias_ptr, pid_m, block_row, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
 
 
 @gluon.jit
@@ -270,16 +350,36 @@ def split_for(config: Config, m: int, n: int, k: int, device) -> int:
     return fill_split(programs, -(-k // config.block_k), sm_count(device.index or 0))
 
 
+def bsr_split_for(config: Config, m: int, dims, num_warps: int, device) -> int:
+    """config.split_k, or (0) the slices that bring WARPS_PER_SM warps to each SM, at most one a step of a full
+    block row."""
+    if config.split_k:
+        return config.split_k
+    n, k, group, block_n = dims
+    programs = -(-m // block_m_for(m)) * -(-n // block_n)
+    steps = -(-(-(-k // group)) // (config.block_k // group))
+    return max(1, min(WARPS_PER_SM * sm_count(device.index or 0) // (programs * num_warps), steps))
+
+
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
            partials=None):
-    """x2d (M, K) @ W.T + bias for an INT4 weight, 2 <= M <= MAX_M."""
+    """x2d (M, K) @ W.T + bias for an INT4 or BSR_INT4 weight, 2 <= M <= MAX_M."""
     n, k, group = dims[0], dims[1], dims[2]
-    qweight, scales, mins = tensors
-    block_m = block_m_for(x2d.shape[0])
-    split = split_k if split_k is not None else split_for(config, x2d.shape[0], n, k, x2d.device)
-    lw, lx, mma = operand_layouts(config.block_n, config.block_k, block_m, group, config.num_warps)
-    tiling = Tiling(block_m, config.block_n, config.block_k, split)
-    pointers = [qweight.view(torch.int32), scales.view(torch.int16), mins.view(torch.int16)]
+    m = x2d.shape[0]
+    block_m = block_m_for(m)
+    if layout == "bsr_int4":
+        row_ptr, col_idx, qweight, scales, mins = tensors
+        block_n, warps = dims[3], min(config.num_warps, dims[3] // 16)
+        split = split_k if split_k is not None else bsr_split_for(config, m, dims, warps, x2d.device)
+        kernel, pointers = bsr_int4_mma_kernel, [row_ptr, col_idx]
+    else:
+        qweight, scales, mins = tensors
+        block_n, warps = config.block_n, config.num_warps
+        split = split_k if split_k is not None else split_for(config, m, n, k, x2d.device)
+        kernel, pointers = int4_mma_kernel, []
+    pointers += [qweight.view(torch.int32), scales.view(torch.int16), mins.view(torch.int16)]
+    lw, lx, mma = operand_layouts(block_n, config.block_k, block_m, group, warps)
+    tiling = Tiling(block_m, block_n, config.block_k, split)
     pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
-    return launch(int4_mma_kernel, pairs, n, k, bias, tiling, pointers, (pairs.shape[1] // 2,),
-                  dict(GROUP=group, LW=lw, LX=lx, MMA=mma, num_warps=config.num_warps), out, partials)
+    return launch(kernel, pairs, n, k, bias, tiling, pointers, (pairs.shape[1] // 2,),
+                  dict(GROUP=group, LW=lw, LX=lx, MMA=mma, num_warps=warps), out, partials)

@@ -1,7 +1,7 @@
 """Which kernel runs a product, with which launch configuration: the defaults and the candidates tuned over.
 
 `kernel_for` picks the kernel from the layout and M: `decode` at M == 1 (int4, nv24, nv24_int4, bsr_int4, hybrid
-grids of DENSE / NV24 / ZERO tiles), `mma` for INT4 at M = 2 to 16 on the GPU (`int4_mma`), else the tile
+grids of DENSE / NV24 / ZERO tiles), `mma` for INT4 and BSR_INT4 at M = 2 to 16 on the GPU (`int4_mma`), else the tile
 kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`), whose config may instead name `rebuild` (the
 weight rebuilt once, then cuBLAS): the default from M = 256, and a candidate from M = 65. `config_for` returns
 the config the per-GPU table of `autotune` holds for (kernel, layout, N, K, M bucket), or the kernel's default;
@@ -30,7 +30,7 @@ def default(kernel: str, layout: str, m: int):
     if kernel == "decode":
         return decode.DEFAULTS[layout]
     if kernel == "mma":
-        return int4_mma.DEFAULT
+        return int4_mma.DEFAULTS[layout]
     if m >= rebuild.REBUILD_MIN_M and rebuild.supports(layout):
         return rebuild.CONFIG
     return hybrid.default_config(m)
@@ -48,7 +48,7 @@ def candidates(kernel: str, layout: str, m: int) -> list:
         return [decode.Config(n, k, s, w) for n, k, s, w in
                 itertools.product((4, 8, 16, 32), (512, 1024, 2048), (1, 2), (4, 8))]
     if kernel == "mma":
-        return int4_mma.candidates(m)
+        return int4_mma.candidates(layout, m)
     if m == 1:  # the FMA path (BLOCK_M = 1) or one 16-row tensor-core tile
         return [hybrid.Config(1, n, 128, split, w, st) for n, split, w, st in
                 itertools.product((16, 32, 64), (0, 1), (4, 8), (2, 3))] + [hybrid.Config(16, 64, 128, 0, 4, 3, True)]

@@ -1,6 +1,6 @@
 """Compile a `gluon_decode` kernel for sm_90 on any machine and print its K loop's instruction counts as JSON:
 python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without TRITON_INTERPRET);
-`int4_mma`'s kernel with python tests/gluon_sass.py mma BLOCK_N BLOCK_K GROUP NUM_WARPS BLOCK_M.
+`int4_mma`'s kernels with python tests/gluon_sass.py mma|mma_bsr BLOCK_N BLOCK_K GROUP NUM_WARPS BLOCK_M.
 
 Specialized as the launcher specializes a Llama layer: aligned pointers, N and K multiples of 16, x contiguous."""
 import collections
@@ -54,16 +54,18 @@ def compile_decode(layout: str, block_n: int, block_k: int, group: int, num_warp
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
 
 
-def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, block_m: int):
+def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, block_m: int, layout: str = "int4"):
     lw, lx, mma = int4_mma.operand_layouts(block_n, block_k, block_m, group, num_warps)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=1, USE_DOT=True,
                       DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, GROUP=group, LW=lw, LX=lx,
                       MMA=mma)
-    pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", q_ptr="*i32", scales_ptr="*i16",
-                    mins_ptr="*i16")
+    pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16")
+    if layout == "bsr_int4":
+        pointers.update(row_ptr="*i32", col_ptr="*i16")
+    pointers.update(q_ptr="*i32", scales_ptr="*i16", mins_ptr="*i16")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32",
                      **{name: "constexpr" for name in constexprs})
-    kernel = int4_mma.int4_mma_kernel
+    kernel = int4_mma.bsr_int4_mma_kernel if layout == "bsr_int4" else int4_mma.int4_mma_kernel
     aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
                for name in [*pointers, "N", "K", "stride_xm", "pairs_k"]}
     source = GluonASTSource(kernel, signature, constexprs, aligned)
@@ -82,6 +84,8 @@ def main_loop(sass: str) -> collections.Counter:
 
 
 if __name__ == "__main__":
-    compiled = (compile_int4_mma(*map(int, sys.argv[2:7])) if sys.argv[1] == "mma"
-                else compile_decode(sys.argv[1], *map(int, sys.argv[2:6])))
+    if sys.argv[1] in ("mma", "mma_bsr"):
+        compiled = compile_int4_mma(*map(int, sys.argv[2:7]), "bsr_int4" if sys.argv[1] == "mma_bsr" else "int4")
+    else:
+        compiled = compile_decode(sys.argv[1], *map(int, sys.argv[2:6]))
     print(json.dumps(main_loop(get_sass(compiled.asm["cubin"]))))

@@ -1,4 +1,4 @@
-"""INT4 at small M on the tensor cores (`kernels.int4_mma`): its layouts, its sm_90 code compiled on the CPU (no
+"""INT4 and BSR_INT4 at small M on the tensor cores (`kernels.int4_mma`): its layouts, its sm_90 code compiled on the CPU (no
 GPU needed), and on the GPU its results against the reference."""
 import collections
 import itertools
@@ -39,7 +39,7 @@ def test_layouts_cover_the_blocks(block_n, block_k, group, num_warps, block_m):
     lw, lx, _ = int4_mma.operand_layouts(block_n, block_k, block_m, group, num_warps)
     assert sorted(elements(lw)) == list(itertools.product(range(block_n), range(block_k // group), range(group // 8)))
     counts = collections.Counter(elements(lx))
-    assert set(counts) == set(itertools.product(range(block_m), range(block_k // 2)))
+    assert set(counts) == set(itertools.product(range(block_m), range(block_k // group), range(group // 2)))
     assert set(counts.values()) == {num_warps}
 
 
@@ -50,25 +50,28 @@ def test_a_thread_loads_16_contiguous_bytes_of_words_and_64_of_x(block_n, block_
     lw, lx, _ = int4_mma.operand_layouts(block_n, block_k, block_m, group, num_warps)
     word_index = [(b[1] * (group // 8) + b[2], b[0]) for b in lw.reg_bases[:2]]
     assert word_index == [(1, 0), (2, 0)]
-    assert lx.reg_bases[:4] == [[0, 1], [0, 2], [0, 4], [0, 8]]
+    pair_index = [(b[1] * (group // 2) + b[2], b[0]) for b in lx.reg_bases[:4]]
+    assert pair_index == [(1, 0), (2, 0), (4, 0), (8, 0)]
 
 
-def compiled_loop(*config) -> collections.Counter:
-    """Instruction counts of the kernel's K loop compiled for sm_90 (in a process without TRITON_INTERPRET)."""
+def compiled_loop(kernel, *config) -> collections.Counter:
+    """Instruction counts of a kernel's K loop compiled for sm_90 (in a process without TRITON_INTERPRET)."""
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     script = Path(__file__).with_name("gluon_sass.py")
-    done = subprocess.run([sys.executable, str(script), "mma", *map(str, config)], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, str(script), kernel, *map(str, config)], env=env, capture_output=True,
                           text=True, check=True)
     return collections.Counter(json.loads(done.stdout.splitlines()[-1]))
 
 
-@pytest.mark.parametrize("block_n, block_k, group, num_warps, block_m, most_per_weight", [
-    (64, 256, 32, 4, 16, 4.6), (128, 128, 128, 4, 32, 5.1), (128, 128, 128, 4, 16, 4.2), (16, 512, 128, 1, 16, 4.3)])
-def test_loop_stays_in_registers(block_n, block_k, group, num_warps, block_m, most_per_weight):
+@pytest.mark.parametrize("kernel, block_n, block_k, group, num_warps, block_m, most_per_weight", [
+    ("mma", 64, 256, 32, 4, 16, 4.8), ("mma", 128, 128, 128, 4, 32, 5.3), ("mma", 128, 128, 128, 4, 16, 4.4),
+    ("mma", 16, 512, 128, 1, 16, 4.5), ("mma_bsr", 16, 128, 128, 1, 16, 4.9), ("mma_bsr", 16, 256, 64, 1, 16, 4.8),
+    ("mma_bsr", 64, 128, 128, 4, 16, 4.8)])
+def test_loop_stays_in_registers(kernel, block_n, block_k, group, num_warps, block_m, most_per_weight):
     """The operand conversions compile (they are asserted trivial), and the K loop has no shared memory, no
     barrier and no spill, loads words and x 16 bytes at a time, issues one mma per 16 x 16 weights and 8 x
     rows, and stays under its count of instructions a weight (about 10% above what triton 3.7 compiles)."""
-    ops = compiled_loop(block_n, block_k, group, num_warps, block_m)
+    ops = compiled_loop(kernel, block_n, block_k, group, num_warps, block_m)
     opcodes = {op.split(".")[0] for op in ops}
     assert not {"BAR", "STS", "LDS", "LDL", "STL"} & opcodes
     weights_a_thread = block_n * block_k // (32 * num_warps)
@@ -77,36 +80,41 @@ def test_loop_stays_in_registers(block_n, block_k, group, num_warps, block_m, mo
     assert sum(ops.values()) / weights_a_thread < most_per_weight
 
 
-def test_candidates_keep_x_in_few_registers():
+@pytest.mark.parametrize("layout", ["int4", "bsr_int4"])
+def test_candidates_keep_x_in_few_registers(layout):
     for m in (2, 9, 16):
-        for config in int4_mma.candidates(m):
+        for config in int4_mma.candidates(layout, m):
             assert int4_mma.block_m_for(m) // 8 * config.block_k // 128 <= 8
-            assert config.block_n % (16 * config.num_warps) == 0
+            assert config.block_n % (16 * config.num_warps) == 0 and config.block_k % 128 == 0
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["int4", "bsr_int4"])
 @GPU
 @given(data=st.data())
-def test_matches_reference_gpu(data):
+def test_matches_reference_gpu(layout, data):
     group = data.draw(st.sampled_from([32, 64, 128]))
     n, k = data.draw(st.integers(1, 2500)), data.draw(st.integers(1, 2500))
     m = data.draw(st.integers(2, int4_mma.MAX_M))
     dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
-    packed = make_case("int4", n, k, dtype, group, 1.0, data.draw(st.integers(0, 99))).pack().to("cuda")
+    options = dict(block_n=data.draw(st.sampled_from([16, 32, 64, 128])),
+                   block_density=data.draw(st.sampled_from([0.0, 0.3, 1.0])))
+    packed = make_case(layout, n, k, dtype, group, 1.0, data.draw(st.integers(0, 99)), **options).pack().to("cuda")
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
-    config = data.draw(st.sampled_from([int4_mma.DEFAULT, *int4_mma.candidates(m)]))
+    config = data.draw(st.sampled_from([int4_mma.DEFAULTS[layout], *int4_mma.candidates(layout, m)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
-    assert kernels.kernel_name(x, "int4", packed.tensors, packed.dims) == "mma"
-    out = int4_mma.matmul(x, "int4", list(packed.tensors), packed.dims, bias, config, split_k=split)
+    assert kernels.kernel_name(x, layout, packed.tensors, packed.dims) == "mma"
+    out = int4_mma.matmul(x, layout, list(packed.tensors), packed.dims, bias, config, split_k=split)
     assert_matches_reference(out, x, packed, bias)
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["int4", "bsr_int4"])
 @pytest.mark.parametrize("m", [2, 9, 16])
-def test_every_candidate_on_a_llama_shape_gpu(m):
-    packed = make_case("int4", 1024, 4096, torch.bfloat16, 128, 1.0, m).pack().to("cuda")
+def test_every_candidate_on_a_llama_shape_gpu(layout, m):
+    packed = make_case(layout, 1024, 4096, torch.bfloat16, 128, 1.0, m).pack().to("cuda")
     x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
-    for config in int4_mma.candidates(m):
-        assert_matches_reference(int4_mma.matmul(x, "int4", list(packed.tensors), packed.dims, None, config),
+    for config in int4_mma.candidates(layout, m):
+        assert_matches_reference(int4_mma.matmul(x, layout, list(packed.tensors), packed.dims, None, config),
                                  x, packed, None)
