@@ -40,7 +40,6 @@ import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-from .decode import fill_split
 from .gluon_decode import x_as_pairs
 from .tiling import Tiling, launch, sm_count
 
@@ -59,7 +58,7 @@ class Config:
 
 
 DEFAULTS = {"int4": Config(128, 128, 0, 4), "bsr_int4": Config(0, 128, 0, 4)}  # BSR_INT4: block_n is the format's
-WARPS_PER_SM = 8  # BSR_INT4's split-K fill: its programs are one block row, often one warp
+WARPS_PER_SM = 12  # the split-K fill: at small M the grid, not the registers, sets how many warps hide latency
 
 
 def supports(layout: str, x2d: torch.Tensor) -> bool:
@@ -70,11 +69,11 @@ def supports(layout: str, x2d: torch.Tensor) -> bool:
 def candidates(layout: str, m: int) -> list[Config]:
     """The configs SPARC_AUTOTUNE=1 times. A thread holds 16 int32 pairs of x for each of its BLOCK_M / 8 x
     rows and 128-input chunks, twice (prefetch): at most 8 such runs, so wide blocks go with few x rows."""
-    chunks = [c for c in (1, 2, 4) if block_m_for(m) // 8 * c <= 8]
+    chunks = [c for c in (1, 2) if block_m_for(m) // 8 * c <= 8]
     if layout == "bsr_int4":
-        return [Config(0, 128 * c, split, w) for c, split, w in itertools.product(chunks[:2], (0, 2, 4, 8), (1, 2, 4))]
+        return [Config(0, 128 * c, split, w) for c, split, w in itertools.product(chunks, (0, 2, 4, 8, 16), (1, 2, 4))]
     return [Config(16 * w * r, 128 * c, split, w) for w, r, c, split in
-            itertools.product((1, 2, 4), (1, 2), chunks, (0, 1))]
+            itertools.product((2, 4), (1, 2), chunks, (0, 1, 2, 4, 8))]
 
 
 def bits(n: int) -> range:
@@ -342,22 +341,11 @@ def block_m_for(m: int) -> int:
     return max(8, 1 << (m - 1).bit_length())
 
 
-def split_for(config: Config, m: int, n: int, k: int, device) -> int:
-    """config.split_k, or (0) the slices that fill the GPU (`decode.fill_split`)."""
+def split_for(config: Config, programs: int, steps: int, num_warps: int, device) -> int:
+    """config.split_k, or (0) the slices that bring `programs` of num_warps warps to WARPS_PER_SM warps an SM,
+    at most one a K step."""
     if config.split_k:
         return config.split_k
-    programs = -(-m // block_m_for(m)) * -(-n // config.block_n)
-    return fill_split(programs, -(-k // config.block_k), sm_count(device.index or 0))
-
-
-def bsr_split_for(config: Config, m: int, dims, num_warps: int, device) -> int:
-    """config.split_k, or (0) the slices that bring WARPS_PER_SM warps to each SM, at most one a step of a full
-    block row."""
-    if config.split_k:
-        return config.split_k
-    n, k, group, block_n = dims
-    programs = -(-m // block_m_for(m)) * -(-n // block_n)
-    steps = -(-(-(-k // group)) // (config.block_k // group))
     return max(1, min(WARPS_PER_SM * sm_count(device.index or 0) // (programs * num_warps), steps))
 
 
@@ -370,16 +358,17 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     if layout == "bsr_int4":
         row_ptr, col_idx, qweight, scales, mins = tensors
         block_n, warps = dims[3], min(config.num_warps, dims[3] // 16)
-        split = split_k if split_k is not None else bsr_split_for(config, m, dims, warps, x2d.device)
         kernel, pointers = bsr_int4_mma_kernel, [row_ptr, col_idx]
     else:
         qweight, scales, mins = tensors
         block_n, warps = config.block_n, config.num_warps
-        split = split_k if split_k is not None else split_for(config, m, n, k, x2d.device)
         kernel, pointers = int4_mma_kernel, []
+    if split_k is None:  # over K steps of BLOCK_K inputs (a BSR_INT4 block row has at most that many)
+        steps = -(-(-(-k // group)) // (config.block_k // group))  # groups of the row, G a step
+        split_k = split_for(config, -(-m // block_m) * -(-n // block_n), steps, warps, x2d.device)
     pointers += [qweight.view(torch.int32), scales.view(torch.int16), mins.view(torch.int16)]
     lw, lx, mma = operand_layouts(block_n, config.block_k, block_m, group, warps)
-    tiling = Tiling(block_m, block_n, config.block_k, split)
+    tiling = Tiling(block_m, block_n, config.block_k, split_k)
     pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
     return launch(kernel, pairs, n, k, bias, tiling, pointers, (pairs.shape[1] // 2,),
                   dict(GROUP=group, LW=lw, LX=lx, MMA=mma, num_warps=warps), out, partials)
