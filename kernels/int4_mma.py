@@ -265,16 +265,19 @@ def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N,
 
 
 @gluon.jit
-def bsr_block_loads(col_ptr, q_ptr, scales_ptr, mins_ptr, blocks, blocks_x, end, rows, in_group,
-                    BLOCK_N: gl.constexpr, W: gl.constexpr):
-    """(scales, mins, words, column of each x group) of the kept blocks `blocks` (G,) (as `blocks_x` in x's
-    layout); zero from block `end` on (their x from column 0: finite, times a zero weight)."""
-    ok = blocks < end
+def bsr_weight_loads(q_ptr, scales_ptr, mins_ptr, blocks, end, rows, in_group, BLOCK_N: gl.constexpr,
+                     W: gl.constexpr):
+    """(scales, mins, words) of the kept blocks `blocks` (G,), zero from block `end` on."""
     sm_at = gl.expand_dims(blocks.to(gl.int64) * BLOCK_N, 0) + gl.expand_dims(rows, 1)
     word_at = gl.expand_dims(sm_at, 2) * W + gl.expand_dims(gl.expand_dims(in_group, 0), 1)
-    s2, m2, words = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at, gl.expand_dims(ok, 0))
-    cols = gl.load(col_ptr + blocks_x, mask=blocks_x < end, other=0).to(gl.int32)
-    return s2, m2, words, cols
+    return weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at, gl.expand_dims(blocks < end, 0))
+
+
+@gluon.jit
+def bsr_columns(col_ptr, blocks, end):
+    """The block column of each kept block `blocks` (G,) in x's layout; column 0 from block `end` on (their x is
+    finite and meets a zero weight)."""
+    return gl.load(col_ptr + blocks, mask=blocks < end, other=0).to(gl.int32)
 
 
 @gluon.jit
@@ -286,7 +289,7 @@ def bsr_int4_mma_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scale
     """BSR_INT4 (`bsr_int4`'s tensors, words as int32, scales and mins as int16) with BLOCK_N = block_n:
     program (pid, pid_k) owns one block row and the pid_k-th of SPLIT_K runs of its kept blocks (row pointers
     read on the device), G = BLOCK_K / GROUP blocks a step, each the words of one LW group and the x pairs at
-    its column. x as for `int4_mma_kernel`."""
+    its column (column indices load two steps ahead, the rest one). x as for `int4_mma_kernel`."""
     G: gl.constexpr = BLOCK_K // GROUP
     W: gl.constexpr = GROUP // 8
     LS: gl.constexpr = gl.SliceLayout(2, LW)
@@ -307,15 +310,16 @@ def bsr_int4_mma_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scale
     x_at, x_ok = x_rows_at(pid_m, M, stride_xm, BLOCK_M, LX)
 
     acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
-    s2, m2, words, cols = bsr_block_loads(col_ptr, q_ptr, scales_ptr, mins_ptr, first + g_w, first + g_x, end, rows,
-                                          in_group, BLOCK_N, W)
-    x = x_loads(pairs_ptr, x_at, cols, GROUP // 2, x_ok, pairs_k)
-    for block in range(first, end, G):
-        s2_n, m2_n, words_n, cols_n = bsr_block_loads(col_ptr, q_ptr, scales_ptr, mins_ptr, block + G + g_w,
-                                                      block + G + g_x, end, rows, in_group, BLOCK_N, W)
+    s2, m2, words = bsr_weight_loads(q_ptr, scales_ptr, mins_ptr, first + g_w, end, rows, in_group, BLOCK_N, W)
+    x = x_loads(pairs_ptr, x_at, bsr_columns(col_ptr, first + g_x, end), GROUP // 2, x_ok, pairs_k)
+    cols_n = bsr_columns(col_ptr, first + G + g_x, end)
+    for block in range(first, end, G):  # columns two steps ahead: x's loads never wait for theirs
+        cols_nn = bsr_columns(col_ptr, block + 2 * G + g_x, end)
+        s2_n, m2_n, words_n = bsr_weight_loads(q_ptr, scales_ptr, mins_ptr, block + G + g_w, end, rows, in_group,
+                                               BLOCK_N, W)
         x_n = x_loads(pairs_ptr, x_at, cols_n, GROUP // 2, x_ok & (block + G < end), pairs_k)
         acc = accumulate(acc, words, s2, m2, x, dtype, MMA)
-        s2, m2, words, x = s2_n, m2_n, words_n, x_n
+        s2, m2, words, x, cols_n = s2_n, m2_n, words_n, x_n, cols_nn
     store_transposed(acc, out_ptr, bias_ptr, pid_m, block_row, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
 
 
