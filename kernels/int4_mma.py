@@ -1,5 +1,5 @@
-"""INT4 at small M (2 to 16 rows of x) on the GPU: one pass over the weight, dequantized straight into the
-registers of the tensor cores' A operand (mma.sync m16n8k16, Gluon).
+"""INT4 and BSR_INT4 at small M (2 to 16 rows of x) on the GPU: one pass over the weight, dequantized straight
+into the registers of the tensor cores' A operand (mma.sync m16n8k16, Gluon).
 
 At small M a layer is still a stream of weight bytes: at M = 16 a 4096 x 4096 INT4 layer moves 8.9 MB of
 weights against 128 KB of x. The tile kernel's tl.dot gets its rebuilt weight block into the operand layout
@@ -25,7 +25,10 @@ more than fp32's 24 bits, which takes a group whose |minimum| is above about 2^1
 mma per 16 inputs and row tile. The next block's loads are issued before the current block is computed.
 Program (pid, pid_k) owns BLOCK_N weight rows and BLOCK_M x rows, and the pid_k-th of SPLIT_K slices
 of K; the epilogue writes out (M, N) (bias added, cast) or the fp32 partial of its slice for `tiling`'s
-split-K reduction. The launch grid depends only on M, N, K and the config: safe inside CUDA graphs.
+split-K reduction. BSR_INT4 runs the same loop over the kept blocks of one block row a program (BLOCK_N =
+block_n): a step's quantization groups are kept blocks, each with the x pairs at its block column. The launch
+grid depends only on M, N, K and the config: safe inside CUDA graphs. At small M the grid sets how many warps
+hide the loads' latency, so split-K fills the GPU to WARPS_PER_SM warps an SM unless the config fixes it.
 
 Gluon does not run under TRITON_INTERPRET: on the CPU small M runs the tile kernel; the GPU tests check this
 kernel against the reference, and tests/test_int4_mma.py compiles it for sm_90 on any machine and checks its
@@ -215,6 +218,7 @@ def x_rows_at(pid_m, M, stride_xm, BLOCK_M: gl.constexpr, LX: gl.constexpr):
 
 @gluon.jit
 def accumulate(acc, words, s2, m2, x, dtype: gl.constexpr, MMA: gl.constexpr):
+    """acc + the block's weights @ x.T: dequantized, both renumbered into operands, one mma_v2."""
     w = dequantize(words, s2, m2, dtype)
     return gl.nvidia.ampere.mma_v2(as_operand_a(w, MMA), as_operand_b(as_values(x, dtype), MMA), acc)
 

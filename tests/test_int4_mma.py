@@ -1,5 +1,5 @@
-"""INT4 and BSR_INT4 at small M on the tensor cores (`kernels.int4_mma`): its layouts, its sm_90 code compiled on the CPU (no
-GPU needed), and on the GPU its results against the reference."""
+"""INT4 and BSR_INT4 at small M on the tensor cores (`kernels.int4_mma`): the layouts, the sm_90 code compiled on
+the CPU (no GPU needed), and on the GPU the results against the reference."""
 import collections
 import itertools
 import json
