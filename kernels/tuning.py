@@ -1,11 +1,12 @@
 """Which kernel runs a product, with which launch configuration: the defaults and the candidates tuned over.
 
 `kernel_for` picks the kernel from the layout and M: `decode` at M == 1 (int4, nv24, nv24_int4, bsr_int4, hybrid
-grids of DENSE / NV24 / ZERO tiles), `mma` for INT4 and BSR_INT4 at M = 2 to 16 on the GPU (`int4_mma`), else the tile
-kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`), whose config may instead name `rebuild` (the
-weight rebuilt once, then cuBLAS): the default from M = 256, and a candidate from M = 65. `config_for` returns
-the config the per-GPU table of `autotune` holds for (kernel, layout, N, K, M bucket), or the kernel's default;
-with SPARC_AUTOTUNE=1 it times `candidates` on the call's inputs first.
+grids of DENSE / NV24 / ZERO tiles), `mma` for INT4 and BSR_INT4 at M = 2 to 16 on the GPU (`int4_mma`), else
+the tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`), whose config may instead name
+`rebuild` (the weight rebuilt once, then cuBLAS): the default from M = 256, and a candidate from M = 65.
+`config_for` returns the config the per-GPU table of `autotune` holds for (kernel, layout, N, K, M bucket; for
+HYBRID's decode kernel the layout with its tile mix, `tuned_layout`), or the kernel's default; with
+SPARC_AUTOTUNE=1 it times `candidates` on the call's inputs first.
 """
 from __future__ import annotations
 
@@ -90,10 +91,21 @@ def timed_run(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
     return run
 
 
+def tuned_layout(kernel: str, layout: str, tensors, dims) -> str:
+    """The layout as the table keys it. HYBRID's decode kernel streams a DENSE tile row in twice the bytes of
+    an NV24 one, so its best config follows the mix: keyed by the DENSE share of the tiles, to the nearest
+    tenth ("hybrid-dense30"), read from the buffers' sizes (no sync)."""
+    if kernel != "decode" or layout != "hybrid":
+        return layout
+    grid, dense, tile = tensors[0], tensors[2], dims[3]
+    return f"hybrid-dense{round(10 * dense.numel() / max(1, grid.numel() * tile * tile)) * 10}"
+
+
 def config_for(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
     """The tuned (or default) config for this product; tunes first under SPARC_AUTOTUNE=1 (the timed run's
     time covers every copy: only the ranking matters)."""
     n, k, m = dims[0], dims[1], x2d.shape[0]
-    return autotune.select(autotune.config_key(kernel, layout, n, k, m), default(kernel, layout, m),
+    key = autotune.config_key(kernel, tuned_layout(kernel, layout, tensors, dims), n, k, m)
+    return autotune.select(key, default(kernel, layout, m),
                            candidates(kernel, layout, m), timed_run(kernel, layout, x2d, tensors, dims, bias),
                            x2d.device)

@@ -2,10 +2,13 @@
 tuning away from the interpreter and from run time."""
 import dataclasses
 import json
+import re
 
+import numpy as np
 import pytest
 import torch
 
+from sparc.ir import TileFormat
 from sparc.kernels import autotune, decode, hybrid, int4_mma, pack, tuning
 
 
@@ -133,7 +136,8 @@ def test_shipped_tables_hold_valid_configs():
     for path in tables:
         for key, fields in json.loads(path.read_text())["configs"].items():
             kernel, layout, shape, bucket = key.split("/")
-            assert layout in ("int4", "nv24", "nv24_int4", "bsr_int4", "hybrid", "dense")
+            assert layout in ("int4", "nv24", "nv24_int4", "bsr_int4", "hybrid", "dense") or (
+                kernel == "decode" and re.fullmatch(r"hybrid-dense(0|[1-9]0|100)", layout))
             assert int(bucket[1:]) in autotune.M_BUCKETS and len(shape.split("x")) == 2
             classes[kernel](**fields)
 
@@ -183,3 +187,18 @@ def test_a_filling_split_runs_one_slice_on_the_cpu(monkeypatch):
     config = dataclasses.replace(decode.DEFAULTS["int4"], split_k=0)
     decode.matmul(torch.randn(1, 256), "int4", packed.tensors, packed.dims, None, config)
     assert seen[0].split_k == 1 and seen[0].block_n == 16
+
+
+@pytest.mark.parametrize("dense_tiles, expected", [(0, "hybrid-dense0"), (3, "hybrid-dense30"),
+                                                   (10, "hybrid-dense100")])
+def test_hybrid_decode_configs_are_keyed_by_the_tile_mix(dense_tiles, expected):
+    """The DENSE share of a HYBRID grid, read from its buffers, picks the decode kernel's table entry; other
+    kernels and layouts keep their own name."""
+    formats = np.array([[TileFormat.DENSE] * dense_tiles + [TileFormat.NV24] * (10 - dense_tiles)], dtype=np.uint8)
+    weight = torch.randn(128, 1280)
+    mask = torch.ones(128, 1280, dtype=torch.bool)
+    mask[:, 1::2] = False  # 2:4 everywhere, so that the NV24 tiles can hold it
+    packed = pack("hybrid", weight, mask, torch.bfloat16, 128, formats=formats, tile=128)
+    assert tuning.tuned_layout("decode", "hybrid", packed.tensors, packed.dims) == expected
+    assert tuning.tuned_layout("tile", "hybrid", packed.tensors, packed.dims) == "hybrid"
+    assert tuning.tuned_layout("decode", "int4", packed.tensors, packed.dims) == "int4"
