@@ -17,7 +17,7 @@ row and, with SPLIT_K slices, every SPLIT_K-th kept block of that row, from the 
 dequantizes with `int4.int4_block` and accumulates x @ w.T (or w @ x.T, SWAP). Dropped blocks cost nothing, so
 work and bytes scale with the kept fraction. Program order, epilogue and split-K reduction as in `tiling`; the
 launch configuration is a `hybrid.Config` (its BLOCK_M, warps, stages, swap, grouping). M == 1 runs
-`decode.bsr_int4_decode_kernel`.
+`decode.bsr_int4_decode_kernel`, and M = 2 to 16 on the GPU `int4_mma.bsr_int4_mma_kernel`.
 """
 from __future__ import annotations
 
