@@ -1,8 +1,8 @@
 """Which kernel runs a product, with which launch configuration: the defaults and the candidates tuned over.
 
 `kernel_for` picks the kernel from the layout and M: `decode` at M == 1 (int4, nv24, nv24_int4, bsr_int4, hybrid
-grids of DENSE / NV24 / ZERO tiles), `mma` for INT4 and BSR_INT4 at M = 2 to 16 on the GPU (`int4_mma`), else
-the tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`), whose config may instead name
+grids of DENSE / NV24 / ZERO tiles), `mma` for INT4, BSR_INT4 (`int4_mma`) and NV24 (`nv24_mma`) at M = 2 to 16
+on the GPU, else the tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`), whose config may name
 `rebuild` (the weight rebuilt once, then cuBLAS): the default from M = 256, and a candidate from M = 65.
 `config_for` returns the config the per-GPU table of `autotune` holds for (kernel, layout, N, K, M bucket; for
 HYBRID's decode kernel the layout with its tile mix, `tuned_layout`), or the kernel's default; with
@@ -14,7 +14,9 @@ import itertools
 
 import torch
 
-from . import autotune, bsr_int4, decode, hybrid, int4_mma, rebuild
+from . import autotune, bsr_int4, decode, hybrid, int4_mma, nv24_mma, rebuild
+
+MMA = {"int4": int4_mma, "bsr_int4": int4_mma, "nv24": nv24_mma}  # the tensor-core kernel of each layout at small M
 
 
 def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):
@@ -22,8 +24,8 @@ def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):
     m = x2d.shape[0]
     if decode.supports(layout, m, x2d.dtype, tensors):
         return "decode", decode.matmul
-    if int4_mma.supports(layout, x2d):
-        return "mma", int4_mma.matmul
+    if layout in MMA and MMA[layout].supports(layout, x2d):
+        return "mma", MMA[layout].matmul
     return "tile", (bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul)
 
 
@@ -31,7 +33,7 @@ def default(kernel: str, layout: str, m: int):
     if kernel == "decode":
         return decode.DEFAULTS[layout]
     if kernel == "mma":
-        return int4_mma.DEFAULTS[layout]
+        return MMA[layout].DEFAULTS[layout]
     if m >= rebuild.REBUILD_MIN_M and rebuild.supports(layout):
         return rebuild.CONFIG
     return hybrid.default_config(m)
@@ -49,7 +51,7 @@ def candidates(kernel: str, layout: str, m: int) -> list:
         return [decode.Config(n, k, s, w) for n, k, s, w in
                 itertools.product((4, 8, 16, 32), (512, 1024, 2048), (1, 2), (4, 8))]
     if kernel == "mma":
-        return int4_mma.candidates(layout, m)
+        return MMA[layout].candidates(layout, m)
     if m == 1:  # the FMA path (BLOCK_M = 1) or one 16-row tensor-core tile
         return [hybrid.Config(1, n, 128, split, w, st) for n, split, w, st in
                 itertools.product((16, 32, 64), (0, 1), (4, 8), (2, 3))] + [hybrid.Config(16, 64, 128, 0, 4, 3, True)]
@@ -78,7 +80,7 @@ TUNING_BYTES = 200 * 2**20  # weight bytes each timed run streams: 4x the H100's
 def timed_run(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
     """run(config): the product over enough copies of the weight to stream TUNING_BYTES (the first is the
     caller's), so tuning times device memory, not L2; made only when a key is tuned."""
-    matmul = {"decode": decode.matmul, "mma": int4_mma.matmul}.get(
+    matmul = {"decode": decode.matmul, "mma": MMA.get(layout, int4_mma).matmul}.get(
         kernel, bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul)
     copies = [tensors]
 

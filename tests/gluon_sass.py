@@ -1,6 +1,7 @@
 """Compile a `gluon_decode` kernel for sm_90 on any machine and print its K loop's instruction counts as JSON:
 python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without TRITON_INTERPRET);
-`int4_mma`'s kernels with python tests/gluon_sass.py mma|mma_bsr BLOCK_N BLOCK_K GROUP NUM_WARPS BLOCK_M.
+`int4_mma`'s kernels with python tests/gluon_sass.py mma|mma_bsr BLOCK_N BLOCK_K GROUP NUM_WARPS BLOCK_M;
+`nv24_mma`'s with python tests/gluon_sass.py mma_nv24 BLOCK_N NUM_WARPS BLOCK_M.
 
 Specialized as the launcher specializes a Llama layer: aligned pointers, N and K multiples of 16, x contiguous."""
 import collections
@@ -14,7 +15,7 @@ from triton.compiler import compile as triton_compile
 from triton.experimental.gluon._runtime import GluonASTSource
 from triton.tools.disasm import get_sass
 
-from sparc.kernels import decode, gluon_decode, int4_mma
+from sparc.kernels import decode, gluon_decode, int4_mma, nv24_mma
 
 
 POINTERS = {"int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
@@ -72,6 +73,21 @@ def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, blo
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
 
+def compile_nv24_mma(block_n: int, num_warps: int, block_m: int):
+    lv, lm, lx, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps)
+    constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=nv24_mma.BLOCK_K, SPLIT_K=1,
+                      USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, LV=lv, LM=lm,
+                      LX=lx, LD=ld, MMA=mma)
+    pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", values_ptr="*i32", meta_ptr="*i32")
+    signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32", row_pairs="i32",
+                     row_words="i32", **{name: "constexpr" for name in constexprs})
+    kernel = nv24_mma.nv24_mma_kernel
+    aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
+               for name in [*pointers, "N", "K", "stride_xm", "pairs_k", "row_pairs", "row_words"]}
+    source = GluonASTSource(kernel, signature, constexprs, aligned)
+    return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
+
+
 def main_loop(sass: str) -> collections.Counter:
     """Instruction counts (opcode with its modifiers) of the longest backward branch's body: the K loop."""
     lines = sass.splitlines()
@@ -84,7 +100,9 @@ def main_loop(sass: str) -> collections.Counter:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] in ("mma", "mma_bsr"):
+    if sys.argv[1] == "mma_nv24":
+        compiled = compile_nv24_mma(*map(int, sys.argv[2:5]))
+    elif sys.argv[1] in ("mma", "mma_bsr"):
         compiled = compile_int4_mma(*map(int, sys.argv[2:7]), "bsr_int4" if sys.argv[1] == "mma_bsr" else "int4")
     else:
         compiled = compile_decode(sys.argv[1], *map(int, sys.argv[2:6]))

@@ -1,0 +1,299 @@
+"""NV24 at small M (2 to 16 rows of x) on the GPU: the stored 2:4 values are the A operand of the sparse tensor
+cores (mma.sp m16n8k32, inline PTX: Gluon has no sparse mma) and the stored metadata their sparsity metadata.
+Nothing is expanded: a weight costs its 1.125 bytes and about one instruction per 16 of them.
+
+As in `int4_mma` the product is transposed, out.T = W @ x.T, and K is renumbered inside each 128-input chunk so
+that every thread loads contiguous runs. A chunk of a row is 32 groups of 4 inputs, each group stored as one
+int32 pair of kept values and one nibble of metadata (`nv24`). The chunk is 4 mma steps of 32 inputs (8 groups
+each). Stored group q = 8 c + 2 s + b is group h = 4 b + c of step s: so thread c of a quad (lane = 4 g + c)
+holds, for rows g and g + 8, the pairs the m16n8k32 A fragment wants in its registers (groups c and c + 4 of
+each step) as its 8 stored pairs 8 c .. 8 c + 7, 32 contiguous bytes. A sum over k does not depend on its
+order, and x follows the same renumbering: B register i of thread c at step s is x's pair 32 (i % 2) + 16 (c
+// 2) + 8 (s // 2) + 4 (s % 2) + 2 (i // 2) + c % 2 (4-byte loads, from L1 after the first warp).
+
+The metadata of a step (sparsity selector 0) comes from lanes c = 0 and 1: lane c holds the nibbles of groups
+4 c .. 4 c + 3, row g in bits 0-15 and row g + 8 in bits 16-31. Those are nibble c of byte s of each of the
+row's 4 metadata words of the chunk; every lane of a quad loads its two rows' 16 bytes (one load, one sector).
+
+The tensors the instruction takes are built per thread in one layout, LD, shape (n-tiles, m-tiles, g, c, r1,
+r0), in which the 4 registers (r0, r1) of a tile are the instruction's 4 registers of A, B and the accumulator
+(`mma_sp`, 4 elements an inline-asm call). Loads land in layouts chosen so that reaching LD only renames
+registers. Padding groups keep the valid nibble 0b0100 and zero values; masked loads do the same.
+Program (pid, pid_k) owns BLOCK_N weight rows (16 a warp tile, every warp its own rows), BLOCK_M x rows and the
+pid_k-th of SPLIT_K slices of K, with the next chunk's loads issued before the current one is multiplied; the
+epilogue is `int4_mma`'s. Gluon does not run under TRITON_INTERPRET: the CPU keeps the tile kernel.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+from .gluon_decode import x_as_pairs
+from .int4_mma import bits, block_m_for, split_for, store_transposed
+from .nv24 import padded_k
+from .tiling import Tiling, launch
+
+MAX_M = 16
+DTYPES = (torch.bfloat16, torch.float16)
+BLOCK_K = 128
+NO_INPUTS = gl.constexpr(0x44444444)  # every nibble 0b0100: groups that keep inputs 0 and 1 (their values are zero)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Weight rows per program (a multiple of 16 * num_warps), split-K slices (0: as many as fill the GPU)
+    and warps."""
+    block_n: int
+    split_k: int = 0
+    num_warps: int = 4
+
+
+DEFAULTS = {"nv24": Config(64, 0, 4)}
+
+
+def supports(layout: str, x2d: torch.Tensor) -> bool:
+    """NV24 products of 2 to MAX_M rows of bf16 or fp16 x on CUDA, whose padded rows hold whole metadata words
+    (K padded to 8 a multiple of 32)."""
+    return (layout == "nv24" and 2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES
+            and padded_k(x2d.shape[1]) % 32 == 0)
+
+
+def candidates(layout: str, m: int) -> list[Config]:
+    return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4, 8), (1, 2), (0, 1, 2, 4))]
+
+
+def unit(rank: int, dim: int, value: int = 1) -> list[int]:
+    basis = [0] * rank
+    basis[dim] = value
+    return basis
+
+
+def operand_layouts(block_n: int, block_m: int, num_warps: int):
+    """(LV over the values as int32 pairs (BLOCK_N, 32 of a chunk), LM over the metadata words (BLOCK_N, 4 lanes
+    of a quad, 4 words of a chunk), LX over x's pairs (warps, BLOCK_M, 64 of a chunk), LD over the operands of
+    `mma_sp` (n-tiles, m-tiles, g, c, r1, r0), the mma layout of the result (BLOCK_N, BLOCK_M))."""
+    w, per_warp, m_tiles = num_warps, block_n // (16 * num_warps), block_m // 8
+    rows = [[16 * w << i] for i in bits(per_warp)]
+    warps = [[16 << i] for i in bits(w)]
+    quad = [[1], [2], [4]]  # lane bits 2-4: g, rows 1, 2, 4
+    lv = gl.DistributedLinearLayout(
+        reg_bases=[[0, 1], [0, 2], [0, 4], [8, 0]] + [r + [0] for r in rows],
+        lane_bases=[[0, 8], [0, 16]] + [q + [0] for q in quad], warp_bases=[r + [0] for r in warps],
+        block_bases=[], shape=[block_n, 32])
+    lm = gl.DistributedLinearLayout(
+        reg_bases=[[0, 0, 1], [0, 0, 2], [8, 0, 0]] + [r + [0, 0] for r in rows],
+        lane_bases=[[0, 1, 0], [0, 2, 0]] + [q + [0, 0] for q in quad], warp_bases=[r + [0, 0] for r in warps],
+        block_bases=[], shape=[block_n, 4, 4])
+    lx = gl.DistributedLinearLayout(
+        reg_bases=[[0, 0, 2], [0, 0, 4], [0, 0, 8], [0, 0, 32]] + [[0, 8 << i, 0] for i in bits(m_tiles)],
+        lane_bases=[[0, 0, 1], [0, 0, 16], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
+        warp_bases=[[1 << i, 0, 0] for i in bits(w)], block_bases=[], shape=[w, block_m, 64])
+    ld = gl.DistributedLinearLayout(
+        reg_bases=[unit(6, 5), unit(6, 4)] + [unit(6, 1, 1 << i) for i in bits(m_tiles)]
+        + [unit(6, 0, w << i) for i in bits(per_warp)],
+        lane_bases=[unit(6, 3, 1), unit(6, 3, 2), unit(6, 2, 1), unit(6, 2, 2), unit(6, 2, 4)],
+        warp_bases=[unit(6, 0, 1 << i) for i in bits(w)], block_bases=[],
+        shape=[block_n // 16, m_tiles, 8, 4, 2, 2])
+    mma = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, 8])
+    return lv, lm, lx, ld, mma
+
+
+@gluon.jit
+def copies(t, COPIES: gl.constexpr):
+    """t with a new last dim of COPIES equal entries (registers repeated: no instruction)."""
+    if COPIES == 1:
+        out = gl.reshape(t, t.shape + [1])
+    elif COPIES == 2:
+        out = gl.join(t, t)
+    else:
+        two = gl.join(t, t)
+        out = gl.reshape(gl.join(two, two), t.shape + [4])
+    return out
+
+
+@gluon.jit
+def steps_of(t):
+    """The 4 mma steps of a chunk from t (..., 2 s1, 2 s0) with s = 2 s1 + s0, each t[..., s1, s0]."""
+    low, high = gl.split(t)  # s0
+    s0, s2 = gl.split(low)
+    s1, s3 = gl.split(high)
+    return s0, s1, s2, s3
+
+
+@gluon.jit
+def a_steps(values, LD: gl.constexpr):
+    """The A registers of the 4 steps, each in LD, from the chunk's pairs (BLOCK_N, 32 stored groups)."""
+    NT: gl.constexpr = values.shape[0] // 16
+    MT: gl.constexpr = LD.shape[1]
+    v = gl.reshape(values, [NT, 2, 8, 4, 2, 2, 2])  # (n-tile, row bit 3: r0, g, c, s1, s0, b: r1)
+    v = gl.permute(v, [0, 2, 3, 6, 1, 4, 5])
+    s0, s1, s2, s3 = steps_of(v)
+    return a_operand(s0, MT, LD), a_operand(s1, MT, LD), a_operand(s2, MT, LD), a_operand(s3, MT, LD)
+
+
+@gluon.jit
+def a_operand(v, MT: gl.constexpr, LD: gl.constexpr):
+    """(n-tile, g, c, r1, r0) -> LD, the same for every m-tile."""
+    return gl.convert_layout(gl.permute(copies(v, MT), [0, 5, 1, 2, 3, 4]), LD)
+
+
+@gluon.jit
+def b_steps(x, LD: gl.constexpr):
+    """The B registers of the 4 steps, each in LD, from the chunk's x pairs (warps, BLOCK_M, 64)."""
+    W: gl.constexpr = x.shape[0]
+    MT: gl.constexpr = x.shape[1] // 8
+    v = gl.reshape(x, [W, MT, 8, 2, 2, 2, 2, 2, 2])  # (warp, m-tile, g, i % 2: r0, c1, s1, s0, i // 2: r1, c0)
+    v = gl.permute(v, [0, 1, 2, 4, 8, 7, 3, 5, 6])
+    s0, s1, s2, s3 = steps_of(v)
+    return b_operand(s0, LD), b_operand(s1, LD), b_operand(s2, LD), b_operand(s3, LD)
+
+
+@gluon.jit
+def b_operand(v, LD: gl.constexpr):
+    """(warp, m-tile, g, c1, c0, r1, r0) -> LD, the same for every n-tile of a warp."""
+    W: gl.constexpr = v.shape[0]
+    PER_WARP: gl.constexpr = LD.shape[0] // W
+    b = gl.reshape(v, [W, v.shape[1], 8, 4, 2, 2])
+    b = gl.permute(copies(b, PER_WARP), [6, 0, 1, 2, 3, 4, 5])
+    return gl.convert_layout(gl.reshape(b, LD.shape), LD)
+
+
+@gluon.jit
+def e_steps(words, LD: gl.constexpr):
+    """The metadata registers of the 4 steps, each in LD, from the chunk's words (BLOCK_N, 4 lanes c, 4 words).
+    Lane c takes nibble c % 2 of byte s of each word: groups 4 (c % 2) .. + 3 of step s."""
+    c = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, words.type.layout)))
+    mine = words >> gl.expand_dims(gl.expand_dims(4 * (c & 1), 0), 2)
+    return (e_operand(mine, LD), e_operand(mine >> 8, LD), e_operand(mine >> 16, LD), e_operand(mine >> 24, LD))
+
+
+@gluon.jit
+def e_operand(mine, LD: gl.constexpr):
+    """The low nibble of each word, words 0-3 in nibbles 0-3, row g in bits 0-15 and g + 8 in 16-31, in LD."""
+    NT: gl.constexpr = mine.shape[0] // 16
+    nibbles = gl.reshape(mine & 0xF, [mine.shape[0], 4, 2, 2])  # (row, c, word bit 1, word bit 0)
+    even, odd = gl.split(nibbles)
+    w0, w2 = gl.split(even)
+    w1, w3 = gl.split(odd)
+    half = w0 | (w1 << 4) | (w2 << 8) | (w3 << 12)
+    low, high = gl.split(gl.permute(gl.reshape(half, [NT, 2, 8, 4]), [0, 2, 3, 1]))  # rows g and g + 8
+    e = copies(copies(copies(low | (high << 16), 2), 2), LD.shape[1])  # (n-tile, g, c, r1, r0, m-tile)
+    return gl.convert_layout(gl.permute(e, [0, 5, 1, 2, 3, 4]), LD)
+
+
+@gluon.jit
+def mma_sp(acc, a, b, e, dtype: gl.constexpr):
+    """acc + the 2:4 A times B of one m16n8k32 step for every (n-tile, m-tile): 4 registers each, LD."""
+    if dtype == gl.bfloat16:
+        return gl.inline_asm_elementwise(
+            "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 "
+            "{$0, $1, $2, $3}, {$4, $5, $6, $7}, {$8, $9, $10, $11}, {$12, $13, $14, $15}, $16, 0x0;",
+            "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f,r,r,r,r", [a, b, acc, e], dtype=gl.float32, is_pure=True, pack=4)
+    return gl.inline_asm_elementwise(
+        "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32 "
+        "{$0, $1, $2, $3}, {$4, $5, $6, $7}, {$8, $9, $10, $11}, {$12, $13, $14, $15}, $16, 0x0;",
+        "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f,r,r,r,r", [a, b, acc, e], dtype=gl.float32, is_pure=True, pack=4)
+
+
+@gluon.jit
+def accumulate(acc, values, words, x, dtype: gl.constexpr, LD: gl.constexpr):
+    """acc + one chunk: 4 steps of mma_sp."""
+    a0, a1, a2, a3 = a_steps(values, LD)
+    b0, b1, b2, b3 = b_steps(x, LD)
+    e0, e1, e2, e3 = e_steps(words, LD)
+    acc = mma_sp(acc, a0, b0, e0, dtype)
+    acc = mma_sp(acc, a1, b1, e1, dtype)
+    acc = mma_sp(acc, a2, b2, e2, dtype)
+    return mma_sp(acc, a3, b3, e3, dtype)
+
+
+@gluon.jit
+def weight_loads(values_ptr, meta_ptr, value_at, word_at, chunk, value_ok, word_ok, row_pairs, row_words):
+    """(pairs, metadata words) of chunk `chunk`: zero pairs and NO_INPUTS words past the row, or where not
+    value_ok (BLOCK_N, 1) and word_ok (BLOCK_N, 1, 1)."""
+    q = gl.arange(0, 32, layout=gl.SliceLayout(0, value_at.type.layout))
+    values = gl.load(values_ptr + value_at + chunk * 32, mask=value_ok & gl.expand_dims(chunk * 32 + q < row_pairs, 0),
+                     other=0)
+    word = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, word_at.type.layout)))
+    word_in_row = gl.expand_dims(gl.expand_dims(chunk * 4 + word < row_words, 0), 1)
+    words = gl.load(meta_ptr + word_at + chunk * 4, mask=word_ok & word_in_row, other=NO_INPUTS)
+    return values, words
+
+
+@gluon.jit
+def x_loads(pairs_ptr, x_at, x_ok, chunk, pairs_k):
+    """x's pairs (warps, BLOCK_M, 64) of chunk `chunk`, zero past pairs_k and where not x_ok."""
+    p = gl.arange(0, 64, layout=gl.SliceLayout(0, gl.SliceLayout(1, x_at.type.layout)))
+    at = chunk * 64 + gl.expand_dims(gl.expand_dims(p, 0), 1)
+    return gl.load(pairs_ptr + x_at + at, mask=x_ok & (at < pairs_k), other=0)
+
+
+@gluon.jit
+def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, stride_xm, stride_xk, pairs_k,
+                    row_pairs, row_words, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                    BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
+                    PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr,
+                    LX: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr):
+    """values_ptr: the NV24 values (N, Kp / 2) as int32 pairs, row_pairs = Kp / 4 of them a row; meta_ptr: the
+    metadata (N, Kp / 8) as row_words = Kp / 32 int32 words a row; x (M, K) read as pairs_k int32 pairs a row
+    (`x_as_pairs`, stride_xm even). `tiling.launch`'s arguments plus the layouts of `operand_layouts`."""
+    dtype: gl.constexpr = x_ptr.dtype.element_ty
+    W: gl.constexpr = LX.shape[0]
+    pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
+    grid_m = gl.cdiv(M, BLOCK_M)
+    pid_m, pid_n = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
+    per_split = gl.cdiv(gl.cdiv(K, BLOCK_K), SPLIT_K)
+    first = gl.program_id(1) * per_split
+    end = gl.minimum(first + per_split, gl.cdiv(K, BLOCK_K))
+
+    rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LV))
+    q = gl.arange(0, 32, layout=gl.SliceLayout(0, LV))
+    value_at = gl.expand_dims(rows.to(gl.int64) * row_pairs, 1) + gl.expand_dims(q, 0)
+    value_ok = gl.expand_dims(rows < N, 1)
+    word_rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, gl.SliceLayout(2, LM)))
+    word = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, LM)))
+    lane = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, LM)))
+    word_at = (gl.expand_dims(gl.expand_dims(word_rows.to(gl.int64) * row_words, 1) + gl.expand_dims(lane * 0, 0), 2)
+               + gl.expand_dims(gl.expand_dims(word, 0), 1))
+    word_ok = gl.expand_dims(gl.expand_dims(word_rows < N, 1) & gl.expand_dims(lane < 4, 0), 2)
+    x_rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, gl.SliceLayout(2, LX)))
+    warp = gl.arange(0, W, layout=gl.SliceLayout(1, gl.SliceLayout(2, LX)))
+    x_at = gl.expand_dims(gl.expand_dims(x_rows.to(gl.int64) * (stride_xm // 2), 0) + gl.expand_dims(warp * 0, 1), 2)
+    x_ok = gl.expand_dims(gl.expand_dims(x_rows < M, 0) & gl.expand_dims(warp < W, 1), 2)
+
+    acc = gl.zeros(LD.shape, gl.float32, layout=LD)
+    values, words = weight_loads(values_ptr, meta_ptr, value_at, word_at, first, value_ok, word_ok, row_pairs,
+                                 row_words)
+    x = x_loads(pairs_ptr, x_at, x_ok, first, pairs_k)
+    for chunk in range(first, end):
+        live = chunk + 1 < end
+        values_n, words_n = weight_loads(values_ptr, meta_ptr, value_at, word_at, chunk + 1, value_ok & live,
+                                         word_ok & live, row_pairs, row_words)
+        x_n = x_loads(pairs_ptr, x_at, x_ok & live, chunk + 1, pairs_k)
+        acc = accumulate(acc, values, words, x, dtype, LD)
+        values, words, x = values_n, words_n, x_n
+    acc = gl.reshape(gl.permute(acc, [0, 4, 2, 1, 3, 5]), [BLOCK_N, BLOCK_M])  # (n-tile, r1, g), (m-tile, c, r0)
+    store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
+                     BLOCK_N, SPLIT_K, MMA)
+
+
+def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
+           partials=None):
+    """x2d (M, K) @ W.T + bias for an NV24 weight, 2 <= M <= MAX_M."""
+    n, k = dims[0], dims[1]
+    values, meta = tensors
+    m, block_m = x2d.shape[0], block_m_for(x2d.shape[0])
+    if split_k is None:
+        split_k = split_for(config, -(-m // block_m) * -(-n // config.block_n), -(-k // BLOCK_K), config.num_warps,
+                            x2d.device)
+    lv, lm, lx, ld, mma = operand_layouts(config.block_n, block_m, config.num_warps)
+    tiling = Tiling(block_m, config.block_n, BLOCK_K, split_k)
+    pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
+    pointers = [values.view(torch.int32), meta.view(torch.int32)]
+    return launch(nv24_mma_kernel, pairs, n, k, bias, tiling, pointers, (pairs.shape[1] // 2, values.shape[1] // 2,
+                                                                   meta.shape[1] // 4),
+                  dict(LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma, num_warps=config.num_warps), out, partials)

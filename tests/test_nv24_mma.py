@@ -1,0 +1,90 @@
+"""NV24 at small M on the sparse tensor cores (`kernels.nv24_mma`): the layouts, the sm_90 code compiled on the CPU
+(no GPU needed), and on the GPU the results against the reference."""
+import collections
+import itertools
+import types
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from sparc import kernels
+from sparc.kernels import nv24_mma, tuning
+from test_int4_mma import compiled_loop, elements
+from test_kernels import GPU, assert_matches_reference, make_case
+
+CONFIGS = [(64, 4, 16), (128, 4, 16), (32, 2, 8), (256, 8, 16), (128, 2, 8)]
+
+
+@pytest.mark.parametrize("block_n, num_warps, block_m", CONFIGS)
+def test_layouts_cover_the_blocks(block_n, num_warps, block_m):
+    """Every value pair once; every metadata word once per lane of a quad; every x pair once per warp; the
+    operand layout once per register of every tile."""
+    lv, lm, lx, ld, _ = nv24_mma.operand_layouts(block_n, block_m, num_warps)
+    assert sorted(elements(lv)) == list(itertools.product(range(block_n), range(32)))
+    assert sorted(elements(lm)) == list(itertools.product(range(block_n), range(4), range(4)))
+    counts = collections.Counter((m, p) for _, m, p in elements(lx))
+    assert set(counts) == set(itertools.product(range(block_m), range(64))) and set(counts.values()) == {num_warps}
+    assert sorted(elements(ld)) == list(itertools.product(*map(range, ld.shape)))
+
+
+@pytest.mark.parametrize("block_n, num_warps, block_m", CONFIGS)
+def test_a_thread_loads_32_contiguous_bytes_of_values_and_16_of_metadata(block_n, num_warps, block_m):
+    lv, lm, _, _, _ = nv24_mma.operand_layouts(block_n, block_m, num_warps)
+    assert lv.reg_bases[:3] == [[0, 1], [0, 2], [0, 4]]
+    assert lm.reg_bases[:2] == [[0, 0, 1], [0, 0, 2]]
+
+
+@pytest.mark.parametrize("block_n, num_warps, block_m", CONFIGS)
+def test_loop_stays_in_registers(block_n, num_warps, block_m):
+    """Reaching the operand layout only renames registers: the K loop has no shared memory, barrier, shuffle or
+    spill; it loads values and metadata 16 bytes at a time and x 4, and issues one mma.sp per 16 rows, 8 x rows
+    and 32 inputs."""
+    ops = compiled_loop("mma_nv24", block_n, num_warps, block_m)
+    opcodes = {op.split(".")[0] for op in ops}
+    assert not {"BAR", "STS", "LDS", "LDL", "STL", "SHFL"} & opcodes
+    tiles_a_warp = block_n // (16 * num_warps)
+    assert ops["LDG.E.128"] == 6 * tiles_a_warp
+    assert ops["LDG.E"] == 16 * block_m // 8
+    assert ops["HMMA.SP.16832.F32.BF16"] == 4 * tiles_a_warp * block_m // 8
+
+
+def test_candidates_fit_the_warps():
+    for config in nv24_mma.candidates("nv24", 16):
+        assert config.block_n % (16 * config.num_warps) == 0
+
+
+@pytest.mark.parametrize("k, runs", [(4096, True), (4090, True), (3000, False), (4096 + 40, False)])
+def test_runs_where_metadata_rows_are_whole_words(k, runs):
+    x = types.SimpleNamespace(shape=(16, k), is_cuda=True, dtype=torch.bfloat16)  # what `supports` reads of x
+    assert nv24_mma.supports("nv24", x) == runs
+
+
+@pytest.mark.gpu
+@GPU
+@given(data=st.data())
+def test_matches_reference_gpu(data):
+    n = data.draw(st.integers(1, 2500))
+    k = 32 * data.draw(st.integers(1, 80)) - data.draw(st.integers(0, 7))
+    m = data.draw(st.integers(2, nv24_mma.MAX_M))
+    dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
+    density = data.draw(st.sampled_from([0.3, 1.0]))
+    packed = make_case("nv24", n, k, dtype, 0, density, data.draw(st.integers(0, 99))).pack().to("cuda")
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
+    config = data.draw(st.sampled_from([nv24_mma.DEFAULTS["nv24"], *nv24_mma.candidates("nv24", m)]))
+    split = data.draw(st.sampled_from([None, 1, 3]))
+    assert kernels.kernel_name(x, "nv24", packed.tensors, packed.dims) == "mma"
+    out = nv24_mma.matmul(x, "nv24", list(packed.tensors), packed.dims, bias, config, split_k=split)
+    assert_matches_reference(out, x, packed, bias)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [2, 9, 16])
+def test_every_candidate_on_a_llama_shape_gpu(m):
+    packed = make_case("nv24", 1024, 4096, torch.bfloat16, 0, 1.0, m).pack().to("cuda")
+    x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
+    assert tuning.kernel_for("nv24", x)[0] == "mma"
+    for config in nv24_mma.candidates("nv24", m):
+        assert_matches_reference(nv24_mma.matmul(x, "nv24", list(packed.tensors), packed.dims, None, config),
+                                 x, packed, None)
