@@ -103,15 +103,13 @@ def operand_layouts(block_n: int, block_m: int, num_warps: int):
 
 
 @gluon.jit
-def copies(t, COPIES: gl.constexpr):
-    """t with a new last dim of COPIES equal entries (registers repeated: no instruction)."""
-    if COPIES == 1:
-        out = gl.reshape(t, t.shape + [1])
-    elif COPIES == 2:
+def copies(t, SHAPE: gl.constexpr):
+    """t (SHAPE[:-1]) with a new last dim of SHAPE[-1] <= 4 equal entries (registers repeated: no instruction)."""
+    if SHAPE[len(SHAPE) - 1] == 2:
         out = gl.join(t, t)
     else:
         two = gl.join(t, t)
-        out = gl.reshape(gl.join(two, two), t.shape + [4])
+        out = gl.reshape(gl.join(two, two) if SHAPE[len(SHAPE) - 1] == 4 else t, SHAPE)
     return out
 
 
@@ -125,10 +123,9 @@ def steps_of(t):
 
 
 @gluon.jit
-def a_steps(values, LD: gl.constexpr):
+def a_steps(values, MT: gl.constexpr, LD: gl.constexpr):
     """The A registers of the 4 steps, each in LD, from the chunk's pairs (BLOCK_N, 32 stored groups)."""
     NT: gl.constexpr = values.shape[0] // 16
-    MT: gl.constexpr = LD.shape[1]
     v = gl.reshape(values, [NT, 2, 8, 4, 2, 2, 2])  # (n-tile, row bit 3: r0, g, c, s1, s0, b: r1)
     v = gl.permute(v, [0, 2, 3, 6, 1, 4, 5])
     s0, s1, s2, s3 = steps_of(v)
@@ -138,41 +135,43 @@ def a_steps(values, LD: gl.constexpr):
 @gluon.jit
 def a_operand(v, MT: gl.constexpr, LD: gl.constexpr):
     """(n-tile, g, c, r1, r0) -> LD, the same for every m-tile."""
-    return gl.convert_layout(gl.permute(copies(v, MT), [0, 5, 1, 2, 3, 4]), LD)
+    a = copies(v, [v.shape[0], 8, 4, 2, 2, MT])
+    return gl.convert_layout(gl.permute(a, [0, 5, 1, 2, 3, 4]), LD)
 
 
 @gluon.jit
-def b_steps(x, LD: gl.constexpr):
+def b_steps(x, NT: gl.constexpr, LD: gl.constexpr):
     """The B registers of the 4 steps, each in LD, from the chunk's x pairs (warps, BLOCK_M, 64)."""
     W: gl.constexpr = x.shape[0]
     MT: gl.constexpr = x.shape[1] // 8
     v = gl.reshape(x, [W, MT, 8, 2, 2, 2, 2, 2, 2])  # (warp, m-tile, g, i % 2: r0, c1, s1, s0, i // 2: r1, c0)
     v = gl.permute(v, [0, 1, 2, 4, 8, 7, 3, 5, 6])
     s0, s1, s2, s3 = steps_of(v)
-    return b_operand(s0, LD), b_operand(s1, LD), b_operand(s2, LD), b_operand(s3, LD)
+    return b_operand(s0, NT, LD), b_operand(s1, NT, LD), b_operand(s2, NT, LD), b_operand(s3, NT, LD)
 
 
 @gluon.jit
-def b_operand(v, LD: gl.constexpr):
+def b_operand(v, NT: gl.constexpr, LD: gl.constexpr):
     """(warp, m-tile, g, c1, c0, r1, r0) -> LD, the same for every n-tile of a warp."""
     W: gl.constexpr = v.shape[0]
-    PER_WARP: gl.constexpr = LD.shape[0] // W
-    b = gl.reshape(v, [W, v.shape[1], 8, 4, 2, 2])
-    b = gl.permute(copies(b, PER_WARP), [6, 0, 1, 2, 3, 4, 5])
-    return gl.convert_layout(gl.reshape(b, LD.shape), LD)
+    MT: gl.constexpr = v.shape[1]
+    b = gl.reshape(v, [W, MT, 8, 4, 2, 2])
+    b = gl.permute(copies(b, [W, MT, 8, 4, 2, 2, NT // W]), [6, 0, 1, 2, 3, 4, 5])
+    return gl.convert_layout(gl.reshape(b, [NT, MT, 8, 4, 2, 2]), LD)
 
 
 @gluon.jit
-def e_steps(words, LD: gl.constexpr):
+def e_steps(words, MT: gl.constexpr, LD: gl.constexpr):
     """The metadata registers of the 4 steps, each in LD, from the chunk's words (BLOCK_N, 4 lanes c, 4 words).
     Lane c takes nibble c % 2 of byte s of each word: groups 4 (c % 2) .. + 3 of step s."""
     c = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, words.type.layout)))
     mine = words >> gl.expand_dims(gl.expand_dims(4 * (c & 1), 0), 2)
-    return (e_operand(mine, LD), e_operand(mine >> 8, LD), e_operand(mine >> 16, LD), e_operand(mine >> 24, LD))
+    return (e_operand(mine, MT, LD), e_operand(mine >> 8, MT, LD), e_operand(mine >> 16, MT, LD),
+            e_operand(mine >> 24, MT, LD))
 
 
 @gluon.jit
-def e_operand(mine, LD: gl.constexpr):
+def e_operand(mine, MT: gl.constexpr, LD: gl.constexpr):
     """The low nibble of each word, words 0-3 in nibbles 0-3, row g in bits 0-15 and g + 8 in 16-31, in LD."""
     NT: gl.constexpr = mine.shape[0] // 16
     nibbles = gl.reshape(mine & 0xF, [mine.shape[0], 4, 2, 2])  # (row, c, word bit 1, word bit 0)
@@ -181,7 +180,8 @@ def e_operand(mine, LD: gl.constexpr):
     w1, w3 = gl.split(odd)
     half = w0 | (w1 << 4) | (w2 << 8) | (w3 << 12)
     low, high = gl.split(gl.permute(gl.reshape(half, [NT, 2, 8, 4]), [0, 2, 3, 1]))  # rows g and g + 8
-    e = copies(copies(copies(low | (high << 16), 2), 2), LD.shape[1])  # (n-tile, g, c, r1, r0, m-tile)
+    e = copies(copies(low | (high << 16), [NT, 8, 4, 2]), [NT, 8, 4, 2, 2])
+    e = copies(e, [NT, 8, 4, 2, 2, MT])  # (n-tile, g, c, r1, r0, m-tile)
     return gl.convert_layout(gl.permute(e, [0, 5, 1, 2, 3, 4]), LD)
 
 
@@ -202,9 +202,11 @@ def mma_sp(acc, a, b, e, dtype: gl.constexpr):
 @gluon.jit
 def accumulate(acc, values, words, x, dtype: gl.constexpr, LD: gl.constexpr):
     """acc + one chunk: 4 steps of mma_sp."""
-    a0, a1, a2, a3 = a_steps(values, LD)
-    b0, b1, b2, b3 = b_steps(x, LD)
-    e0, e1, e2, e3 = e_steps(words, LD)
+    NT: gl.constexpr = acc.shape[0]
+    MT: gl.constexpr = acc.shape[1]
+    a0, a1, a2, a3 = a_steps(values, MT, LD)
+    b0, b1, b2, b3 = b_steps(x, NT, LD)
+    e0, e1, e2, e3 = e_steps(words, MT, LD)
     acc = mma_sp(acc, a0, b0, e0, dtype)
     acc = mma_sp(acc, a1, b1, e1, dtype)
     acc = mma_sp(acc, a2, b2, e2, dtype)
@@ -236,13 +238,13 @@ def x_loads(pairs_ptr, x_at, x_ok, chunk, pairs_k):
 def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, stride_xm, stride_xk, pairs_k,
                     row_pairs, row_words, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                     BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
-                    PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr,
-                    LX: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr):
+                    PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, W: gl.constexpr, LV: gl.constexpr,
+                    LM: gl.constexpr, LX: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr):
     """values_ptr: the NV24 values (N, Kp / 2) as int32 pairs, row_pairs = Kp / 4 of them a row; meta_ptr: the
     metadata (N, Kp / 8) as row_words = Kp / 32 int32 words a row; x (M, K) read as pairs_k int32 pairs a row
-    (`x_as_pairs`, stride_xm even). `tiling.launch`'s arguments plus the layouts of `operand_layouts`."""
+    (`x_as_pairs`, stride_xm even). `tiling.launch`'s arguments, the warps W and the layouts of
+    `operand_layouts`."""
     dtype: gl.constexpr = x_ptr.dtype.element_ty
-    W: gl.constexpr = LX.shape[0]
     pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
     grid_m = gl.cdiv(M, BLOCK_M)
     pid_m, pid_n = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
@@ -265,7 +267,7 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, str
     x_at = gl.expand_dims(gl.expand_dims(x_rows.to(gl.int64) * (stride_xm // 2), 0) + gl.expand_dims(warp * 0, 1), 2)
     x_ok = gl.expand_dims(gl.expand_dims(x_rows < M, 0) & gl.expand_dims(warp < W, 1), 2)
 
-    acc = gl.zeros(LD.shape, gl.float32, layout=LD)
+    acc = gl.zeros([BLOCK_N // 16, BLOCK_M // 8, 8, 4, 2, 2], gl.float32, layout=LD)
     values, words = weight_loads(values_ptr, meta_ptr, value_at, word_at, first, value_ok, word_ok, row_pairs,
                                  row_words)
     x = x_loads(pairs_ptr, x_at, x_ok, first, pairs_k)
@@ -296,4 +298,4 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     pointers = [values.view(torch.int32), meta.view(torch.int32)]
     return launch(nv24_mma_kernel, pairs, n, k, bias, tiling, pointers, (pairs.shape[1] // 2, values.shape[1] // 2,
                                                                    meta.shape[1] // 4),
-                  dict(LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma, num_warps=config.num_warps), out, partials)
+                  dict(W=config.num_warps, LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma, num_warps=config.num_warps), out, partials)
