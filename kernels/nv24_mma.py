@@ -74,8 +74,9 @@ def unit(rank: int, dim: int, value: int = 1) -> list[int]:
 
 def operand_layouts(block_n: int, block_m: int, num_warps: int):
     """(LV over the values as int32 pairs (BLOCK_N, 32 of a chunk), LM over the metadata words (BLOCK_N, 4 lanes
-    of a quad, 4 words of a chunk), LX over x's pairs (warps, BLOCK_M, 64 of a chunk), LD over the operands of
-    `mma_sp` (n-tiles, m-tiles, g, c, r1, r0), the mma layout of the result (BLOCK_N, BLOCK_M))."""
+    of a quad, 4 words of a chunk), LX over x's pairs (BLOCK_M, 64 of a chunk) as every warp reads them from
+    shared memory, LD over the operands of `mma_sp` (n-tiles, m-tiles, g, c, r1, r0), the mma layout of the
+    result (BLOCK_N, BLOCK_M))."""
     w, per_warp, m_tiles = num_warps, block_n // (16 * num_warps), block_m // 8
     rows = [[16 * w << i] for i in bits(per_warp)]
     warps = [[16 << i] for i in bits(w)]
@@ -89,15 +90,12 @@ def operand_layouts(block_n: int, block_m: int, num_warps: int):
         lane_bases=[[0, 1, 0], [0, 2, 0]] + [q + [0, 0] for q in quad], warp_bases=[r + [0, 0] for r in warps],
         block_bases=[], shape=[block_n, 4, 4])
     lx = gl.DistributedLinearLayout(
-        reg_bases=[[0, 0, 2], [0, 0, 4], [0, 0, 8], [0, 0, 32]] + [[0, 8 << i, 0] for i in bits(m_tiles)],
-        lane_bases=[[0, 0, 1], [0, 0, 16], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
-        warp_bases=[[1 << i, 0, 0] for i in bits(w)], block_bases=[], shape=[w, block_m, 64])
-    ld = gl.DistributedLinearLayout(
-        reg_bases=[unit(6, 5), unit(6, 4)] + [unit(6, 1, 1 << i) for i in bits(m_tiles)]
-        + [unit(6, 0, w << i) for i in bits(per_warp)],
-        lane_bases=[unit(6, 3, 1), unit(6, 3, 2), unit(6, 2, 1), unit(6, 2, 2), unit(6, 2, 4)],
-        warp_bases=[unit(6, 0, 1 << i) for i in bits(w)], block_bases=[],
-        shape=[block_n // 16, m_tiles, 8, 4, 2, 2])
+        reg_bases=[[0, 2], [0, 4], [0, 8], [0, 32]] + [[8 << i, 0] for i in bits(m_tiles)],
+        lane_bases=[[0, 1], [0, 16], [1, 0], [2, 0], [4, 0]], warp_bases=[[0, 0] for _ in bits(w)], block_bases=[],
+        shape=[block_m, 64])
+    # (n-tile, m-tile, g, c, r1, r0): registers r0, r1, m-tiles, then a warp's further n-tiles
+    ld = gl.BlockedLayout(size_per_thread=[1, m_tiles, 1, 1, 2, 2], threads_per_warp=[1, 1, 8, 4, 1, 1],
+                          warps_per_cta=[w, 1, 1, 1, 1, 1], order=[5, 4, 3, 2, 1, 0])
     mma = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, 8])
     return lv, lm, lx, ld, mma
 
@@ -140,24 +138,18 @@ def a_operand(v, MT: gl.constexpr, LD: gl.constexpr):
 
 
 @gluon.jit
-def b_steps(x, NT: gl.constexpr, LD: gl.constexpr):
-    """The B registers of the 4 steps, each in LD, from the chunk's x pairs (warps, BLOCK_M, 64)."""
-    W: gl.constexpr = x.shape[0]
-    MT: gl.constexpr = x.shape[1] // 8
-    v = gl.reshape(x, [W, MT, 8, 2, 2, 2, 2, 2, 2])  # (warp, m-tile, g, i % 2: r0, c1, s1, s0, i // 2: r1, c0)
-    v = gl.permute(v, [0, 1, 2, 4, 8, 7, 3, 5, 6])
-    s0, s1, s2, s3 = steps_of(v)
-    return b_operand(s0, NT, LD), b_operand(s1, NT, LD), b_operand(s2, NT, LD), b_operand(s3, NT, LD)
+def b_steps(x, LD: gl.constexpr):
+    """The B registers of the 4 steps, each (1, m-tiles, g, c, r1, r0) in LD (the same for every n-tile), from
+    the chunk's x pairs (BLOCK_M, 64)."""
+    MT: gl.constexpr = x.shape[0] // 8
+    v = gl.reshape(x, [MT, 8, 2, 2, 2, 2, 2, 2])  # (m-tile, g, i % 2: r0, c1, s1, s0, i // 2: r1, c0)
+    s0, s1, s2, s3 = steps_of(gl.permute(v, [0, 1, 3, 7, 6, 2, 4, 5]))
+    return b_operand(s0, LD), b_operand(s1, LD), b_operand(s2, LD), b_operand(s3, LD)
 
 
 @gluon.jit
-def b_operand(v, NT: gl.constexpr, LD: gl.constexpr):
-    """(warp, m-tile, g, c1, c0, r1, r0) -> LD, the same for every n-tile of a warp."""
-    W: gl.constexpr = v.shape[0]
-    MT: gl.constexpr = v.shape[1]
-    b = gl.reshape(v, [W, MT, 8, 4, 2, 2])
-    b = gl.permute(copies(b, [W, MT, 8, 4, 2, 2, NT // W]), [6, 0, 1, 2, 3, 4, 5])
-    return gl.convert_layout(gl.reshape(b, [NT, MT, 8, 4, 2, 2]), LD)
+def b_operand(v, LD: gl.constexpr):
+    return gl.convert_layout(gl.reshape(v, [1, v.shape[0], 8, 4, 2, 2]), LD)
 
 
 @gluon.jit
@@ -202,10 +194,9 @@ def mma_sp(acc, a, b, e, dtype: gl.constexpr):
 @gluon.jit
 def accumulate(acc, values, words, x, dtype: gl.constexpr, LD: gl.constexpr):
     """acc + one chunk: 4 steps of mma_sp."""
-    NT: gl.constexpr = acc.shape[0]
     MT: gl.constexpr = acc.shape[1]
     a0, a1, a2, a3 = a_steps(values, MT, LD)
-    b0, b1, b2, b3 = b_steps(x, NT, LD)
+    b0, b1, b2, b3 = b_steps(x, LD)
     e0, e1, e2, e3 = e_steps(words, MT, LD)
     acc = mma_sp(acc, a0, b0, e0, dtype)
     acc = mma_sp(acc, a1, b1, e1, dtype)
@@ -228,10 +219,18 @@ def weight_loads(values_ptr, meta_ptr, value_at, word_at, chunk, value_ok, word_
 
 @gluon.jit
 def x_loads(pairs_ptr, x_at, x_ok, chunk, pairs_k):
-    """x's pairs (warps, BLOCK_M, 64) of chunk `chunk`, zero past pairs_k and where not x_ok."""
-    p = gl.arange(0, 64, layout=gl.SliceLayout(0, gl.SliceLayout(1, x_at.type.layout)))
-    at = chunk * 64 + gl.expand_dims(gl.expand_dims(p, 0), 1)
+    """x's pairs (BLOCK_M, 64) of chunk `chunk` (16-byte loads), zero past pairs_k and where not x_ok."""
+    p = gl.arange(0, 64, layout=gl.SliceLayout(0, x_at.type.layout))
+    at = chunk * 64 + gl.expand_dims(p, 0)
     return gl.load(pairs_ptr + x_at + at, mask=x_ok & (at < pairs_k), other=0)
+
+
+@gluon.jit
+def x_shared(buffer, x, LX: gl.constexpr):
+    """Every warp's x pairs of a chunk: stored once by the whole program, read back in LX (the compiler puts a
+    barrier before the store and one before the load)."""
+    buffer.store(x)
+    return buffer.load(LX)
 
 
 @gluon.jit
@@ -262,22 +261,24 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, str
     word_at = (gl.expand_dims(gl.expand_dims(word_rows.to(gl.int64) * row_words, 1) + gl.expand_dims(lane * 0, 0), 2)
                + gl.expand_dims(gl.expand_dims(word, 0), 1))
     word_ok = gl.expand_dims(gl.expand_dims(word_rows < N, 1) & gl.expand_dims(lane < 4, 0), 2)
-    x_rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, gl.SliceLayout(2, LX)))
-    warp = gl.arange(0, W, layout=gl.SliceLayout(1, gl.SliceLayout(2, LX)))
-    x_at = gl.expand_dims(gl.expand_dims(x_rows.to(gl.int64) * (stride_xm // 2), 0) + gl.expand_dims(warp * 0, 1), 2)
-    x_ok = gl.expand_dims(gl.expand_dims(x_rows < M, 0) & gl.expand_dims(warp < W, 1), 2)
+    LG: gl.constexpr = gl.BlockedLayout([1, 4], [2, 16], [W, 1], [1, 0])
+    x_rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, LG))
+    x_at = gl.expand_dims(x_rows.to(gl.int64) * (stride_xm // 2), 1)
+    x_ok = gl.expand_dims(x_rows < M, 1)
+    buffer = gl.allocate_shared_memory(gl.int32, [BLOCK_M, 64], gl.SwizzledSharedLayout(2, 1, 8, [1, 0]))
 
     acc = gl.zeros([BLOCK_N // 16, BLOCK_M // 8, 8, 4, 2, 2], gl.float32, layout=LD)
     values, words = weight_loads(values_ptr, meta_ptr, value_at, word_at, first, value_ok, word_ok, row_pairs,
                                  row_words)
-    x = x_loads(pairs_ptr, x_at, x_ok, first, pairs_k)
+    x = x_shared(buffer, x_loads(pairs_ptr, x_at, x_ok, first, pairs_k), LX)
     for chunk in range(first, end):
         live = chunk + 1 < end
         values_n, words_n = weight_loads(values_ptr, meta_ptr, value_at, word_at, chunk + 1, value_ok & live,
                                          word_ok & live, row_pairs, row_words)
         x_n = x_loads(pairs_ptr, x_at, x_ok & live, chunk + 1, pairs_k)
         acc = accumulate(acc, values, words, x, dtype, LD)
-        values, words, x = values_n, words_n, x_n
+        x = x_shared(buffer, x_n, LX)
+        values, words = values_n, words_n
     acc = gl.reshape(gl.permute(acc, [0, 4, 2, 1, 3, 5]), [BLOCK_N, BLOCK_M])  # (n-tile, r1, g), (m-tile, c, r0)
     store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
                      BLOCK_N, SPLIT_K, MMA)
