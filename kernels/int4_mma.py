@@ -64,9 +64,12 @@ DEFAULTS = {"int4": Config(128, 128, 0, 4), "bsr_int4": Config(0, 128, 0, 4)}  #
 WARPS_PER_SM = 12  # the split-K fill: at small M the grid, not the registers, sets how many warps hide latency
 
 
-def supports(layout: str, x2d: torch.Tensor) -> bool:
-    """This kernel runs INT4 and BSR_INT4 products of 2 to MAX_M rows of bf16 or fp16 x on CUDA."""
-    return layout in DEFAULTS and 2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES
+def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
+    """This kernel runs INT4 and BSR_INT4 products of 2 to MAX_M rows of bf16 or fp16 x on CUDA, whose scales
+    are stored in x's dtype (the tensors' dtypes are read, not their data)."""
+    scales = None if tensors is None else tensors[-2]
+    return (layout in DEFAULTS and 2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES
+            and (scales is None or scales.dtype == x2d.dtype))
 
 
 def candidates(layout: str, m: int) -> list[Config]:

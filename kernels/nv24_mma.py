@@ -55,11 +55,11 @@ class Config:
 DEFAULTS = {"nv24": Config(64, 0, 4)}
 
 
-def supports(layout: str, x2d: torch.Tensor) -> bool:
-    """NV24 products of 2 to MAX_M rows of bf16 or fp16 x on CUDA, whose padded rows hold whole metadata words
-    (K padded to 8 a multiple of 32)."""
+def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
+    """NV24 products of 2 to MAX_M rows of bf16 or fp16 x on CUDA, values stored in x's dtype, whose padded rows
+    hold whole metadata words (K padded to 8 a multiple of 32)."""
     return (layout == "nv24" and 2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES
-            and padded_k(x2d.shape[1]) % 32 == 0)
+            and (tensors is None or tensors[0].dtype == x2d.dtype) and padded_k(x2d.shape[1]) % 32 == 0)
 
 
 def candidates(layout: str, m: int) -> list[Config]:
@@ -101,85 +101,73 @@ def operand_layouts(block_n: int, block_m: int, num_warps: int):
 
 
 @gluon.jit
-def copies(t, SHAPE: gl.constexpr):
-    """t (SHAPE[:-1]) with a new last dim of SHAPE[-1] <= 4 equal entries (registers repeated: no instruction)."""
-    if SHAPE[len(SHAPE) - 1] == 2:
-        out = gl.join(t, t)
-    else:
-        two = gl.join(t, t)
-        out = gl.reshape(gl.join(two, two) if SHAPE[len(SHAPE) - 1] == 4 else t, SHAPE)
-    return out
-
-
-@gluon.jit
 def steps_of(t):
-    """The 4 mma steps of a chunk from t (..., 2 s1, 2 s0) with s = 2 s1 + s0, each t[..., s1, s0]."""
+    """The 4 mma steps of a chunk from t (..., 2 s1, 2 s0), each t[..., s1, s0], in the order s = 0, 2, 1, 3:
+    any order serves, as long as every operand is split the same way."""
     low, high = gl.split(t)  # s0
     s0, s2 = gl.split(low)
     s1, s3 = gl.split(high)
-    return s0, s1, s2, s3
+    return s0, s2, s1, s3
 
 
 @gluon.jit
-def a_steps(values, MT: gl.constexpr, LD: gl.constexpr):
-    """The A registers of the 4 steps, each in LD, from the chunk's pairs (BLOCK_N, 32 stored groups)."""
+def operand(t, LD: gl.constexpr):
+    """t, whose dims are LD's with size 1 where the operand repeats, in LD: registers renamed (broadcast by
+    `mma_sp`)."""
+    return gl.convert_layout(t, LD)
+
+
+@gluon.jit
+def a_steps(values, LD: gl.constexpr):
+    """The A registers (n-tile, 1, g, c, r1, r0) of the 4 steps from the chunk's pairs (BLOCK_N, 32 groups)."""
     NT: gl.constexpr = values.shape[0] // 16
     v = gl.reshape(values, [NT, 2, 8, 4, 2, 2, 2])  # (n-tile, row bit 3: r0, g, c, s1, s0, b: r1)
-    v = gl.permute(v, [0, 2, 3, 6, 1, 4, 5])
-    s0, s1, s2, s3 = steps_of(v)
-    return a_operand(s0, MT, LD), a_operand(s1, MT, LD), a_operand(s2, MT, LD), a_operand(s3, MT, LD)
-
-
-@gluon.jit
-def a_operand(v, MT: gl.constexpr, LD: gl.constexpr):
-    """(n-tile, g, c, r1, r0) -> LD, the same for every m-tile."""
-    a = copies(v, [v.shape[0], 8, 4, 2, 2, MT])
-    return gl.convert_layout(gl.permute(a, [0, 5, 1, 2, 3, 4]), LD)
+    s0, s1, s2, s3 = steps_of(gl.permute(v, [0, 2, 3, 6, 1, 4, 5]))
+    shape: gl.constexpr = [NT, 1, 8, 4, 2, 2]
+    return (operand(gl.reshape(s0, shape), LD), operand(gl.reshape(s1, shape), LD),
+            operand(gl.reshape(s2, shape), LD), operand(gl.reshape(s3, shape), LD))
 
 
 @gluon.jit
 def b_steps(x, LD: gl.constexpr):
-    """The B registers of the 4 steps, each (1, m-tiles, g, c, r1, r0) in LD (the same for every n-tile), from
-    the chunk's x pairs (BLOCK_M, 64)."""
+    """The B registers (1, m-tile, g, c, r1, r0) of the 4 steps from the chunk's x pairs (BLOCK_M, 64)."""
     MT: gl.constexpr = x.shape[0] // 8
     v = gl.reshape(x, [MT, 8, 2, 2, 2, 2, 2, 2])  # (m-tile, g, i % 2: r0, c1, s1, s0, i // 2: r1, c0)
     s0, s1, s2, s3 = steps_of(gl.permute(v, [0, 1, 3, 7, 6, 2, 4, 5]))
-    return b_operand(s0, LD), b_operand(s1, LD), b_operand(s2, LD), b_operand(s3, LD)
+    shape: gl.constexpr = [1, MT, 8, 4, 2, 2]
+    return (operand(gl.reshape(s0, shape), LD), operand(gl.reshape(s1, shape), LD),
+            operand(gl.reshape(s2, shape), LD), operand(gl.reshape(s3, shape), LD))
 
 
 @gluon.jit
-def b_operand(v, LD: gl.constexpr):
-    return gl.convert_layout(gl.reshape(v, [1, v.shape[0], 8, 4, 2, 2]), LD)
-
-
-@gluon.jit
-def e_steps(words, MT: gl.constexpr, LD: gl.constexpr):
-    """The metadata registers of the 4 steps, each in LD, from the chunk's words (BLOCK_N, 4 lanes c, 4 words).
-    Lane c takes nibble c % 2 of byte s of each word: groups 4 (c % 2) .. + 3 of step s."""
+def e_steps(words, LD: gl.constexpr):
+    """The metadata registers (n-tile, 1, g, c, 1, 1) of the 4 steps from the chunk's words (BLOCK_N, 4 lanes
+    c, 4 words). Lane c takes nibble c % 2 of byte s of each word: groups 4 (c % 2) .. + 3 of step s."""
     c = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, words.type.layout)))
     mine = words >> gl.expand_dims(gl.expand_dims(4 * (c & 1), 0), 2)
-    return (e_operand(mine, MT, LD), e_operand(mine >> 8, MT, LD), e_operand(mine >> 16, MT, LD),
-            e_operand(mine >> 24, MT, LD))
+    v = gl.reshape(mine, [mine.shape[0], 4, 2, 2, 1])  # (row, c, word bit 1, word bit 0, 1)
+    t = gl.join(gl.join(v, v >> 16), gl.join(v >> 8, v >> 24))  # (..., s1, s0): byte s at the bottom
+    s0, s1, s2, s3 = steps_of(gl.reshape(t, [mine.shape[0], 4, 2, 2, 2, 2]))
+    return e_operand(s0, LD), e_operand(s1, LD), e_operand(s2, LD), e_operand(s3, LD)
 
 
 @gluon.jit
-def e_operand(mine, MT: gl.constexpr, LD: gl.constexpr):
-    """The low nibble of each word, words 0-3 in nibbles 0-3, row g in bits 0-15 and g + 8 in 16-31, in LD."""
+def e_operand(mine, LD: gl.constexpr):
+    """The low nibble of each word (row, c, word bit 1, word bit 0): words 0-3 in nibbles 0-3, row g in bits
+    0-15 and g + 8 in 16-31."""
     NT: gl.constexpr = mine.shape[0] // 16
-    nibbles = gl.reshape(mine & 0xF, [mine.shape[0], 4, 2, 2])  # (row, c, word bit 1, word bit 0)
-    even, odd = gl.split(nibbles)
+    even, odd = gl.split(mine & 0xF)
     w0, w2 = gl.split(even)
     w1, w3 = gl.split(odd)
     half = w0 | (w1 << 4) | (w2 << 8) | (w3 << 12)
     low, high = gl.split(gl.permute(gl.reshape(half, [NT, 2, 8, 4]), [0, 2, 3, 1]))  # rows g and g + 8
-    e = copies(copies(low | (high << 16), [NT, 8, 4, 2]), [NT, 8, 4, 2, 2])
-    e = copies(e, [NT, 8, 4, 2, 2, MT])  # (n-tile, g, c, r1, r0, m-tile)
-    return gl.convert_layout(gl.permute(e, [0, 5, 1, 2, 3, 4]), LD)
+    return operand(gl.reshape(low | (high << 16), [NT, 1, 8, 4, 1, 1]), LD)
 
 
 @gluon.jit
 def mma_sp(acc, a, b, e, dtype: gl.constexpr):
-    """acc + the 2:4 A times B of one m16n8k32 step for every (n-tile, m-tile): 4 registers each, LD."""
+    """acc + the 2:4 A times B of one m16n8k32 step for every (n-tile, m-tile): 4 registers each in LD, a, b and
+    e broadcast over the dims where they have size 1."""
     if dtype == gl.bfloat16:
         return gl.inline_asm_elementwise(
             "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 "
@@ -194,10 +182,9 @@ def mma_sp(acc, a, b, e, dtype: gl.constexpr):
 @gluon.jit
 def accumulate(acc, values, words, x, dtype: gl.constexpr, LD: gl.constexpr):
     """acc + one chunk: 4 steps of mma_sp."""
-    MT: gl.constexpr = acc.shape[1]
-    a0, a1, a2, a3 = a_steps(values, MT, LD)
+    a0, a1, a2, a3 = a_steps(values, LD)
     b0, b1, b2, b3 = b_steps(x, LD)
-    e0, e1, e2, e3 = e_steps(words, MT, LD)
+    e0, e1, e2, e3 = e_steps(words, LD)
     acc = mma_sp(acc, a0, b0, e0, dtype)
     acc = mma_sp(acc, a1, b1, e1, dtype)
     acc = mma_sp(acc, a2, b2, e2, dtype)

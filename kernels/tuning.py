@@ -1,11 +1,11 @@
 """Which kernel runs a product, with which launch configuration: the defaults and the candidates tuned over.
 
 `kernel_for` picks the kernel from the layout and M: `decode` at M == 1 (int4, nv24, nv24_int4, bsr_int4, hybrid
-grids of DENSE / NV24 / ZERO tiles), `mma` for INT4, BSR_INT4 (`int4_mma`) and NV24 (`nv24_mma`) at M = 2 to 16
-on the GPU, else the tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`), whose config may name
+grids of DENSE / NV24 / ZERO tiles), `mma` for INT4, BSR_INT4 (`int4_mma`), NV24 (`nv24_mma`) and such HYBRID
+grids of 128-input tiles (`hybrid_mma`) at M = 2 to 16 on the GPU, else the tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`), whose config may name
 `rebuild` (the weight rebuilt once, then cuBLAS): the default from M = 256, and a candidate from M = 65.
 `config_for` returns the config the per-GPU table of `autotune` holds for (kernel, layout, N, K, M bucket; for
-HYBRID's decode kernel the layout with its tile mix, `tuned_layout`), or the kernel's default; with
+HYBRID's decode and mma kernels the layout with its tile mix, `tuned_layout`), or the kernel's default; with
 SPARC_AUTOTUNE=1 it times `candidates` on the call's inputs first.
 """
 from __future__ import annotations
@@ -14,9 +14,10 @@ import itertools
 
 import torch
 
-from . import autotune, bsr_int4, decode, hybrid, int4_mma, nv24_mma, rebuild
+from . import autotune, bsr_int4, decode, hybrid, hybrid_mma, int4_mma, nv24_mma, rebuild
 
-MMA = {"int4": int4_mma, "bsr_int4": int4_mma, "nv24": nv24_mma}  # the tensor-core kernel of each layout at small M
+# the tensor-core kernel of each layout at small M
+MMA = {"int4": int4_mma, "bsr_int4": int4_mma, "nv24": nv24_mma, "hybrid": hybrid_mma}
 
 
 def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):
@@ -24,7 +25,7 @@ def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):
     m = x2d.shape[0]
     if decode.supports(layout, m, x2d.dtype, tensors):
         return "decode", decode.matmul
-    if layout in MMA and MMA[layout].supports(layout, x2d):
+    if layout in MMA and MMA[layout].supports(layout, x2d, tensors):
         return "mma", MMA[layout].matmul
     return "tile", (bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul)
 
@@ -94,10 +95,10 @@ def timed_run(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
 
 
 def tuned_layout(kernel: str, layout: str, tensors, dims) -> str:
-    """The layout as the table keys it. HYBRID's decode kernel streams a DENSE tile row in twice the bytes of
-    an NV24 one, so its best config follows the mix: keyed by the DENSE share of the tiles, to the nearest
-    tenth ("hybrid-dense30"), read from the buffers' sizes (no sync)."""
-    if kernel != "decode" or layout != "hybrid":
+    """The layout as the table keys it. HYBRID's decode and mma kernels stream a DENSE tile row in twice the
+    bytes of an NV24 one, so their best config follows the mix: keyed by the DENSE share of the tiles, to the
+    nearest tenth ("hybrid-dense30"), read from the buffers' sizes (no sync)."""
+    if kernel not in ("decode", "mma") or layout != "hybrid":
         return layout
     grid, dense, tile = tensors[0], tensors[2], dims[3]
     return f"hybrid-dense{round(10 * dense.numel() / max(1, grid.numel() * tile * tile)) * 10}"

@@ -137,9 +137,9 @@ def test_shipped_tables_hold_valid_configs():
         for key, fields in json.loads(path.read_text())["configs"].items():
             kernel, layout, shape, bucket = key.split("/")
             assert layout in ("int4", "nv24", "nv24_int4", "bsr_int4", "hybrid", "dense") or (
-                kernel == "decode" and re.fullmatch(r"hybrid-dense(0|[1-9]0|100)", layout))
+                kernel in ("decode", "mma") and re.fullmatch(r"hybrid-dense(0|[1-9]0|100)", layout))
             assert int(bucket[1:]) in autotune.M_BUCKETS and len(shape.split("x")) == 2
-            (tuning.MMA[layout].Config if kernel == "mma" else classes[kernel])(**fields)
+            (tuning.MMA[layout.split("-")[0]].Config if kernel == "mma" else classes[kernel])(**fields)
 
 
 @pytest.mark.parametrize("kernel, layout, m", [("decode", "int4", 1), ("decode", "bsr_int4", 1), ("tile", "nv24", 16),

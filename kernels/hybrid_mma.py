@@ -1,0 +1,232 @@
+"""HYBRID grids of DENSE, NV24 and ZERO 128 x 128 tiles (PATCH's layout) at small M (2 to 16 rows of x) on the
+GPU: NV24 tiles on the sparse tensor cores exactly as `nv24_mma` runs a chunk, DENSE tiles on mma.sync m16n8k16
+in the same register layout LD, into one accumulator.
+
+A program owns BLOCK_N rows of one tile row (BLOCK_N divides 128) and walks its slice of the tile columns; a
+tile column is one 128-input chunk. Per tile it reads the tile's format code and offset (two ahead), loads the
+x chunk into shared memory, and the DENSE pairs or the NV24 values and metadata with the other format's loads
+masked off (no bytes move for them; ZERO tiles move none at all), one tile ahead. Both products run on every
+tile, the masked one on zeros: compute is not what a small-M layer waits on. The formats present in the grid are
+constexprs, so an all-DENSE grid holds no sparse code and an all-NV24 grid no dense code.
+
+A DENSE tile row is 64 int32 pairs. Inside it pair P = 16 c + 2 s + b is pair c + 4 b of mma step s (8 steps of
+16 inputs): thread c of a quad loads pairs 16 c .. 16 c + 15 of rows g and g + 8 (64 contiguous bytes each),
+which are its A registers for every step, and x's pairs 16 c + 2 s + i are its B registers i (2 a step).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+from sparc.ir import TileFormat
+
+from .int4_mma import bits, block_m_for, split_for, store_transposed
+from .nv24_mma import DTYPES, NO_INPUTS, accumulate, operand, operand_layouts, steps_of, x_loads, x_shared
+from .gluon_decode import x_as_pairs
+from .tiling import Tiling, launch
+
+MAX_M = 16
+TILE = 128
+CODE_DENSE = gl.constexpr(int(TileFormat.DENSE))
+CODE_NV24 = gl.constexpr(int(TileFormat.NV24))
+CODE_ZERO = gl.constexpr(int(TileFormat.ZERO))
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Weight rows per program (a multiple of 16 * num_warps dividing 128), split-K slices over the tile columns
+    (0: as many as fill the GPU) and warps."""
+    block_n: int
+    split_k: int = 0
+    num_warps: int = 4
+
+
+DEFAULTS = {"hybrid": Config(64, 0, 4)}
+
+
+def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
+    """HYBRID grids of DENSE, NV24 and ZERO tiles of 128 over whole tile columns (K % 128 == 0), stored in x's
+    dtype, times 2 to MAX_M rows of bf16 or fp16 x on CUDA (from the buffers' sizes and dtypes: no data read)."""
+    if layout != "hybrid" or tensors is None or not (2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda):
+        return False
+    grid, dense = tensors[0], tensors[2]
+    return (x2d.dtype in DTYPES and dense.dtype == x2d.dtype and x2d.shape[1] % TILE == 0
+            and x2d.shape[1] == grid.shape[1] * TILE and not any(t.numel() for t in tensors[5:]))
+
+
+def candidates(layout: str, m: int) -> list[Config]:
+    return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4, 8), (1, 2), (0, 1, 2, 4))
+            if 16 * w * r <= TILE]
+
+
+def dense_layouts(block_n: int, block_m: int, num_warps: int):
+    """(LVD over a DENSE tile's pairs (BLOCK_N, 64), LXD over x's pairs (BLOCK_M, 64) as every warp reads them
+    for the dense steps): each thread's 16 contiguous pairs of a row, as the module docstring says."""
+    per_warp, m_tiles = block_n // (16 * num_warps), block_m // 8
+    lvd = gl.DistributedLinearLayout(
+        reg_bases=[[0, 1], [0, 2], [0, 4], [0, 8], [8, 0]] + [[16 * num_warps << i, 0] for i in bits(per_warp)],
+        lane_bases=[[0, 16], [0, 32], [1, 0], [2, 0], [4, 0]], warp_bases=[[16 << i, 0] for i in bits(num_warps)],
+        block_bases=[], shape=[block_n, 64])
+    lxd = gl.DistributedLinearLayout(
+        reg_bases=[[0, 1], [0, 2], [0, 4], [0, 8]] + [[8 << i, 0] for i in bits(m_tiles)],
+        lane_bases=[[0, 16], [0, 32], [1, 0], [2, 0], [4, 0]], warp_bases=[[0, 0] for _ in bits(num_warps)],
+        block_bases=[], shape=[block_m, 64])
+    return lvd, lxd
+
+
+@gluon.jit
+def eight_steps(t):
+    """The 8 steps of t (..., 2 s2, 2 s1, 2 s0), each t[..., s2, s1, s0], in a fixed order."""
+    low, high = gl.split(t)
+    a0, a1, a2, a3 = steps_of(low)
+    a4, a5, a6, a7 = steps_of(high)
+    return a0, a1, a2, a3, a4, a5, a6, a7
+
+
+@gluon.jit
+def mma_dense(acc, a, b, dtype: gl.constexpr):
+    """acc + A times B of one m16n8k16 step for every (n-tile, m-tile): A and the accumulator 4 registers each
+    in LD, B 2 (registers r0 of b)."""
+    if dtype == gl.bfloat16:
+        return gl.inline_asm_elementwise(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+            "{$0, $1, $2, $3}, {$4, $5, $6, $7}, {$8, $9}, {$12, $13, $14, $15};",
+            "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f", [a, b, acc], dtype=gl.float32, is_pure=True, pack=4)
+    return gl.inline_asm_elementwise(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{$0, $1, $2, $3}, {$4, $5, $6, $7}, {$8, $9}, {$12, $13, $14, $15};",
+        "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f", [a, b, acc], dtype=gl.float32, is_pure=True, pack=4)
+
+
+@gluon.jit
+def dense_accumulate(acc, pairs, x, dtype: gl.constexpr, LD: gl.constexpr):
+    """acc + one DENSE tile: its pairs (BLOCK_N, 64) in LVD and x's (BLOCK_M, 64) in LXD, 8 steps."""
+    NT: gl.constexpr = pairs.shape[0] // 16
+    MT: gl.constexpr = x.shape[0] // 8
+    v = gl.reshape(pairs, [NT, 2, 8, 4, 2, 2, 2, 2])  # (n-tile, row bit 3: r0, g, c, s2, s1, s0, b: r1)
+    a0, a1, a2, a3, a4, a5, a6, a7 = eight_steps(gl.permute(v, [0, 2, 3, 7, 1, 4, 5, 6]))
+    xv = gl.reshape(x, [MT, 8, 4, 2, 2, 2, 2])  # (m-tile, g, c, s2, s1, s0, i)
+    xv = gl.permute(gl.join(xv, xv), [0, 1, 2, 7, 6, 3, 4, 5])  # (m-tile, g, c, copy: r1, i: r0, s2, s1, s0)
+    b0, b1, b2, b3, b4, b5, b6, b7 = eight_steps(xv)
+    a_shape: gl.constexpr = [NT, 1, 8, 4, 2, 2]
+    b_shape: gl.constexpr = [1, MT, 8, 4, 2, 2]
+    acc = mma_dense(acc, operand(gl.reshape(a0, a_shape), LD), operand(gl.reshape(b0, b_shape), LD), dtype)
+    acc = mma_dense(acc, operand(gl.reshape(a1, a_shape), LD), operand(gl.reshape(b1, b_shape), LD), dtype)
+    acc = mma_dense(acc, operand(gl.reshape(a2, a_shape), LD), operand(gl.reshape(b2, b_shape), LD), dtype)
+    acc = mma_dense(acc, operand(gl.reshape(a3, a_shape), LD), operand(gl.reshape(b3, b_shape), LD), dtype)
+    acc = mma_dense(acc, operand(gl.reshape(a4, a_shape), LD), operand(gl.reshape(b4, b_shape), LD), dtype)
+    acc = mma_dense(acc, operand(gl.reshape(a5, a_shape), LD), operand(gl.reshape(b5, b_shape), LD), dtype)
+    acc = mma_dense(acc, operand(gl.reshape(a6, a_shape), LD), operand(gl.reshape(b6, b_shape), LD), dtype)
+    return mma_dense(acc, operand(gl.reshape(a7, a_shape), LD), operand(gl.reshape(b7, b_shape), LD), dtype)
+
+
+@gluon.jit
+def tile_entry(formats_ptr, offsets_ptr, at, live, TILE: gl.constexpr):
+    """(format code, offset rounded to whole rows of TILE inputs, which it is: the compiler then knows its
+    alignment) of the tile at `at`; ZERO's code (nothing loaded) unless `live`."""
+    code = gl.load(formats_ptr + at, mask=live, other=CODE_ZERO).to(gl.int32)
+    return code, gl.load(offsets_ptr + at, mask=live, other=0) // TILE * TILE
+
+
+@gluon.jit
+def tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok, value_at, value_ok, word_at,
+               word_ok, HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr):
+    """(DENSE pairs, NV24 pairs, NV24 metadata words) of a tile, each masked off unless the tile has that format
+    (NV24 metadata then NO_INPUTS); the absent formats' loads are not built."""
+    pairs = 0
+    values = 0
+    words = 0
+    if HAS_DENSE:
+        pairs = gl.load(dense_ptr + base // 2 + dense_at, mask=dense_ok & (code == CODE_DENSE), other=0)
+    if HAS_NV24:
+        is_nv24 = code == CODE_NV24
+        values = gl.load(values_ptr + base // 4 + value_at, mask=value_ok & is_nv24, other=0)
+        words = gl.load(meta_ptr + base // 32 + word_at, mask=word_ok & is_nv24, other=NO_INPUTS)
+    return pairs, values, words
+
+
+@gluon.jit
+def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_ptr, values_ptr, meta_ptr, M, N,
+                      K, stride_xm, stride_xk, pairs_k, grid_cols, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
+                      BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
+                      DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
+                      HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, W: gl.constexpr, LV: gl.constexpr,
+                      LM: gl.constexpr, LX: gl.constexpr, LVD: gl.constexpr, LXD: gl.constexpr, LD: gl.constexpr,
+                      MMA: gl.constexpr):
+    """formats (TN, TK) uint8 and offsets (TN, TK) int64 of the grid (`hybrid`), the DENSE buffer as int32
+    pairs, the NV24 values as int32 pairs and metadata as int32 words; x as for `nv24_mma.nv24_mma_kernel`."""
+    dtype: gl.constexpr = x_ptr.dtype.element_ty
+    pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
+    grid_m = gl.cdiv(M, BLOCK_M)
+    pid_m, pid_n = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
+    tile_row = pid_n * BLOCK_N // BLOCK_K  # the tile is BLOCK_K square
+    rows_in = gl.minimum(N - tile_row * BLOCK_K, BLOCK_K)
+    first_row = pid_n * BLOCK_N - tile_row * BLOCK_K
+    per_split = gl.cdiv(grid_cols, SPLIT_K)
+    first = gl.program_id(1) * per_split
+    end = gl.minimum(first + per_split, grid_cols)
+
+    rows_d = first_row + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LVD))
+    dense_at = gl.expand_dims(rows_d * 64, 1) + gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, LVD)), 0)
+    dense_ok = gl.expand_dims(rows_d < rows_in, 1)
+    rows_v = first_row + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LV))
+    value_at = gl.expand_dims(rows_v * 32, 1) + gl.expand_dims(gl.arange(0, 32, layout=gl.SliceLayout(0, LV)), 0)
+    value_ok = gl.expand_dims(rows_v < rows_in, 1)
+    rows_w = first_row + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, gl.SliceLayout(2, LM)))
+    lane = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, LM)))
+    word = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, LM)))
+    word_at = (gl.expand_dims(gl.expand_dims(rows_w * 4, 1) + gl.expand_dims(lane * 0, 0), 2)
+               + gl.expand_dims(gl.expand_dims(word, 0), 1))
+    word_ok = gl.expand_dims(gl.expand_dims(rows_w < rows_in, 1) & gl.expand_dims(lane < 4, 0), 2)
+    LG: gl.constexpr = gl.BlockedLayout([1, 4], [2, 16], [W, 1], [1, 0])
+    x_rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, LG))
+    x_at = gl.expand_dims(x_rows.to(gl.int64) * (stride_xm // 2), 1)
+    x_ok = gl.expand_dims(x_rows < M, 1)
+    buffer = gl.allocate_shared_memory(gl.int32, [BLOCK_M, 64], gl.SwizzledSharedLayout(2, 1, 8, [1, 0]))
+    entries = tile_row * grid_cols
+
+    acc = gl.zeros([BLOCK_N // 16, BLOCK_M // 8, 8, 4, 2, 2], gl.float32, layout=LD)
+    code, base = tile_entry(formats_ptr, offsets_ptr, entries + first, first < end, BLOCK_K)
+    pairs, values, words = tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok, value_at,
+                                      value_ok, word_at, word_ok, HAS_DENSE, HAS_NV24)
+    x_chunk = x_loads(pairs_ptr, x_at, x_ok, first, pairs_k)
+    code, base = tile_entry(formats_ptr, offsets_ptr, entries + first + 1, first + 1 < end, BLOCK_K)
+    for col in range(first, end):  # tile entries two columns ahead, weights and x one
+        code_n, base_n = tile_entry(formats_ptr, offsets_ptr, entries + col + 2, col + 2 < end, BLOCK_K)
+        pairs_n, values_n, words_n = tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok,
+                                                value_at, value_ok, word_at, word_ok, HAS_DENSE, HAS_NV24)
+        x_next = x_loads(pairs_ptr, x_at, x_ok & (col + 1 < end), col + 1, pairs_k)
+        buffer.store(x_chunk)
+        if HAS_DENSE:
+            acc = dense_accumulate(acc, pairs, buffer.load(LXD), dtype, LD)
+        if HAS_NV24:
+            acc = accumulate(acc, values, words, buffer.load(LX), dtype, LD)
+        pairs, values, words, x_chunk, code, base = pairs_n, values_n, words_n, x_next, code_n, base_n
+    acc = gl.reshape(gl.permute(acc, [0, 4, 2, 1, 3, 5]), [BLOCK_N, BLOCK_M])  # (n-tile, r1, g), (m-tile, c, r0)
+    store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
+                     BLOCK_N, SPLIT_K, MMA)
+
+
+def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
+           partials=None):
+    """x2d (M, K) @ W.T + bias for a HYBRID weight that `supports` takes."""
+    n, k = dims[0], dims[1]
+    grid, offsets, dense, values, meta = tensors[:5]
+    m, block_m = x2d.shape[0], block_m_for(x2d.shape[0])
+    if split_k is None:
+        split_k = split_for(config, -(-m // block_m) * -(-n // config.block_n), grid.shape[1], config.num_warps,
+                            x2d.device)
+    lv, lm, lx, ld, mma = operand_layouts(config.block_n, block_m, config.num_warps)
+    lvd, lxd = dense_layouts(config.block_n, block_m, config.num_warps)
+    tiling = Tiling(block_m, config.block_n, TILE, split_k)
+    pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
+    has_dense, has_nv24 = dense.numel() > 0, values.numel() > 0
+    words = [t.view(torch.int32) if t.numel() else t.new_zeros(4).view(torch.int32) for t in (dense, values, meta)]
+    return launch(hybrid_mma_kernel, pairs, n, k, bias, tiling, [grid, offsets, *words],
+                  (pairs.shape[1] // 2, grid.shape[1]),
+                  dict(HAS_DENSE=has_dense, HAS_NV24=has_nv24, W=config.num_warps, LV=lv, LM=lm, LX=lx, LVD=lvd,
+                       LXD=lxd, LD=ld, MMA=mma, num_warps=config.num_warps), out, partials)
