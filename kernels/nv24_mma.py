@@ -45,11 +45,12 @@ NO_INPUTS = gl.constexpr(0x44444444)  # every nibble 0b0100: groups that keep in
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Weight rows per program (a multiple of 16 * num_warps), split-K slices (0: as many as fill the GPU)
-    and warps."""
+    """Weight rows per program (a multiple of 16 * num_warps), split-K slices (0: as many as fill the GPU),
+    warps, and how many chunks ahead the weights load (1 or 2)."""
     block_n: int
     split_k: int = 0
     num_warps: int = 4
+    depth: int = 1
 
 
 DEFAULTS = {"nv24": Config(64, 0, 4)}
@@ -63,7 +64,8 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
 
 
 def candidates(layout: str, m: int) -> list[Config]:
-    return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4, 8), (1, 2), (0, 1, 2, 4))]
+    return [Config(16 * w * r, split, w, depth) for w, r, split, depth in
+            itertools.product((2, 4), (1, 2), (0, 4), (1, 2))]
 
 
 def unit(rank: int, dim: int, value: int = 1) -> list[int]:
@@ -224,12 +226,12 @@ def x_shared(buffer, x, LX: gl.constexpr):
 def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, stride_xm, stride_xk, pairs_k,
                     row_pairs, row_words, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                     BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
-                    PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, W: gl.constexpr, LV: gl.constexpr,
-                    LM: gl.constexpr, LX: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr):
+                    PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, W: gl.constexpr, DEPTH: gl.constexpr,
+                    LV: gl.constexpr, LM: gl.constexpr, LX: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr):
     """values_ptr: the NV24 values (N, Kp / 2) as int32 pairs, row_pairs = Kp / 4 of them a row; meta_ptr: the
     metadata (N, Kp / 8) as row_words = Kp / 32 int32 words a row; x (M, K) read as pairs_k int32 pairs a row
-    (`x_as_pairs`, stride_xm even). `tiling.launch`'s arguments, the warps W and the layouts of
-    `operand_layouts`."""
+    (`x_as_pairs`, stride_xm even). `tiling.launch`'s arguments, the warps W, how many chunks ahead the weights
+    load (DEPTH, 1 or 2; x loads one ahead) and the layouts of `operand_layouts`."""
     dtype: gl.constexpr = x_ptr.dtype.element_ty
     pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
     grid_m = gl.cdiv(M, BLOCK_M)
@@ -257,15 +259,23 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, str
     acc = gl.zeros([BLOCK_N // 16, BLOCK_M // 8, 8, 4, 2, 2], gl.float32, layout=LD)
     values, words = weight_loads(values_ptr, meta_ptr, value_at, word_at, first, value_ok, word_ok, row_pairs,
                                  row_words)
+    if DEPTH == 2:
+        values_1, words_1 = weight_loads(values_ptr, meta_ptr, value_at, word_at, first + 1,
+                                         value_ok & (first + 1 < end), word_ok & (first + 1 < end), row_pairs,
+                                         row_words)
     x = x_shared(buffer, x_loads(pairs_ptr, x_at, x_ok, first, pairs_k), LX)
     for chunk in range(first, end):
-        live = chunk + 1 < end
-        values_n, words_n = weight_loads(values_ptr, meta_ptr, value_at, word_at, chunk + 1, value_ok & live,
+        live = chunk + DEPTH < end
+        values_n, words_n = weight_loads(values_ptr, meta_ptr, value_at, word_at, chunk + DEPTH, value_ok & live,
                                          word_ok & live, row_pairs, row_words)
-        x_n = x_loads(pairs_ptr, x_at, x_ok & live, chunk + 1, pairs_k)
+        x_n = x_loads(pairs_ptr, x_at, x_ok & (chunk + 1 < end), chunk + 1, pairs_k)
         acc = accumulate(acc, values, words, x, dtype, LD)
         x = x_shared(buffer, x_n, LX)
-        values, words = values_n, words_n
+        if DEPTH == 2:
+            values, words = values_1, words_1
+            values_1, words_1 = values_n, words_n
+        else:
+            values, words = values_n, words_n
     acc = gl.reshape(gl.permute(acc, [0, 4, 2, 1, 3, 5]), [BLOCK_N, BLOCK_M])  # (n-tile, r1, g), (m-tile, c, r0)
     store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
                      BLOCK_N, SPLIT_K, MMA)
@@ -286,4 +296,4 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     pointers = [values.view(torch.int32), meta.view(torch.int32)]
     return launch(nv24_mma_kernel, pairs, n, k, bias, tiling, pointers, (pairs.shape[1] // 2, values.shape[1] // 2,
                                                                    meta.shape[1] // 4),
-                  dict(W=config.num_warps, LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma, num_warps=config.num_warps), out, partials)
+                  dict(W=config.num_warps, DEPTH=config.depth, LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma, num_warps=config.num_warps), out, partials)

@@ -1,8 +1,8 @@
 """Compile a `gluon_decode` kernel for sm_90 on any machine and print its K loop's instruction counts as JSON:
 python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without TRITON_INTERPRET);
 `int4_mma`'s kernels with python tests/gluon_sass.py mma|mma_bsr BLOCK_N BLOCK_K GROUP NUM_WARPS BLOCK_M;
-`nv24_mma`'s with python tests/gluon_sass.py mma_nv24 BLOCK_N NUM_WARPS BLOCK_M, `hybrid_mma`'s with
-python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24.
+`nv24_mma`'s with python tests/gluon_sass.py mma_nv24 BLOCK_N NUM_WARPS BLOCK_M [DEPTH], `hybrid_mma`'s with
+python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24 [DEPTH].
 
 Specialized as the launcher specializes a Llama layer: aligned pointers, N and K multiples of 16, x contiguous."""
 import collections
@@ -74,11 +74,11 @@ def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, blo
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
 
-def compile_nv24_mma(block_n: int, num_warps: int, block_m: int):
+def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, depth: int = 1):
     lv, lm, lx, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=nv24_mma.BLOCK_K, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, W=num_warps,
-                      LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma)
+                      DEPTH=depth, LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", values_ptr="*i32", meta_ptr="*i32")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32", row_pairs="i32",
                      row_words="i32", **{name: "constexpr" for name in constexprs})
@@ -89,13 +89,14 @@ def compile_nv24_mma(block_n: int, num_warps: int, block_m: int):
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
 
-def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: int, has_nv24: int):
+def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: int, has_nv24: int,
+                       depth: int = 1):
     lv, lm, lx, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps)
     lvd, lxd = hybrid_mma.dense_layouts(block_n, block_m, num_warps)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=hybrid_mma.TILE, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1,
-                      HAS_DENSE=bool(has_dense), HAS_NV24=bool(has_nv24), W=num_warps, LV=lv, LM=lm, LX=lx, LVD=lvd,
-                      LXD=lxd, LD=ld, MMA=mma)
+                      HAS_DENSE=bool(has_dense), HAS_NV24=bool(has_nv24), W=num_warps, DEPTH=depth, LV=lv, LM=lm,
+                      LX=lx, LVD=lvd, LXD=lxd, LD=ld, MMA=mma)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8", offsets_ptr="*i64",
                     dense_ptr="*i32", values_ptr="*i32", meta_ptr="*i32")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32", grid_cols="i32",
@@ -120,9 +121,9 @@ def main_loop(sass: str) -> collections.Counter:
 
 if __name__ == "__main__":
     if sys.argv[1] == "mma_hybrid":
-        compiled = compile_hybrid_mma(*map(int, sys.argv[2:7]))
+        compiled = compile_hybrid_mma(*map(int, sys.argv[2:8]))
     elif sys.argv[1] == "mma_nv24":
-        compiled = compile_nv24_mma(*map(int, sys.argv[2:5]))
+        compiled = compile_nv24_mma(*map(int, sys.argv[2:6]))
     elif sys.argv[1] in ("mma", "mma_bsr"):
         compiled = compile_int4_mma(*map(int, sys.argv[2:7]), "bsr_int4" if sys.argv[1] == "mma_bsr" else "int4")
     else:
