@@ -241,5 +241,5 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     words = [t.view(torch.int32) if t.numel() else t.new_zeros(4).view(torch.int32) for t in (dense, values, meta)]
     return launch(hybrid_mma_kernel, pairs, n, k, bias, tiling, [grid, offsets, *words],
                   (pairs.shape[1] // 2, grid.shape[1]),
-                  dict(HAS_DENSE=has_dense, HAS_NV24=has_nv24, W=config.num_warps, DEPTH=config.depth, LV=lv, LM=lm, LX=lx, LVD=lvd,
-                       LXD=lxd, LD=ld, MMA=mma, num_warps=config.num_warps), out, partials)
+                  dict(HAS_DENSE=has_dense, HAS_NV24=has_nv24, W=config.num_warps, DEPTH=config.depth, LV=lv,
+                       LM=lm, LX=lx, LVD=lvd, LXD=lxd, LD=ld, MMA=mma, num_warps=config.num_warps), out, partials)

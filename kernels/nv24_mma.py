@@ -296,4 +296,5 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     pointers = [values.view(torch.int32), meta.view(torch.int32)]
     return launch(nv24_mma_kernel, pairs, n, k, bias, tiling, pointers, (pairs.shape[1] // 2, values.shape[1] // 2,
                                                                    meta.shape[1] // 4),
-                  dict(W=config.num_warps, DEPTH=config.depth, LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma, num_warps=config.num_warps), out, partials)
+                  dict(W=config.num_warps, DEPTH=config.depth, LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma,
+                       num_warps=config.num_warps), out, partials)
