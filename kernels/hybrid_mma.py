@@ -39,11 +39,10 @@ CODE_ZERO = gl.constexpr(int(TileFormat.ZERO))
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Weight rows per program (a multiple of 16 * num_warps dividing 128), split-K slices over the tile columns
-    (0: as many as fill the GPU), warps, and how many tiles ahead the weights load (1 or 2)."""
+    (0: as many as fill the GPU) and warps."""
     block_n: int
     split_k: int = 0
     num_warps: int = 4
-    depth: int = 1
 
 
 DEFAULTS = {"hybrid": Config(64, 0, 4)}
@@ -60,8 +59,7 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
 
 
 def candidates(layout: str, m: int) -> list[Config]:
-    return [Config(16 * w * r, split, w, depth) for w, r, split, depth in
-            itertools.product((2, 4), (1, 2), (0, 4), (1, 2))]
+    return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4), (1, 2), (0, 2, 4))]
 
 
 def dense_layouts(block_n: int, block_m: int, num_warps: int):
@@ -155,13 +153,11 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
                       K, stride_xm, stride_xk, pairs_k, grid_cols, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
                       BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
                       DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
-                      HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, W: gl.constexpr, DEPTH: gl.constexpr,
-                      LV: gl.constexpr,
+                      HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, W: gl.constexpr, LV: gl.constexpr,
                       LM: gl.constexpr, LX: gl.constexpr, LVD: gl.constexpr, LXD: gl.constexpr, LD: gl.constexpr,
                       MMA: gl.constexpr):
     """formats (TN, TK) uint8 and offsets (TN, TK) int64 of the grid (`hybrid`), the DENSE buffer as int32
-    pairs, the NV24 values as int32 pairs and metadata as int32 words; x and DEPTH as for
-    `nv24_mma.nv24_mma_kernel`."""
+    pairs, the NV24 values as int32 pairs and metadata as int32 words; x as for `nv24_mma.nv24_mma_kernel`."""
     dtype: gl.constexpr = x_ptr.dtype.element_ty
     pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
     grid_m = gl.cdiv(M, BLOCK_M)
@@ -196,15 +192,10 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
     code, base = tile_entry(formats_ptr, offsets_ptr, entries + first, first < end, BLOCK_K)
     pairs, values, words = tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok, value_at,
                                       value_ok, word_at, word_ok, HAS_DENSE, HAS_NV24)
-    if DEPTH == 2:
-        code, base = tile_entry(formats_ptr, offsets_ptr, entries + first + 1, first + 1 < end, BLOCK_K)
-        pairs_1, values_1, words_1 = tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok,
-                                                value_at, value_ok, word_at, word_ok, HAS_DENSE, HAS_NV24)
     x_chunk = x_loads(pairs_ptr, x_at, x_ok, first, pairs_k)
-    code, base = tile_entry(formats_ptr, offsets_ptr, entries + first + DEPTH, first + DEPTH < end, BLOCK_K)
-    for col in range(first, end):  # tile entries DEPTH + 1 columns ahead, weights DEPTH, x one
-        code_n, base_n = tile_entry(formats_ptr, offsets_ptr, entries + col + DEPTH + 1, col + DEPTH + 1 < end,
-                                    BLOCK_K)
+    code, base = tile_entry(formats_ptr, offsets_ptr, entries + first + 1, first + 1 < end, BLOCK_K)
+    for col in range(first, end):  # tile entries two columns ahead, weights and x one
+        code_n, base_n = tile_entry(formats_ptr, offsets_ptr, entries + col + 2, col + 2 < end, BLOCK_K)
         pairs_n, values_n, words_n = tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok,
                                                 value_at, value_ok, word_at, word_ok, HAS_DENSE, HAS_NV24)
         x_next = x_loads(pairs_ptr, x_at, x_ok & (col + 1 < end), col + 1, pairs_k)
@@ -213,12 +204,7 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
             acc = dense_accumulate(acc, pairs, buffer.load(LXD), dtype, LD)
         if HAS_NV24:
             acc = accumulate(acc, values, words, buffer.load(LX), dtype, LD)
-        if DEPTH == 2:
-            pairs, values, words = pairs_1, values_1, words_1
-            pairs_1, values_1, words_1 = pairs_n, values_n, words_n
-        else:
-            pairs, values, words = pairs_n, values_n, words_n
-        x_chunk, code, base = x_next, code_n, base_n
+        pairs, values, words, x_chunk, code, base = pairs_n, values_n, words_n, x_next, code_n, base_n
     acc = gl.reshape(gl.permute(acc, [0, 4, 2, 1, 3, 5]), [BLOCK_N, BLOCK_M])  # (n-tile, r1, g), (m-tile, c, r0)
     store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
                      BLOCK_N, SPLIT_K, MMA)
@@ -241,5 +227,5 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     words = [t.view(torch.int32) if t.numel() else t.new_zeros(4).view(torch.int32) for t in (dense, values, meta)]
     return launch(hybrid_mma_kernel, pairs, n, k, bias, tiling, [grid, offsets, *words],
                   (pairs.shape[1] // 2, grid.shape[1]),
-                  dict(HAS_DENSE=has_dense, HAS_NV24=has_nv24, W=config.num_warps, DEPTH=config.depth, LV=lv,
+                  dict(HAS_DENSE=has_dense, HAS_NV24=has_nv24, W=config.num_warps, LV=lv,
                        LM=lm, LX=lx, LVD=lvd, LXD=lxd, LD=ld, MMA=mma, num_warps=config.num_warps), out, partials)

@@ -33,7 +33,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 from .gluon_decode import x_as_pairs
-from .int4_mma import bits, block_m_for, split_for, store_transposed
+from .int4_mma import bits, block_m_for, packed_twice, split_for, store_transposed
 from .nv24 import padded_k
 from .tiling import Tiling, launch
 
@@ -45,27 +45,28 @@ NO_INPUTS = gl.constexpr(0x44444444)  # every nibble 0b0100: groups that keep in
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Weight rows per program (a multiple of 16 * num_warps), split-K slices (0: as many as fill the GPU),
-    warps, and how many chunks ahead the weights load (1 or 2)."""
+    """Weight rows per program (a multiple of 16 * num_warps), split-K slices (0: as many as fill the GPU)
+    and warps."""
     block_n: int
     split_k: int = 0
     num_warps: int = 4
-    depth: int = 1
 
 
-DEFAULTS = {"nv24": Config(64, 0, 4)}
+DEFAULTS = {"nv24": Config(64, 0, 4), "nv24_int4": Config(64, 0, 4)}
 
 
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
-    """NV24 products of 2 to MAX_M rows of bf16 or fp16 x on CUDA, values stored in x's dtype, whose padded rows
-    hold whole metadata words (K padded to 8 a multiple of 32)."""
-    return (layout == "nv24" and 2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES
-            and (tensors is None or tensors[0].dtype == x2d.dtype) and padded_k(x2d.shape[1]) % 32 == 0)
+    """NV24 and NV24_INT4 products of 2 to MAX_M rows of bf16 or fp16 x on CUDA, values (scales) stored in x's
+    dtype, whose padded rows hold whole metadata words (NV24: K padded to 8 a multiple of 32; NV24_INT4 pads
+    to twice the group)."""
+    if layout not in DEFAULTS or not (2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES):
+        return False
+    stored = None if tensors is None else tensors[1 if layout == "nv24_int4" else 0].dtype
+    return stored in (None, x2d.dtype) and (layout == "nv24_int4" or padded_k(x2d.shape[1]) % 32 == 0)
 
 
 def candidates(layout: str, m: int) -> list[Config]:
-    return [Config(16 * w * r, split, w, depth) for w, r, split, depth in
-            itertools.product((2, 4), (1, 2), (0, 4), (1, 2))]
+    return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4), (1, 2), (0, 2, 4))]
 
 
 def unit(rank: int, dim: int, value: int = 1) -> list[int]:
@@ -74,7 +75,7 @@ def unit(rank: int, dim: int, value: int = 1) -> list[int]:
     return basis
 
 
-def operand_layouts(block_n: int, block_m: int, num_warps: int):
+def operand_layouts(block_n: int, block_m: int, num_warps: int, quantized: bool = False):
     """(LV over the values as int32 pairs (BLOCK_N, 32 of a chunk), LM over the metadata words (BLOCK_N, 4 lanes
     of a quad, 4 words of a chunk), LX over x's pairs (BLOCK_M, 64 of a chunk) as every warp reads them from
     shared memory, LD over the operands of `mma_sp` (n-tiles, m-tiles, g, c, r1, r0), the mma layout of the
@@ -83,10 +84,10 @@ def operand_layouts(block_n: int, block_m: int, num_warps: int):
     rows = [[16 * w << i] for i in bits(per_warp)]
     warps = [[16 << i] for i in bits(w)]
     quad = [[1], [2], [4]]  # lane bits 2-4: g, rows 1, 2, 4
-    lv = gl.DistributedLinearLayout(
-        reg_bases=[[0, 1], [0, 2], [0, 4], [8, 0]] + [r + [0] for r in rows],
-        lane_bases=[[0, 8], [0, 16]] + [q + [0] for q in quad], warp_bases=[r + [0] for r in warps],
-        block_bases=[], shape=[block_n, 32])
+    lv = gl.DistributedLinearLayout(  # NV24_INT4: the q words (BLOCK_N, 8), 2 of them (8 bytes) a thread
+        reg_bases=([[0, 1]] if quantized else [[0, 1], [0, 2], [0, 4]]) + [[8, 0]] + [r + [0] for r in rows],
+        lane_bases=([[0, 2], [0, 4]] if quantized else [[0, 8], [0, 16]]) + [q + [0] for q in quad],
+        warp_bases=[r + [0] for r in warps], block_bases=[], shape=[block_n, 8 if quantized else 32])
     lm = gl.DistributedLinearLayout(
         reg_bases=[[0, 0, 1], [0, 0, 2], [8, 0, 0]] + [r + [0, 0] for r in rows],
         lane_bases=[[0, 1, 0], [0, 2, 0]] + [q + [0, 0] for q in quad], warp_bases=[r + [0, 0] for r in warps],
@@ -194,16 +195,56 @@ def accumulate(acc, values, words, x, dtype: gl.constexpr, LD: gl.constexpr):
 
 
 @gluon.jit
-def weight_loads(values_ptr, meta_ptr, value_at, word_at, chunk, value_ok, word_ok, row_pairs, row_words):
-    """(pairs, metadata words) of chunk `chunk`: zero pairs and NO_INPUTS words past the row, or where not
-    value_ok (BLOCK_N, 1) and word_ok (BLOCK_N, 1, 1)."""
-    q = gl.arange(0, 32, layout=gl.SliceLayout(0, value_at.type.layout))
-    values = gl.load(values_ptr + value_at + chunk * 32, mask=value_ok & gl.expand_dims(chunk * 32 + q < row_pairs, 0),
-                     other=0)
+def weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at, row_at, chunk, value_ok, word_ok,
+                 row_values, row_words, row_groups, GROUP: gl.constexpr):
+    """(values, scales, minimums, metadata words) of chunk `chunk`, zero values and NO_INPUTS words past the row
+    or where not value_ok (BLOCK_N, 1) and word_ok (BLOCK_N, 1, 1). NV24 (GROUP 0): the pairs (BLOCK_N, 32);
+    NV24_INT4: the q words (BLOCK_N, 8), and each word's quantization group's scale and minimum, each packed
+    twice in an int32."""
+    LV: gl.constexpr = value_at.type.layout
+    per_chunk: gl.constexpr = value_at.shape[1]  # 32 pairs or 8 q words
+    q = gl.arange(0, per_chunk, layout=gl.SliceLayout(0, LV))
+    ok = value_ok & gl.expand_dims(chunk * per_chunk + q < row_values, 0)
+    values = gl.load(values_ptr + value_at + chunk * per_chunk, mask=ok, other=0)
+    scales = 0
+    mins = 0
+    if GROUP:  # q word w covers inputs 16 w .. 16 w + 15 of the chunk, all in one group of 2 GROUP inputs
+        sm_at = row_at + gl.expand_dims((chunk * 128 + 16 * q) // (2 * GROUP), 0)
+        ok = value_ok & gl.expand_dims((chunk * 128 + 16 * q) // (2 * GROUP) < row_groups, 0)
+        scales = packed_twice(gl.load(scales_ptr + sm_at, mask=ok, other=0))
+        mins = packed_twice(gl.load(mins_ptr + sm_at, mask=ok, other=0))
     word = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, word_at.type.layout)))
     word_in_row = gl.expand_dims(gl.expand_dims(chunk * 4 + word < row_words, 0), 1)
     words = gl.load(meta_ptr + word_at + chunk * 4, mask=word_ok & word_in_row, other=NO_INPUTS)
-    return values, words
+    return values, scales, mins, words
+
+
+@gluon.jit
+def kept_pair(low, high, s2, m2, J: gl.constexpr, dtype: gl.constexpr):
+    """int32: the two kept values (q0 * s + m, q1 * s + m) of byte J of each q word, in `dtype`, from the
+    word's low and high nibbles (low, high: each byte's nibble in its bits 0-3). One PRMT places them at bits
+    0-3 and 16-19 (a zero byte is a copy of a zero sign bit), then as `int4_mma.dequantized_pair`."""
+    selector = gl.full(low.shape, J | ((8 | J) << 4) | ((4 + J) << 8) | ((12 + J) << 12), gl.int32,
+                       layout=low.type.layout)  # a constant: the assembler folds it into the PRMT
+    if dtype == gl.bfloat16:
+        return gl.inline_asm_elementwise(
+            "{ .reg .b32 t, c; mov.b32 c, 0x43004300; prmt.b32 t, $1, $2, $5; or.b32 t, t, c; "
+            "sub.rn.bf16x2 t, t, c; fma.rn.bf16x2 $0, t, $3, $4; }",
+            "=r,r,r,r,r,r", [low, high, s2, m2, selector], dtype=gl.int32, is_pure=True, pack=1)
+    return gl.inline_asm_elementwise(
+        "{ .reg .b32 t, c; mov.b32 c, 0x64006400; prmt.b32 t, $1, $2, $5; or.b32 t, t, c; "
+        "sub.rn.f16x2 t, t, c; fma.rn.f16x2 $0, t, $3, $4; }",
+        "=r,r,r,r,r,r", [low, high, s2, m2, selector], dtype=gl.int32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def dequantized(qwords, s2, m2, dtype: gl.constexpr):
+    """The kept-value pairs (BLOCK_N, 32) of a chunk's q words (BLOCK_N, 8): byte j of word w is group 4 w + j."""
+    low = qwords & 0x0F0F0F0F
+    high = (qwords >> 4) & 0x0F0F0F0F
+    pairs = gl.join(gl.join(kept_pair(low, high, s2, m2, 0, dtype), kept_pair(low, high, s2, m2, 1, dtype)),
+                    gl.join(kept_pair(low, high, s2, m2, 2, dtype), kept_pair(low, high, s2, m2, 3, dtype)))
+    return gl.reshape(gl.permute(pairs, [0, 1, 3, 2]), [qwords.shape[0], 4 * qwords.shape[1]])
 
 
 @gluon.jit
@@ -223,15 +264,18 @@ def x_shared(buffer, x, LX: gl.constexpr):
 
 
 @gluon.jit
-def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, stride_xm, stride_xk, pairs_k,
-                    row_pairs, row_words, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                    BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
-                    PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, W: gl.constexpr, DEPTH: gl.constexpr,
-                    LV: gl.constexpr, LM: gl.constexpr, LX: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr):
-    """values_ptr: the NV24 values (N, Kp / 2) as int32 pairs, row_pairs = Kp / 4 of them a row; meta_ptr: the
+def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, meta_ptr, M, N, K, stride_xm,
+                    stride_xk, pairs_k, row_values, row_words, row_groups, HAS_BIAS: gl.constexpr,
+                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr,
+                    USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
+                    ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, W: gl.constexpr, LV: gl.constexpr,
+                    LM: gl.constexpr, LX: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr):
+    """NV24 (GROUP 0): values_ptr the values (N, Kp / 2) as row_values = Kp / 4 int32 pairs a row, scales_ptr
+    and mins_ptr unused. NV24_INT4 (GROUP: kept values a quantization group): values_ptr the q bytes (N, Kp / 4)
+    as row_values = Kp / 16 int32 words a row, the scales and minimums (N, row_groups) as int16. meta_ptr: the
     metadata (N, Kp / 8) as row_words = Kp / 32 int32 words a row; x (M, K) read as pairs_k int32 pairs a row
-    (`x_as_pairs`, stride_xm even). `tiling.launch`'s arguments, the warps W, how many chunks ahead the weights
-    load (DEPTH, 1 or 2; x loads one ahead) and the layouts of `operand_layouts`."""
+    (`x_as_pairs`, stride_xm even). `tiling.launch`'s arguments, the warps W and the layouts of
+    `operand_layouts` (LV over the q words for NV24_INT4)."""
     dtype: gl.constexpr = x_ptr.dtype.element_ty
     pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
     grid_m = gl.cdiv(M, BLOCK_M)
@@ -241,8 +285,9 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, str
     end = gl.minimum(first + per_split, gl.cdiv(K, BLOCK_K))
 
     rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LV))
-    q = gl.arange(0, 32, layout=gl.SliceLayout(0, LV))
-    value_at = gl.expand_dims(rows.to(gl.int64) * row_pairs, 1) + gl.expand_dims(q, 0)
+    q = gl.arange(0, LV.shape[1], layout=gl.SliceLayout(0, LV))
+    value_at = gl.expand_dims(rows.to(gl.int64) * row_values, 1) + gl.expand_dims(q, 0)
+    row_at = gl.expand_dims(rows.to(gl.int64) * row_groups, 1)
     value_ok = gl.expand_dims(rows < N, 1)
     word_rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, gl.SliceLayout(2, LM)))
     word = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, LM)))
@@ -257,25 +302,20 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, str
     buffer = gl.allocate_shared_memory(gl.int32, [BLOCK_M, 64], gl.SwizzledSharedLayout(2, 1, 8, [1, 0]))
 
     acc = gl.zeros([BLOCK_N // 16, BLOCK_M // 8, 8, 4, 2, 2], gl.float32, layout=LD)
-    values, words = weight_loads(values_ptr, meta_ptr, value_at, word_at, first, value_ok, word_ok, row_pairs,
-                                 row_words)
-    if DEPTH == 2:
-        values_1, words_1 = weight_loads(values_ptr, meta_ptr, value_at, word_at, first + 1,
-                                         value_ok & (first + 1 < end), word_ok & (first + 1 < end), row_pairs,
-                                         row_words)
+    values, s2, m2, words = weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at, row_at,
+                                         first, value_ok, word_ok, row_values, row_words, row_groups, GROUP)
     x = x_shared(buffer, x_loads(pairs_ptr, x_at, x_ok, first, pairs_k), LX)
     for chunk in range(first, end):
-        live = chunk + DEPTH < end
-        values_n, words_n = weight_loads(values_ptr, meta_ptr, value_at, word_at, chunk + DEPTH, value_ok & live,
-                                         word_ok & live, row_pairs, row_words)
-        x_n = x_loads(pairs_ptr, x_at, x_ok & (chunk + 1 < end), chunk + 1, pairs_k)
+        live = chunk + 1 < end
+        values_n, s2_n, m2_n, words_n = weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at,
+                                                     row_at, chunk + 1, value_ok & live, word_ok & live, row_values,
+                                                     row_words, row_groups, GROUP)
+        x_n = x_loads(pairs_ptr, x_at, x_ok & live, chunk + 1, pairs_k)
+        if GROUP:
+            values = dequantized(values, s2, m2, dtype)
         acc = accumulate(acc, values, words, x, dtype, LD)
         x = x_shared(buffer, x_n, LX)
-        if DEPTH == 2:
-            values, words = values_1, words_1
-            values_1, words_1 = values_n, words_n
-        else:
-            values, words = values_n, words_n
+        values, s2, m2, words = values_n, s2_n, m2_n, words_n
     acc = gl.reshape(gl.permute(acc, [0, 4, 2, 1, 3, 5]), [BLOCK_N, BLOCK_M])  # (n-tile, r1, g), (m-tile, c, r0)
     store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
                      BLOCK_N, SPLIT_K, MMA)
@@ -283,18 +323,23 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, str
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
            partials=None):
-    """x2d (M, K) @ W.T + bias for an NV24 weight, 2 <= M <= MAX_M."""
-    n, k = dims[0], dims[1]
-    values, meta = tensors
+    """x2d (M, K) @ W.T + bias for an NV24 or NV24_INT4 weight, 2 <= M <= MAX_M."""
+    n, k, group = dims[0], dims[1], dims[2]
     m, block_m = x2d.shape[0], block_m_for(x2d.shape[0])
     if split_k is None:
         split_k = split_for(config, -(-m // block_m) * -(-n // config.block_n), -(-k // BLOCK_K), config.num_warps,
                             x2d.device)
-    lv, lm, lx, ld, mma = operand_layouts(config.block_n, block_m, config.num_warps)
+    if layout == "nv24_int4":
+        qvalues, scales, mins, meta = tensors
+        pointers = [qvalues.view(torch.int32), scales.view(torch.int16), mins.view(torch.int16)]
+        row_groups = scales.shape[1]
+    else:
+        values, meta = tensors
+        pointers, row_groups, group = [values.view(torch.int32)] * 3, 0, 0
+    lv, lm, lx, ld, mma = operand_layouts(config.block_n, block_m, config.num_warps, quantized=group > 0)
     tiling = Tiling(block_m, config.block_n, BLOCK_K, split_k)
     pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
-    pointers = [values.view(torch.int32), meta.view(torch.int32)]
-    return launch(nv24_mma_kernel, pairs, n, k, bias, tiling, pointers, (pairs.shape[1] // 2, values.shape[1] // 2,
-                                                                   meta.shape[1] // 4),
-                  dict(W=config.num_warps, DEPTH=config.depth, LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma,
+    return launch(nv24_mma_kernel, pairs, n, k, bias, tiling, [*pointers, meta.view(torch.int32)],
+                  (pairs.shape[1] // 2, pointers[0].shape[1], meta.shape[1] // 4, row_groups),
+                  dict(GROUP=group, W=config.num_warps, LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma,
                        num_warps=config.num_warps), out, partials)

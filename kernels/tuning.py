@@ -1,8 +1,8 @@
 """Which kernel runs a product, with which launch configuration: the defaults and the candidates tuned over.
 
 `kernel_for` picks the kernel from the layout and M: `decode` at M == 1 (int4, nv24, nv24_int4, bsr_int4, hybrid
-grids of DENSE / NV24 / ZERO tiles), `mma` for INT4, BSR_INT4 (`int4_mma`), NV24 (`nv24_mma`) and such HYBRID
-grids of 128-input tiles (`hybrid_mma`) at M = 2 to 16 on the GPU, else the tile kernels
+grids of DENSE / NV24 / ZERO tiles), `mma` for INT4, BSR_INT4 (`int4_mma`), NV24, NV24_INT4 (`nv24_mma`) and
+such HYBRID grids of 128-input tiles (`hybrid_mma`) at M = 2 to 16 on the GPU, else the tile kernels
 (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`), whose config may name `rebuild` (the weight rebuilt
 once, then cuBLAS): the default from M = 256, and a candidate from M = 65.
 `config_for` returns the config the per-GPU table of `autotune` holds for (kernel, layout, N, K, M bucket; for
@@ -18,7 +18,7 @@ import torch
 from . import autotune, bsr_int4, decode, hybrid, hybrid_mma, int4_mma, nv24_mma, rebuild
 
 # the tensor-core kernel of each layout at small M
-MMA = {"int4": int4_mma, "bsr_int4": int4_mma, "nv24": nv24_mma, "hybrid": hybrid_mma}
+MMA = {"int4": int4_mma, "bsr_int4": int4_mma, "nv24": nv24_mma, "nv24_int4": nv24_mma, "hybrid": hybrid_mma}
 
 
 def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):

@@ -1,8 +1,8 @@
 """Compile a `gluon_decode` kernel for sm_90 on any machine and print its K loop's instruction counts as JSON:
 python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without TRITON_INTERPRET);
 `int4_mma`'s kernels with python tests/gluon_sass.py mma|mma_bsr BLOCK_N BLOCK_K GROUP NUM_WARPS BLOCK_M;
-`nv24_mma`'s with python tests/gluon_sass.py mma_nv24 BLOCK_N NUM_WARPS BLOCK_M [DEPTH], `hybrid_mma`'s with
-python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24 [DEPTH].
+`nv24_mma`'s with python tests/gluon_sass.py mma_nv24 BLOCK_N NUM_WARPS BLOCK_M [GROUP (NV24_INT4)],
+`hybrid_mma`'s with python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24.
 
 Specialized as the launcher specializes a Llama layer: aligned pointers, N and K multiples of 16, x contiguous."""
 import collections
@@ -74,29 +74,29 @@ def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, blo
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
 
-def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, depth: int = 1):
-    lv, lm, lx, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps)
+def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0):
+    lv, lm, lx, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps, quantized=group > 0)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=nv24_mma.BLOCK_K, SPLIT_K=1,
-                      USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, W=num_warps,
-                      DEPTH=depth, LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma)
-    pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", values_ptr="*i32", meta_ptr="*i32")
-    signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32", row_pairs="i32",
-                     row_words="i32", **{name: "constexpr" for name in constexprs})
+                      USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, GROUP=group,
+                      W=num_warps, LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma)
+    pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", values_ptr="*i32", scales_ptr="*i16",
+                    mins_ptr="*i16", meta_ptr="*i32")
+    signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32", row_values="i32",
+                     row_words="i32", row_groups="i32", **{name: "constexpr" for name in constexprs})
     kernel = nv24_mma.nv24_mma_kernel
     aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
-               for name in [*pointers, "N", "K", "stride_xm", "pairs_k", "row_pairs", "row_words"]}
+               for name in [*pointers, "N", "K", "stride_xm", "pairs_k", "row_values", "row_words", "row_groups"]}
     source = GluonASTSource(kernel, signature, constexprs, aligned)
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
 
-def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: int, has_nv24: int,
-                       depth: int = 1):
+def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: int, has_nv24: int):
     lv, lm, lx, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps)
     lvd, lxd = hybrid_mma.dense_layouts(block_n, block_m, num_warps)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=hybrid_mma.TILE, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1,
-                      HAS_DENSE=bool(has_dense), HAS_NV24=bool(has_nv24), W=num_warps, DEPTH=depth, LV=lv, LM=lm,
-                      LX=lx, LVD=lvd, LXD=lxd, LD=ld, MMA=mma)
+                      HAS_DENSE=bool(has_dense), HAS_NV24=bool(has_nv24), W=num_warps, LV=lv, LM=lm, LX=lx,
+                      LVD=lvd, LXD=lxd, LD=ld, MMA=mma)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8", offsets_ptr="*i64",
                     dense_ptr="*i32", values_ptr="*i32", meta_ptr="*i32")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32", grid_cols="i32",
@@ -121,7 +121,7 @@ def main_loop(sass: str) -> collections.Counter:
 
 if __name__ == "__main__":
     if sys.argv[1] == "mma_hybrid":
-        compiled = compile_hybrid_mma(*map(int, sys.argv[2:8]))
+        compiled = compile_hybrid_mma(*map(int, sys.argv[2:7]))
     elif sys.argv[1] == "mma_nv24":
         compiled = compile_nv24_mma(*map(int, sys.argv[2:6]))
     elif sys.argv[1] in ("mma", "mma_bsr"):

@@ -1,5 +1,5 @@
-"""NV24 at small M on the sparse tensor cores (`kernels.nv24_mma`): the layouts, the sm_90 code compiled on the CPU
-(no GPU needed), and on the GPU the results against the reference."""
+"""NV24 and NV24_INT4 at small M on the sparse tensor cores (`kernels.nv24_mma`): the layouts, the sm_90 code compiled
+on the CPU (no GPU needed), and on the GPU the results against the reference."""
 import collections
 import itertools
 import types
@@ -31,10 +31,13 @@ def test_a_thread_loads_32_contiguous_bytes_of_values_and_16_of_metadata(block_n
     lv, lm, _, _, _ = nv24_mma.operand_layouts(block_n, block_m, num_warps)
     assert lv.reg_bases[:3] == [[0, 1], [0, 2], [0, 4]]
     assert lm.reg_bases[:2] == [[0, 0, 1], [0, 0, 2]]
+    lq = nv24_mma.operand_layouts(block_n, block_m, num_warps, quantized=True)[0]
+    assert sorted(elements(lq)) == list(itertools.product(range(block_n), range(8)))
+    assert lq.reg_bases[0] == [0, 1]  # NV24_INT4: 8 bytes of q, the groups of the same 32 inputs
 
 
 @pytest.mark.parametrize("block_n, num_warps, block_m", CONFIGS)
-def test_loop_stays_in_registers(block_n, num_warps, block_m):
+def test_loop_stays_in_registers(block_n, num_warps, block_m):  # NV24
     """Reaching the operand layout only renames registers: the K loop has no shuffle or spill; it loads values,
     metadata and x 16 bytes at a time, x once a program into shared memory (two barriers a chunk) and from
     there 4 bytes a register, and issues one mma.sp per 16 rows, 8 x rows and 32 inputs."""
@@ -46,42 +49,59 @@ def test_loop_stays_in_registers(block_n, num_warps, block_m):
     assert ops["HMMA.SP.16832.F32.BF16"] == 4 * tiles_a_warp * block_m // 8
 
 
+@pytest.mark.parametrize("block_n, num_warps, block_m, group", [(64, 4, 16, 128), (64, 2, 16, 32), (64, 4, 8, 64)])
+def test_nv24_int4_loop_dequantizes_in_registers(block_n, num_warps, block_m, group):
+    """NV24_INT4: 8 bytes of q a row and thread, and a kept pair costs one PRMT, one subtraction and one FMA."""
+    ops = compiled_loop("mma_nv24", block_n, num_warps, block_m, group)
+    assert not {"LDL", "STL", "SHFL"} & {op.split(".")[0] for op in ops}
+    tiles_a_warp = block_n // (16 * num_warps)
+    assert ops["LDG.E.64"] == 2 * tiles_a_warp and ops["HFMA2.BF16_V2"] == 16 * tiles_a_warp
+    assert ops["HMMA.SP.16832.F32.BF16"] == 4 * tiles_a_warp * block_m // 8
+
+
 def test_candidates_fit_the_warps():
     for config in nv24_mma.candidates("nv24", 16):
         assert config.block_n % (16 * config.num_warps) == 0
 
 
-@pytest.mark.parametrize("k, runs", [(4096, True), (4090, True), (3000, False), (4096 + 40, False)])
-def test_runs_where_metadata_rows_are_whole_words(k, runs):
+@pytest.mark.parametrize("layout, k, stored, runs", [
+    ("nv24", 4096, torch.bfloat16, True), ("nv24", 4090, torch.bfloat16, True), ("nv24", 3000, torch.bfloat16, False),
+    ("nv24", 4096 + 40, torch.bfloat16, False), ("nv24", 4096, torch.float16, False),
+    ("nv24_int4", 3000, torch.bfloat16, True), ("nv24_int4", 4096, torch.float16, False)])
+def test_runs_where_metadata_rows_are_whole_words_in_x_dtype(layout, k, stored, runs):
     x = types.SimpleNamespace(shape=(16, k), is_cuda=True, dtype=torch.bfloat16)  # what `supports` reads of x
-    assert nv24_mma.supports("nv24", x) == runs
+    tensors = [torch.empty(0, dtype=stored)] * (4 if layout == "nv24_int4" else 2)
+    assert nv24_mma.supports(layout, x, tensors) == runs
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["nv24", "nv24_int4"])
 @GPU
 @given(data=st.data())
-def test_matches_reference_gpu(data):
+def test_matches_reference_gpu(layout, data):
     n = data.draw(st.integers(1, 2500))
-    k = 32 * data.draw(st.integers(1, 80)) - data.draw(st.integers(0, 7))
+    k = 32 * data.draw(st.integers(1, 80)) - data.draw(st.integers(0, 7 if layout == "nv24" else 31))
     m = data.draw(st.integers(2, nv24_mma.MAX_M))
     dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
+    group = data.draw(st.sampled_from([32, 64, 128])) if layout == "nv24_int4" else 0
     density = data.draw(st.sampled_from([0.3, 1.0]))
-    packed = make_case("nv24", n, k, dtype, 0, density, data.draw(st.integers(0, 99))).pack().to("cuda")
+    packed = make_case(layout, n, k, dtype, group, density, data.draw(st.integers(0, 99))).pack().to("cuda")
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
-    config = data.draw(st.sampled_from([nv24_mma.DEFAULTS["nv24"], *nv24_mma.candidates("nv24", m)]))
+    config = data.draw(st.sampled_from([nv24_mma.DEFAULTS[layout], *nv24_mma.candidates(layout, m)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
-    assert kernels.kernel_name(x, "nv24", packed.tensors, packed.dims) == "mma"
-    out = nv24_mma.matmul(x, "nv24", list(packed.tensors), packed.dims, bias, config, split_k=split)
+    assert kernels.kernel_name(x, layout, packed.tensors, packed.dims) == "mma"
+    out = nv24_mma.matmul(x, layout, list(packed.tensors), packed.dims, bias, config, split_k=split)
     assert_matches_reference(out, x, packed, bias)
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["nv24", "nv24_int4"])
 @pytest.mark.parametrize("m", [2, 9, 16])
-def test_every_candidate_on_a_llama_shape_gpu(m):
-    packed = make_case("nv24", 1024, 4096, torch.bfloat16, 0, 1.0, m).pack().to("cuda")
+def test_every_candidate_on_a_llama_shape_gpu(layout, m):
+    packed = make_case(layout, 1024, 4096, torch.bfloat16, 128, 1.0, m).pack().to("cuda")
     x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
-    assert tuning.kernel_for("nv24", x)[0] == "mma"
-    for config in nv24_mma.candidates("nv24", m):
-        assert_matches_reference(nv24_mma.matmul(x, "nv24", list(packed.tensors), packed.dims, None, config),
+    assert tuning.kernel_for(layout, x, packed.tensors)[0] == "mma"
+    for config in nv24_mma.candidates(layout, m):
+        assert_matches_reference(nv24_mma.matmul(x, layout, list(packed.tensors), packed.dims, None, config),
                                  x, packed, None)
