@@ -24,10 +24,10 @@ from triton.experimental.gluon import language as gl
 
 from sparc.ir import TileFormat
 
-from .int4_mma import bits, block_m_for, launch_mma, split_for, store_transposed
+from .int4_mma import bits, block_m_for, split_for, store_transposed
 from .nv24_mma import DTYPES, NO_INPUTS, accumulate, operand, operand_layouts, steps_of, x_loads, x_shared
 from .gluon_decode import x_as_pairs
-from .tiling import Tiling
+from .tiling import Tiling, launch
 
 MAX_M = 16
 TILE = 128
@@ -149,10 +149,10 @@ def tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok, 
 
 
 @gluon.jit
-def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_ptr, values_ptr, meta_ptr, partials_ptr,
-                      counters_ptr, M, N, K, stride_xm, stride_xk, pairs_k, grid_cols, HAS_BIAS: gl.constexpr,
-                      BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr,
-                      USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
+def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_ptr, values_ptr, meta_ptr, M, N,
+                      K, stride_xm, stride_xk, pairs_k, grid_cols, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
+                      BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
+                      DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
                       HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, W: gl.constexpr, LV: gl.constexpr,
                       LM: gl.constexpr, LX: gl.constexpr, LVD: gl.constexpr, LXD: gl.constexpr, LD: gl.constexpr,
                       MMA: gl.constexpr):
@@ -206,8 +206,8 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
             acc = accumulate(acc, values, words, buffer.load(LX), dtype, LD)
         pairs, values, words, x_chunk, code, base = pairs_n, values_n, words_n, x_next, code_n, base_n
     acc = gl.reshape(gl.permute(acc, [0, 4, 2, 1, 3, 5]), [BLOCK_N, BLOCK_M])  # (n-tile, r1, g), (m-tile, c, r0)
-    store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, partials_ptr, counters_ptr, pid_m, pid_n, M,
-                     N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
+    store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
+                     BLOCK_N, SPLIT_K, MMA)
 
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
@@ -225,7 +225,7 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
     has_dense, has_nv24 = dense.numel() > 0, values.numel() > 0
     words = [t.view(torch.int32) if t.numel() else t.new_zeros(4).view(torch.int32) for t in (dense, values, meta)]
-    return launch_mma(hybrid_mma_kernel, pairs, n, k, bias, tiling, [grid, offsets, *words],
+    return launch(hybrid_mma_kernel, pairs, n, k, bias, tiling, [grid, offsets, *words],
                   (pairs.shape[1] // 2, grid.shape[1]),
                   dict(HAS_DENSE=has_dense, HAS_NV24=has_nv24, W=config.num_warps, LV=lv,
                        LM=lm, LX=lx, LVD=lvd, LXD=lxd, LD=ld, MMA=mma, num_warps=config.num_warps), out, partials)

@@ -44,9 +44,8 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 from .gluon_decode import x_as_pairs
-from .tiling import Tiling, output_buffers, sm_count
+from .tiling import Tiling, launch, sm_count
 
-cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier  # named thread_barrier before triton 3.7
 MAX_M = 16  # at M = 64 the tile kernel is faster: x's prefetched registers crowd out the words' (RESULTS.md)
 DTYPES = (torch.bfloat16, torch.float16)
 
@@ -228,14 +227,14 @@ def accumulate(acc, words, s2, m2, x, dtype: gl.constexpr, MMA: gl.constexpr):
 
 
 @gluon.jit
-def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, partials_ptr, counters_ptr, M, N, K,
-                    stride_xm, stride_xk, pairs_k, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                    BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
+def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N, K, stride_xm, stride_xk, pairs_k,
+                    HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                    SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
                     PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, LW: gl.constexpr,
                     LX: gl.constexpr, MMA: gl.constexpr):
     """q_ptr: int32 words (N, Kp / 8) of the INT4 weight; scales and mins (N, Kp / GROUP) as int16; x (M, K)
     read as pairs_k = ceil(K / 2) int32 pairs a row (`x_as_pairs`; stride_xm even; an argument, so that its
-    alignment is known); `launch_mma`'s arguments plus the layouts of `operand_layouts`."""
+    alignment is known). `tiling.launch`'s arguments plus the layouts of `operand_layouts`."""
     G: gl.constexpr = BLOCK_K // GROUP
     W: gl.constexpr = GROUP // 8
     LS: gl.constexpr = gl.SliceLayout(2, LW)
@@ -269,8 +268,7 @@ def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, parti
         x_n = x_loads(pairs_ptr, x_at, x_groups + ahead * G, GROUP // 2, x_ok & live, pairs_k)
         acc = accumulate(acc, words, s2, m2, x, dtype, MMA)
         s2, m2, words, x = s2_n, m2_n, words_n, x_n
-    store_transposed(acc, out_ptr, bias_ptr, partials_ptr, counters_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
-                     BLOCK_N, SPLIT_K, MMA)
+    store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
 
 
 @gluon.jit
@@ -290,12 +288,11 @@ def bsr_columns(col_ptr, blocks, end):
 
 
 @gluon.jit
-def bsr_int4_mma_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scales_ptr, mins_ptr, partials_ptr,
-                        counters_ptr, M, N, K, stride_xm, stride_xk, pairs_k, HAS_BIAS: gl.constexpr,
-                        BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr,
-                        USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
-                        ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, LW: gl.constexpr, LX: gl.constexpr,
-                        MMA: gl.constexpr):
+def bsr_int4_mma_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scales_ptr, mins_ptr, M, N, K,
+                        stride_xm, stride_xk, pairs_k, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
+                        BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
+                        DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
+                        GROUP: gl.constexpr, LW: gl.constexpr, LX: gl.constexpr, MMA: gl.constexpr):
     """BSR_INT4 (`bsr_int4`'s tensors, words as int32, scales and mins as int16) with BLOCK_N = block_n:
     program (pid, pid_k) owns one block row and the pid_k-th of SPLIT_K runs of its kept blocks (row pointers
     read on the device), G = BLOCK_K / GROUP blocks a step, each the words of one LW group and the x pairs at
@@ -330,71 +327,25 @@ def bsr_int4_mma_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scale
         x_n = x_loads(pairs_ptr, x_at, cols_n, GROUP // 2, x_ok & (block + G < end), pairs_k)
         acc = accumulate(acc, words, s2, m2, x, dtype, MMA)
         s2, m2, words, x, cols_n = s2_n, m2_n, words_n, x_n, cols_nn
-    store_transposed(acc, out_ptr, bias_ptr, partials_ptr, counters_ptr, pid_m, block_row, M, N, HAS_BIAS,
-                     BLOCK_M, BLOCK_N, SPLIT_K, MMA)
+    store_transposed(acc, out_ptr, bias_ptr, pid_m, block_row, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
 
 
 @gluon.jit
-def store_transposed(acc, out_ptr, bias_ptr, partials_ptr, counters_ptr, pid_m, pid_n, M, N,
-                     HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, SPLIT_K: gl.constexpr,
-                     MMA: gl.constexpr):
-    """acc (BLOCK_N, BLOCK_M) into out (M, N), bias added and cast. With split-K each slice stores its fp32
-    partial in (SPLIT_K, M, N) and counts itself in its output tile's counter; the last to arrive sums the
-    partials into out and sets the counter back to zero for the next launch (`launch_mma`)."""
+def store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
+                     BLOCK_N: gl.constexpr, SPLIT_K: gl.constexpr, MMA: gl.constexpr):
+    """acc (BLOCK_N, BLOCK_M) into out (M, N): bias added and cast with one slice, else the fp32 partial of
+    slice pid_k in (SPLIT_K, M, N)."""
     rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
     cols = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))
     mask = gl.expand_dims(rows < N, 1) & gl.expand_dims(cols < M, 0)
-    at = gl.expand_dims(cols.to(gl.int64) * N, 0) + gl.expand_dims(rows, 1)
-    last = True
-    if SPLIT_K > 1:
-        slice_size = M.to(gl.int64) * N
-        gl.store(partials_ptr + gl.program_id(1) * slice_size + at, acc, mask=mask)
-        cta_barrier()  # every thread's partial is written before the release below
-        last = gl.atomic_add(counters_ptr + gl.program_id(0), 1, sem="acq_rel", scope="gpu") == SPLIT_K - 1
-        if last:
-            acc = gl.zeros_like(acc)
-            for s in gl.static_range(SPLIT_K):
-                acc += gl.load(partials_ptr + s * slice_size + at, mask=mask, other=0.0, cache_modifier=".cg")
-            gl.atomic_xchg(counters_ptr + gl.program_id(0), 0, sem="relaxed", scope="gpu")
-    if last:
+    if SPLIT_K == 1:
         if HAS_BIAS:
             acc += gl.expand_dims(gl.load(bias_ptr + rows, mask=rows < N, other=0.0).to(gl.float32), 1)
+        at = gl.expand_dims(cols.to(gl.int64) * N, 0) + gl.expand_dims(rows, 1)
         gl.store(out_ptr + at, acc.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-COUNTER_REGIONS, REGION = 32, 8192  # launches take turns through the regions: concurrent ones never share one
-_counters: dict[int, list] = {}  # device index -> [regions (COUNTER_REGIONS, REGION) int32, next region, larger]
-
-
-def arrival_counters(device: torch.device, tiles: int) -> torch.Tensor:
-    """`tiles` zeroed int32 counters for one split-K launch (`store_transposed` leaves them zero). Allocated once
-    a device and never freed, since CUDA graphs keep their addresses."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _counters:
-        _counters[index] = [torch.zeros(COUNTER_REGIONS, REGION, dtype=torch.int32, device=device), 0, []]
-    state = _counters[index]
-    if tiles > REGION:
-        state[2].append(torch.zeros(tiles, dtype=torch.int32, device=device))
-        return state[2][-1]
-    state[1] = (state[1] + 1) % COUNTER_REGIONS
-    return state[0][state[1]]
-
-
-def launch_mma(kernel, x2d: torch.Tensor, n: int, k: int, bias, tiling: Tiling, pointers, extra_args, constexprs,
-               out=None, partials=None) -> torch.Tensor:
-    """Run an mma kernel over the output grid and return out (M, N). Its arguments: x, out, bias, `pointers`,
-    the split-K partials (SPLIT_K, M, N) and arrival counters (out for both without split-K), M, N, K, x's
-    strides, `extra_args`, the tiling's constexprs, HAS_BIAS and `constexprs`. No second kernel: the last
-    slice of each output tile sums the partials."""
-    m = x2d.shape[0]
-    out, partials = output_buffers(x2d, n, tiling, out, partials)
-    split = tiling.split_k > 1
-    counters = arrival_counters(x2d.device, tiling.grid(m, n)[0]) if split else out
-    with torch.cuda.device(x2d.device):
-        kernel[tiling.grid(m, n)](x2d, out, bias, *pointers, partials if split else out, counters, m, n, k,
-                                  x2d.stride(0), x2d.stride(1), *extra_args, HAS_BIAS=bias is not None,
-                                  **tiling.constexprs(x2d), **constexprs)
-    return out
+    else:
+        at = gl.expand_dims((gl.program_id(1) * M + cols).to(gl.int64) * N, 0) + gl.expand_dims(rows, 1)
+        gl.store(out_ptr + at, acc, mask=mask)
 
 
 def block_m_for(m: int) -> int:
@@ -430,5 +381,5 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     lw, lx, mma = operand_layouts(block_n, config.block_k, block_m, group, warps)
     tiling = Tiling(block_m, block_n, config.block_k, split_k)
     pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
-    return launch_mma(kernel, pairs, n, k, bias, tiling, pointers, (pairs.shape[1] // 2,),
+    return launch(kernel, pairs, n, k, bias, tiling, pointers, (pairs.shape[1] // 2,),
                   dict(GROUP=group, LW=lw, LX=lx, MMA=mma, num_warps=warps), out, partials)

@@ -33,9 +33,9 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 from .gluon_decode import x_as_pairs
-from .int4_mma import bits, block_m_for, launch_mma, packed_twice, split_for, store_transposed
+from .int4_mma import bits, block_m_for, packed_twice, split_for, store_transposed
 from .nv24 import padded_k
-from .tiling import Tiling
+from .tiling import Tiling, launch
 
 MAX_M = 16
 DTYPES = (torch.bfloat16, torch.float16)
@@ -264,17 +264,17 @@ def x_shared(buffer, x, LX: gl.constexpr):
 
 
 @gluon.jit
-def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, meta_ptr, partials_ptr, counters_ptr, M,
-                    N, K, stride_xm, stride_xk, pairs_k, row_values, row_words, row_groups, HAS_BIAS: gl.constexpr,
+def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, meta_ptr, M, N, K, stride_xm,
+                    stride_xk, pairs_k, row_values, row_words, row_groups, HAS_BIAS: gl.constexpr,
                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr,
-                    USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
-                    GROUP: gl.constexpr, W: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr, LX: gl.constexpr,
-                    LD: gl.constexpr, MMA: gl.constexpr):
+                    USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
+                    ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, W: gl.constexpr, LV: gl.constexpr,
+                    LM: gl.constexpr, LX: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr):
     """NV24 (GROUP 0): values_ptr the values (N, Kp / 2) as row_values = Kp / 4 int32 pairs a row, scales_ptr
     and mins_ptr unused. NV24_INT4 (GROUP: kept values a quantization group): values_ptr the q bytes (N, Kp / 4)
     as row_values = Kp / 16 int32 words a row, the scales and minimums (N, row_groups) as int16. meta_ptr: the
     metadata (N, Kp / 8) as row_words = Kp / 32 int32 words a row; x (M, K) read as pairs_k int32 pairs a row
-    (`x_as_pairs`, stride_xm even). `int4_mma.launch_mma`'s arguments, the warps W and the layouts of
+    (`x_as_pairs`, stride_xm even). `tiling.launch`'s arguments, the warps W and the layouts of
     `operand_layouts` (LV over the q words for NV24_INT4)."""
     dtype: gl.constexpr = x_ptr.dtype.element_ty
     pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
@@ -317,8 +317,8 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
         x = x_shared(buffer, x_n, LX)
         values, s2, m2, words = values_n, s2_n, m2_n, words_n
     acc = gl.reshape(gl.permute(acc, [0, 4, 2, 1, 3, 5]), [BLOCK_N, BLOCK_M])  # (n-tile, r1, g), (m-tile, c, r0)
-    store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, partials_ptr, counters_ptr, pid_m, pid_n, M,
-                     N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
+    store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
+                     BLOCK_N, SPLIT_K, MMA)
 
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
@@ -339,7 +339,7 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     lv, lm, lx, ld, mma = operand_layouts(config.block_n, block_m, config.num_warps, quantized=group > 0)
     tiling = Tiling(block_m, config.block_n, BLOCK_K, split_k)
     pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
-    return launch_mma(nv24_mma_kernel, pairs, n, k, bias, tiling, [*pointers, meta.view(torch.int32)],
+    return launch(nv24_mma_kernel, pairs, n, k, bias, tiling, [*pointers, meta.view(torch.int32)],
                   (pairs.shape[1] // 2, pointers[0].shape[1], meta.shape[1] // 4, row_groups),
                   dict(GROUP=group, W=config.num_warps, LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma,
                        num_warps=config.num_warps), out, partials)

@@ -64,7 +64,7 @@ def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, blo
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16")
     if layout == "bsr_int4":
         pointers.update(row_ptr="*i32", col_ptr="*i16")
-    pointers.update(q_ptr="*i32", scales_ptr="*i16", mins_ptr="*i16", partials_ptr="*fp32", counters_ptr="*i32")
+    pointers.update(q_ptr="*i32", scales_ptr="*i16", mins_ptr="*i16")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32",
                      **{name: "constexpr" for name in constexprs})
     kernel = int4_mma.bsr_int4_mma_kernel if layout == "bsr_int4" else int4_mma.int4_mma_kernel
@@ -80,7 +80,7 @@ def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0)
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, GROUP=group,
                       W=num_warps, LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", values_ptr="*i32", scales_ptr="*i16",
-                    mins_ptr="*i16", meta_ptr="*i32", partials_ptr="*fp32", counters_ptr="*i32")
+                    mins_ptr="*i16", meta_ptr="*i32")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32", row_values="i32",
                      row_words="i32", row_groups="i32", **{name: "constexpr" for name in constexprs})
     kernel = nv24_mma.nv24_mma_kernel
@@ -98,7 +98,7 @@ def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: in
                       HAS_DENSE=bool(has_dense), HAS_NV24=bool(has_nv24), W=num_warps, LV=lv, LM=lm, LX=lx,
                       LVD=lvd, LXD=lxd, LD=ld, MMA=mma)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8", offsets_ptr="*i64",
-                    dense_ptr="*i32", values_ptr="*i32", meta_ptr="*i32", partials_ptr="*fp32", counters_ptr="*i32")
+                    dense_ptr="*i32", values_ptr="*i32", meta_ptr="*i32")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32", grid_cols="i32",
                      **{name: "constexpr" for name in constexprs})
     kernel = hybrid_mma.hybrid_mma_kernel
