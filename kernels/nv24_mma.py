@@ -1,15 +1,20 @@
-"""NV24 at small M (2 to 16 rows of x) on the GPU: the stored 2:4 values are the A operand of the sparse tensor
-cores (mma.sp m16n8k32, inline PTX: Gluon has no sparse mma) and the stored metadata their sparsity metadata.
-Nothing is expanded: a weight costs its 1.125 bytes and about one instruction per 16 of them.
+"""NV24 and NV24_INT4 at small M (2 to 16 rows of x) on the GPU: the stored 2:4 values are the A operand of the
+sparse tensor cores (mma.sp m16n8k32, inline PTX: Gluon has no sparse mma) and the stored metadata their sparsity
+metadata. Nothing is expanded: an NV24 weight costs its 1.125 bytes and about one instruction per 16 of them;
+NV24_INT4's kept values are dequantized into the A registers first (one PRMT, one subtraction and one FMA a
+pair, `kept_pair`).
 
 As in `int4_mma` the product is transposed, out.T = W @ x.T, and K is renumbered inside each 128-input chunk so
 that every thread loads contiguous runs. A chunk of a row is 32 groups of 4 inputs, each group stored as one
-int32 pair of kept values and one nibble of metadata (`nv24`). The chunk is 4 mma steps of 32 inputs (8 groups
-each). Stored group q = 8 c + 2 s + b is group h = 4 b + c of step s: so thread c of a quad (lane = 4 g + c)
-holds, for rows g and g + 8, the pairs the m16n8k32 A fragment wants in its registers (groups c and c + 4 of
-each step) as its 8 stored pairs 8 c .. 8 c + 7, 32 contiguous bytes. A sum over k does not depend on its
-order, and x follows the same renumbering: B register i of thread c at step s is x's pair 32 (i % 2) + 16 (c
-// 2) + 8 (s // 2) + 4 (s % 2) + 2 (i // 2) + c % 2 (4-byte loads, from L1 after the first warp).
+int32 pair of kept values (NV24_INT4: one byte) and one nibble of metadata (`nv24`). The chunk is 4 mma steps of
+32 inputs (8 groups each). Stored group q = 8 c + 2 s + b is group h = 4 b + c of step s: so thread c of a quad
+(lane = 4 g + c) holds, for rows g and g + 8, the pairs the m16n8k32 A fragment wants in its registers (groups c
+and c + 4 of each step) as its 8 stored groups 8 c .. 8 c + 7: 32 contiguous bytes (NV24_INT4: 8). A sum over k
+does not depend on its order, and x follows the same renumbering: B register i of thread c at step s is x's
+pair 32 (i % 2) + 16 (c // 2) + 8 (s // 2) + 4 (s % 2) + 2 (i // 2) + c % 2. Those are 4-byte pieces of 8 x
+rows an instruction, so x is loaded once a program (16-byte loads) into shared memory and read from there (the
+compiler adds a barrier before the store and one before the load); read by every warp from L1 they held the
+kernel to about 70% of the bandwidth it reaches now.
 
 The metadata of a step (sparsity selector 0) comes from lanes c = 0 and 1: lane c holds the nibbles of groups
 4 c .. 4 c + 3, row g in bits 0-15 and row g + 8 in bits 16-31. Those are nibble c of byte s of each of the
@@ -17,11 +22,12 @@ row's 4 metadata words of the chunk; every lane of a quad loads its two rows' 16
 
 The tensors the instruction takes are built per thread in one layout, LD, shape (n-tiles, m-tiles, g, c, r1,
 r0), in which the 4 registers (r0, r1) of a tile are the instruction's 4 registers of A, B and the accumulator
-(`mma_sp`, 4 elements an inline-asm call). Loads land in layouts chosen so that reaching LD only renames
-registers. Padding groups keep the valid nibble 0b0100 and zero values; masked loads do the same.
-Program (pid, pid_k) owns BLOCK_N weight rows (16 a warp tile, every warp its own rows), BLOCK_M x rows and the
-pid_k-th of SPLIT_K slices of K, with the next chunk's loads issued before the current one is multiplied; the
-epilogue is `int4_mma`'s. Gluon does not run under TRITON_INTERPRET: the CPU keeps the tile kernel.
+(`mma_sp`, 4 elements an inline-asm call, A and the metadata broadcast over m-tiles, B over n-tiles). Loads
+land in layouts chosen so that reaching LD only renames registers. Padding groups keep the valid nibble 0b0100
+and zero values; masked loads do the same. Program (pid, pid_k) owns BLOCK_N weight rows (16 a warp tile, every
+warp its own rows), BLOCK_M x rows and the pid_k-th of SPLIT_K slices of K, with the next chunk's loads issued
+before the current one is multiplied; the epilogue is `int4_mma`'s. Gluon does not run under TRITON_INTERPRET:
+the CPU keeps the tile kernel; tests/test_nv24_mma.py compiles this one for sm_90 on any machine.
 """
 from __future__ import annotations
 
