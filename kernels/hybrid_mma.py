@@ -59,7 +59,7 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
 
 
 def candidates(layout: str, m: int) -> list[Config]:
-    return [Config(16 * w * r, split, w) for w, r, split in itertools.product((1, 2, 4), (1, 2), (0, 2, 4))]
+    return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4), (1, 2), (0, 2, 4))]
 
 
 def dense_layouts(block_n: int, block_m: int, num_warps: int):

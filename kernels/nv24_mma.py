@@ -72,7 +72,7 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
 
 
 def candidates(layout: str, m: int) -> list[Config]:
-    return [Config(16 * w * r, split, w) for w, r, split in itertools.product((1, 2, 4), (1, 2), (0, 2, 4))]
+    return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4), (1, 2), (0, 2, 4))]
 
 
 def unit(rank: int, dim: int, value: int = 1) -> list[int]:
