@@ -75,12 +75,6 @@ def candidates(layout: str, m: int) -> list[Config]:
     return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4), (1, 2), (0, 2, 4))]
 
 
-def unit(rank: int, dim: int, value: int = 1) -> list[int]:
-    basis = [0] * rank
-    basis[dim] = value
-    return basis
-
-
 def operand_layouts(block_n: int, block_m: int, num_warps: int, quantized: bool = False):
     """(LV over the values as int32 pairs (BLOCK_N, 32 of a chunk), LM over the metadata words (BLOCK_N, 4 lanes
     of a quad, 4 words of a chunk), LX over x's pairs (BLOCK_M, 64 of a chunk) as every warp reads them from
