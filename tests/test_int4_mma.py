@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,16 @@ def test_loop_stays_in_registers(kernel, block_n, block_k, group, num_warps, blo
     assert ops["LDG.E.128"] == weights_a_thread // 32 + block_m // 8 * block_k // 128 * 4
     assert ops["HMMA.16816.F32.BF16"] == weights_a_thread // 8 * block_m // 8
     assert sum(ops.values()) / weights_a_thread < most_per_weight
+
+
+@pytest.mark.parametrize("layout", ["int4", "bsr_int4"])
+@pytest.mark.parametrize("m, x_dtype, runs", [(16, torch.bfloat16, True), (1, torch.bfloat16, False),
+                                              (17, torch.bfloat16, False), (16, torch.float16, False)])
+def test_runs_small_m_with_scales_in_x_dtype(layout, m, x_dtype, runs):
+    """Scales stored in bf16 meet fp16 x in the tile kernel: the fused dequantization computes in x's dtype."""
+    packed = make_case(layout, 64, 256, torch.bfloat16, 128, 1.0, 0).pack()
+    x = types.SimpleNamespace(shape=(m, 256), is_cuda=True, dtype=x_dtype)  # what `supports` reads of x
+    assert int4_mma.supports(layout, x, packed.tensors) == runs
 
 
 @pytest.mark.parametrize("layout", ["int4", "bsr_int4"])
