@@ -25,7 +25,8 @@ from triton.experimental.gluon import language as gl
 from sparc.ir import TileFormat
 
 from .int4_mma import bits, block_m_for, split_for, store_transposed
-from .nv24_mma import DTYPES, NO_INPUTS, accumulate, operand, operand_layouts, steps_of, x_loads, x_shared
+from .nv24_mma import (DTYPES, NO_INPUTS, accumulate, operand, operand_layouts, steps_of, word_addresses,
+                       x_addresses, x_loads, x_shared)
 from .gluon_decode import x_as_pairs
 from .tiling import Tiling, launch
 
@@ -176,15 +177,8 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
     value_at = gl.expand_dims(rows_v * 32, 1) + gl.expand_dims(gl.arange(0, 32, layout=gl.SliceLayout(0, LV)), 0)
     value_ok = gl.expand_dims(rows_v < rows_in, 1)
     rows_w = first_row + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, gl.SliceLayout(2, LM)))
-    lane = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, LM)))
-    word = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, LM)))
-    word_at = (gl.expand_dims(gl.expand_dims(rows_w * 4, 1) + gl.expand_dims(lane * 0, 0), 2)
-               + gl.expand_dims(gl.expand_dims(word, 0), 1))
-    word_ok = gl.expand_dims(gl.expand_dims(rows_w < rows_in, 1) & gl.expand_dims(lane < 4, 0), 2)
-    LG: gl.constexpr = gl.BlockedLayout([1, 4], [2, 16], [W, 1], [1, 0])
-    x_rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, LG))
-    x_at = gl.expand_dims(x_rows.to(gl.int64) * (stride_xm // 2), 1)
-    x_ok = gl.expand_dims(x_rows < M, 1)
+    word_at, word_ok = word_addresses(rows_w, rows_w < rows_in, 4, LM)
+    x_at, x_ok = x_addresses(pid_m, M, stride_xm, BLOCK_M, W)
     buffer = gl.allocate_shared_memory(gl.int32, [BLOCK_M, 64], gl.SwizzledSharedLayout(2, 1, 8, [1, 0]))
     entries = tile_row * grid_cols
 

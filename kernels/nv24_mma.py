@@ -248,6 +248,26 @@ def dequantized(qwords, s2, m2, dtype: gl.constexpr):
 
 
 @gluon.jit
+def word_addresses(rows, rows_ok, row_words, LM: gl.constexpr):
+    """(offsets (BLOCK_N, 4 lanes, 4 words) in LM of the metadata words of a chunk's `rows`, row_words words a
+    row apart, the same for every lane of a quad; where the rows exist). rows and rows_ok in LM's row slice."""
+    lane = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, LM)))
+    word = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, LM)))
+    at = (gl.expand_dims(gl.expand_dims(rows.to(gl.int64) * row_words, 1) + gl.expand_dims(lane * 0, 0), 2)
+          + gl.expand_dims(gl.expand_dims(word, 0), 1))
+    return at, gl.expand_dims(gl.expand_dims(rows_ok, 1) & gl.expand_dims(lane < 4, 0), 2)
+
+
+@gluon.jit
+def x_addresses(pid_m, M, stride_xm, BLOCK_M: gl.constexpr, W: gl.constexpr):
+    """(offsets in pairs (BLOCK_M, 1) of the program's x rows, where they exist), in the layout of `x_loads`:
+    4 pairs (16 bytes) a thread."""
+    LG: gl.constexpr = gl.BlockedLayout([1, 4], [2, 16], [W, 1], [1, 0])
+    x_rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, LG))
+    return gl.expand_dims(x_rows.to(gl.int64) * (stride_xm // 2), 1), gl.expand_dims(x_rows < M, 1)
+
+
+@gluon.jit
 def x_loads(pairs_ptr, x_at, x_ok, chunk, pairs_k):
     """x's pairs (BLOCK_M, 64) of chunk `chunk` (16-byte loads), zero past pairs_k and where not x_ok."""
     p = gl.arange(0, 64, layout=gl.SliceLayout(0, x_at.type.layout))
@@ -290,15 +310,8 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
     row_at = gl.expand_dims(rows.to(gl.int64) * row_groups, 1)
     value_ok = gl.expand_dims(rows < N, 1)
     word_rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, gl.SliceLayout(2, LM)))
-    word = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, LM)))
-    lane = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, LM)))
-    word_at = (gl.expand_dims(gl.expand_dims(word_rows.to(gl.int64) * row_words, 1) + gl.expand_dims(lane * 0, 0), 2)
-               + gl.expand_dims(gl.expand_dims(word, 0), 1))
-    word_ok = gl.expand_dims(gl.expand_dims(word_rows < N, 1) & gl.expand_dims(lane < 4, 0), 2)
-    LG: gl.constexpr = gl.BlockedLayout([1, 4], [2, 16], [W, 1], [1, 0])
-    x_rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, LG))
-    x_at = gl.expand_dims(x_rows.to(gl.int64) * (stride_xm // 2), 1)
-    x_ok = gl.expand_dims(x_rows < M, 1)
+    word_at, word_ok = word_addresses(word_rows, word_rows < N, row_words, LM)
+    x_at, x_ok = x_addresses(pid_m, M, stride_xm, BLOCK_M, W)
     buffer = gl.allocate_shared_memory(gl.int32, [BLOCK_M, 64], gl.SwizzledSharedLayout(2, 1, 8, [1, 0]))
 
     acc = gl.zeros([BLOCK_N // 16, BLOCK_M // 8, 8, 4, 2, 2], gl.float32, layout=LD)
