@@ -26,7 +26,7 @@ from sparc.ir import TileFormat
 
 from .int4_mma import bits, block_m_for, split_for, store_transposed
 from .nv24_mma import (DTYPES, NO_INPUTS, accumulate, operand, operand_layouts, steps_of, word_addresses,
-                       x_addresses, x_loads, x_shared)
+                       x_addresses, x_loads)
 from .gluon_decode import x_as_pairs
 from .tiling import Tiling, launch
 

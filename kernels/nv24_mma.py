@@ -43,7 +43,7 @@ from .int4_mma import bits, block_m_for, packed_twice, split_for, store_transpos
 from .nv24 import padded_k
 from .tiling import Tiling, launch
 
-MAX_M = 16
+MAX_M = 64
 DTYPES = (torch.bfloat16, torch.float16)
 BLOCK_K = 128
 NO_INPUTS = gl.constexpr(0x44444444)  # every nibble 0b0100: groups that keep inputs 0 and 1 (their values are zero)
@@ -72,6 +72,9 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
 
 
 def candidates(layout: str, m: int) -> list[Config]:
+    """Past 16 x rows a warp's accumulators and x step fill its registers: one row tile a warp, up to 8 warps."""
+    if m > 16:
+        return [Config(16 * w, split, w) for w, split in itertools.product((2, 4, 8), (0, 2, 4))]
     return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4), (1, 2), (0, 2, 4))]
 
 
@@ -101,6 +104,15 @@ def operand_layouts(block_n: int, block_m: int, num_warps: int, quantized: bool 
                           warps_per_cta=[w, 1, 1, 1, 1, 1], order=[5, 4, 3, 2, 1, 0])
     mma = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, 8])
     return lv, lm, lx, ld, mma
+
+
+def step_layout(block_m: int, num_warps: int):
+    """LS over one step of x in `x_to_steps`' buffer (BLOCK_M, 16): thread (g, c) of every warp holds the 4
+    contiguous pairs (r1, r0) of row 8 t + g at 4 c, for each m-tile t."""
+    return gl.DistributedLinearLayout(
+        reg_bases=[[0, 1], [0, 2]] + [[8 << i, 0] for i in bits(block_m // 8)],
+        lane_bases=[[0, 4], [0, 8], [1, 0], [2, 0], [4, 0]], warp_bases=[[0, 0] for _ in bits(num_warps)],
+        block_bases=[], shape=[block_m, 16])
 
 
 @gluon.jit
@@ -195,6 +207,35 @@ def accumulate(acc, values, words, x, dtype: gl.constexpr, LD: gl.constexpr):
 
 
 @gluon.jit
+def accumulate_steps(acc, values, words, steps, dtype: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr):
+    """acc + one chunk whose x `x_to_steps` put in shared memory: 4 steps of mma_sp, each reading its B
+    registers from there (16 bytes an m-tile), so that no more than one step of x is live in registers."""
+    a0, a1, a2, a3 = a_steps(values, LD)
+    e0, e1, e2, e3 = e_steps(words, LD)
+    acc = mma_sp(acc, a0, b_step(steps, 0, LS, LD), e0, dtype)  # steps_of's order: 0, 2, 1, 3
+    acc = mma_sp(acc, a1, b_step(steps, 2, LS, LD), e1, dtype)
+    acc = mma_sp(acc, a2, b_step(steps, 1, LS, LD), e2, dtype)
+    return mma_sp(acc, a3, b_step(steps, 3, LS, LD), e3, dtype)
+
+
+@gluon.jit
+def x_to_steps(steps, x):
+    """x's pairs (BLOCK_M, 64) of a chunk into shared memory (4 steps x BLOCK_M rows, 16): step s's pairs of a row,
+    ordered (c, r1, r0), the B registers of thread c (`b_steps` gives the pair each one holds)."""
+    BM: gl.constexpr = x.shape[0]
+    v = gl.reshape(x, [BM, 2, 2, 2, 2, 2, 2])  # (row, r0, c1, s1, s0, r1, c0)
+    steps.store(gl.reshape(gl.permute(v, [3, 4, 0, 2, 6, 5, 1]), [4 * BM, 16]))
+
+
+@gluon.jit
+def b_step(steps, s: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr):
+    """The B registers (1, m-tile, g, c, r1, r0) of step s, read from `x_to_steps`' buffer in LS."""
+    BM: gl.constexpr = steps.shape[0] // 4
+    x = steps.slice(s * BM, BM).load(LS)
+    return operand(gl.reshape(x, [1, BM // 8, 8, 4, 2, 2]), LD)
+
+
+@gluon.jit
 def weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at, row_at, chunk, value_ok, word_ok,
                  row_values, row_words, row_groups, GROUP: gl.constexpr):
     """(values, scales, minimums, metadata words) of chunk `chunk`, zero values and NO_INPUTS words past the row
@@ -276,26 +317,18 @@ def x_loads(pairs_ptr, x_at, x_ok, chunk, pairs_k):
 
 
 @gluon.jit
-def x_shared(buffer, x, LX: gl.constexpr):
-    """Every warp's x pairs of a chunk: stored once by the whole program, read back in LX (the compiler puts a
-    barrier before the store and one before the load)."""
-    buffer.store(x)
-    return buffer.load(LX)
-
-
-@gluon.jit
 def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, meta_ptr, M, N, K, stride_xm,
                     stride_xk, pairs_k, row_values, row_words, row_groups, HAS_BIAS: gl.constexpr,
                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr,
                     USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
                     ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, W: gl.constexpr, LV: gl.constexpr,
-                    LM: gl.constexpr, LX: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr):
+                    LM: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr):
     """NV24 (GROUP 0): values_ptr the values (N, Kp / 2) as row_values = Kp / 4 int32 pairs a row, scales_ptr
     and mins_ptr unused. NV24_INT4 (GROUP: kept values a quantization group): values_ptr the q bytes (N, Kp / 4)
     as row_values = Kp / 16 int32 words a row, the scales and minimums (N, row_groups) as int16. meta_ptr: the
     metadata (N, Kp / 8) as row_words = Kp / 32 int32 words a row; x (M, K) read as pairs_k int32 pairs a row
     (`x_as_pairs`, stride_xm even). `tiling.launch`'s arguments, the warps W and the layouts of
-    `operand_layouts` (LV over the q words for NV24_INT4)."""
+    `operand_layouts` (LV over the q words for NV24_INT4), LS `step_layout`'s."""
     dtype: gl.constexpr = x_ptr.dtype.element_ty
     pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
     grid_m = gl.cdiv(M, BLOCK_M)
@@ -312,12 +345,12 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
     word_rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, gl.SliceLayout(2, LM)))
     word_at, word_ok = word_addresses(word_rows, word_rows < N, row_words, LM)
     x_at, x_ok = x_addresses(pid_m, M, stride_xm, BLOCK_M, W)
-    buffer = gl.allocate_shared_memory(gl.int32, [BLOCK_M, 64], gl.SwizzledSharedLayout(2, 1, 8, [1, 0]))
+    steps = gl.allocate_shared_memory(gl.int32, [4 * BLOCK_M, 16], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
 
     acc = gl.zeros([BLOCK_N // 16, BLOCK_M // 8, 8, 4, 2, 2], gl.float32, layout=LD)
     values, s2, m2, words = weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at, row_at,
                                          first, value_ok, word_ok, row_values, row_words, row_groups, GROUP)
-    x = x_shared(buffer, x_loads(pairs_ptr, x_at, x_ok, first, pairs_k), LX)
+    x_to_steps(steps, x_loads(pairs_ptr, x_at, x_ok, first, pairs_k))
     for chunk in range(first, end):
         live = chunk + 1 < end
         values_n, s2_n, m2_n, words_n = weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at,
@@ -326,8 +359,8 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
         x_n = x_loads(pairs_ptr, x_at, x_ok & live, chunk + 1, pairs_k)
         if GROUP:
             values = dequantized(values, s2, m2, dtype)
-        acc = accumulate(acc, values, words, x, dtype, LD)
-        x = x_shared(buffer, x_n, LX)
+        acc = accumulate_steps(acc, values, words, steps, dtype, LS, LD)
+        x_to_steps(steps, x_n)
         values, s2, m2, words = values_n, s2_n, m2_n, words_n
     acc = gl.reshape(gl.permute(acc, [0, 4, 2, 1, 3, 5]), [BLOCK_N, BLOCK_M])  # (n-tile, r1, g), (m-tile, c, r0)
     store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
@@ -349,10 +382,10 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     else:
         values, meta = tensors
         pointers, row_groups, group = [values.view(torch.int32)] * 3, 0, 0
-    lv, lm, lx, ld, mma = operand_layouts(config.block_n, block_m, config.num_warps, quantized=group > 0)
+    lv, lm, _, ld, mma = operand_layouts(config.block_n, block_m, config.num_warps, quantized=group > 0)
     tiling = Tiling(block_m, config.block_n, BLOCK_K, split_k)
     pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
     return launch(nv24_mma_kernel, pairs, n, k, bias, tiling, [*pointers, meta.view(torch.int32)],
                   (pairs.shape[1] // 2, pointers[0].shape[1], meta.shape[1] // 4, row_groups),
-                  dict(GROUP=group, W=config.num_warps, LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma,
-                       num_warps=config.num_warps), out, partials)
+                  dict(GROUP=group, W=config.num_warps, LV=lv, LM=lm, LS=step_layout(block_m, config.num_warps), LD=ld,
+                       MMA=mma, num_warps=config.num_warps), out, partials)

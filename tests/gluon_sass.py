@@ -78,7 +78,7 @@ def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0)
     lv, lm, lx, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps, quantized=group > 0)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=nv24_mma.BLOCK_K, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, GROUP=group,
-                      W=num_warps, LV=lv, LM=lm, LX=lx, LD=ld, MMA=mma)
+                      W=num_warps, LV=lv, LM=lm, LS=nv24_mma.step_layout(block_m, num_warps), LD=ld, MMA=mma)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", values_ptr="*i32", scales_ptr="*i16",
                     mins_ptr="*i16", meta_ptr="*i32")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32", row_values="i32",

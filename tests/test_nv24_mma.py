@@ -13,17 +13,20 @@ from sparc.kernels import nv24_mma, tuning
 from test_int4_mma import compiled_loop, elements
 from test_kernels import GPU, assert_matches_reference, make_case
 
-CONFIGS = [(64, 4, 16), (128, 4, 16), (32, 2, 8), (256, 8, 16), (128, 2, 8)]
+CONFIGS = [(64, 4, 16), (128, 4, 16), (32, 2, 8), (256, 8, 16), (128, 2, 8), (64, 4, 64), (128, 8, 64), (32, 2, 32)]
 
 
 @pytest.mark.parametrize("block_n, num_warps, block_m", CONFIGS)
 def test_layouts_cover_the_blocks(block_n, num_warps, block_m):
-    """Every value pair once; every metadata word once per lane of a quad; every x pair once per warp."""
-    lv, lm, lx, _, _ = nv24_mma.operand_layouts(block_n, block_m, num_warps)
+    """Every value pair once; every metadata word once per lane of a quad; every x pair of a step once per warp,
+    4 contiguous ones a thread."""
+    lv, lm, _, _, _ = nv24_mma.operand_layouts(block_n, block_m, num_warps)
     assert sorted(elements(lv)) == list(itertools.product(range(block_n), range(32)))
     assert sorted(elements(lm)) == list(itertools.product(range(block_n), range(4), range(4)))
-    counts = collections.Counter(elements(lx))
-    assert set(counts) == set(itertools.product(range(block_m), range(64))) and set(counts.values()) == {num_warps}
+    ls = nv24_mma.step_layout(block_m, num_warps)
+    counts = collections.Counter(elements(ls))
+    assert set(counts) == set(itertools.product(range(block_m), range(16))) and set(counts.values()) == {num_warps}
+    assert ls.reg_bases[:2] == [[0, 1], [0, 2]]
 
 
 @pytest.mark.parametrize("block_n, num_warps, block_m", CONFIGS)
@@ -40,16 +43,17 @@ def test_a_thread_loads_32_contiguous_bytes_of_values_and_16_of_metadata(block_n
 def test_loop_stays_in_registers(block_n, num_warps, block_m):  # NV24
     """Reaching the operand layout only renames registers: the K loop has no shuffle or spill; it loads values,
     metadata and x 16 bytes at a time, x once a program into shared memory (two barriers a chunk) and from
-    there 4 bytes a register, and issues one mma.sp per 16 rows, 8 x rows and 32 inputs."""
+    there 16 bytes an m-tile and step, and issues one mma.sp per 16 rows, 8 x rows and 32 inputs."""
     ops = compiled_loop("mma_nv24", block_n, num_warps, block_m)
     assert not {"LDL", "STL", "SHFL"} & {op.split(".")[0] for op in ops}
     tiles_a_warp = block_n // (16 * num_warps)
     assert ops["LDG.E.128"] == 6 * tiles_a_warp + max(1, block_m * 16 // (32 * num_warps))
-    assert ops["LDS"] == 16 * block_m // 8 and ops["BAR.SYNC.DEFER_BLOCKING"] == 2
+    assert ops["LDS.128"] == 4 * block_m // 8 and "LDS" not in ops and ops["BAR.SYNC.DEFER_BLOCKING"] == 2
     assert ops["HMMA.SP.16832.F32.BF16"] == 4 * tiles_a_warp * block_m // 8
 
 
-@pytest.mark.parametrize("block_n, num_warps, block_m, group", [(64, 4, 16, 128), (64, 2, 16, 32), (64, 4, 8, 64)])
+@pytest.mark.parametrize("block_n, num_warps, block_m, group",
+                         [(64, 4, 16, 128), (64, 2, 16, 32), (64, 4, 8, 64), (128, 8, 64, 128)])
 def test_nv24_int4_loop_dequantizes_in_registers(block_n, num_warps, block_m, group):
     """NV24_INT4: 8 bytes of q a row and thread, and a kept pair costs one PRMT, one subtraction and one FMA."""
     ops = compiled_loop("mma_nv24", block_n, num_warps, block_m, group)
@@ -59,8 +63,9 @@ def test_nv24_int4_loop_dequantizes_in_registers(block_n, num_warps, block_m, gr
     assert ops["HMMA.SP.16832.F32.BF16"] == 4 * tiles_a_warp * block_m // 8
 
 
-def test_candidates_fit_the_warps():
-    for config in nv24_mma.candidates("nv24", 16):
+@pytest.mark.parametrize("m", [16, 64])
+def test_candidates_fit_the_warps(m):
+    for config in nv24_mma.candidates("nv24", m):
         assert config.block_n % (16 * config.num_warps) == 0
 
 
@@ -97,7 +102,7 @@ def test_matches_reference_gpu(layout, data):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", ["nv24", "nv24_int4"])
-@pytest.mark.parametrize("m", [2, 9, 16])
+@pytest.mark.parametrize("m", [2, 9, 16, 40, 64])
 def test_every_candidate_on_a_llama_shape_gpu(layout, m):
     packed = make_case(layout, 1024, 4096, torch.bfloat16, 128, 1.0, m).pack().to("cuda")
     x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
