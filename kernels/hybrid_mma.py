@@ -178,7 +178,7 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
     value_ok = gl.expand_dims(rows_v < rows_in, 1)
     rows_w = first_row + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, gl.SliceLayout(2, LM)))
     word_at, word_ok = word_addresses(rows_w, rows_w < rows_in, 4, LM)
-    x_at, x_ok = x_addresses(pid_m, M, stride_xm, BLOCK_M, W)
+    x_at, x_ok = x_addresses(pid_m, M, stride_xm, BLOCK_M, gl.BlockedLayout([1, 4], [2, 16], [W, 1], [1, 0]))
     buffer = gl.allocate_shared_memory(gl.int32, [BLOCK_M, 64], gl.SwizzledSharedLayout(2, 1, 8, [1, 0]))
     entries = tile_row * grid_cols
 

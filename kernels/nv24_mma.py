@@ -51,11 +51,12 @@ NO_INPUTS = gl.constexpr(0x44444444)  # every nibble 0b0100: groups that keep in
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Weight rows per program (a multiple of 16 * num_warps), split-K slices (0: as many as fill the GPU)
-    and warps."""
+    """Weight rows per program (a multiple of 16 * the warps along N), split-K slices (0: as many as fill the
+    GPU), warps, and how many of them split the x rows (the rest split the weight rows)."""
     block_n: int
     split_k: int = 0
     num_warps: int = 4
+    warps_m: int = 1
 
 
 DEFAULTS = {"nv24": Config(64, 0, 4), "nv24_int4": Config(64, 0, 4)}
@@ -72,20 +73,25 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
 
 
 def candidates(layout: str, m: int) -> list[Config]:
-    """Past 16 x rows a warp's accumulators and x step fill its registers: one row tile a warp, up to 8 warps."""
+    """Past 16 x rows the warps also split the x rows: a warp that multiplies every x row by its weight rows
+    reads all of x from shared memory for every chunk (warps along N, warps along M, row tiles a warp)."""
     if m > 16:
-        return [Config(16 * w, split, w) for w, split in itertools.product((2, 4, 8), (0, 2, 4))]
+        tilings = [(8, 1, 1), (4, 2, 1), (2, 2, 2), (4, 2, 2), (2, 4, 2)]
+        return [Config(16 * wn * r, split, wn * wm, wm) for (wn, wm, r), split in
+                itertools.product(tilings, (0, 2, 4)) if wm <= block_m_for(m) // 8]
     return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4), (1, 2), (0, 2, 4))]
 
 
-def operand_layouts(block_n: int, block_m: int, num_warps: int, quantized: bool = False):
+def operand_layouts(block_n: int, block_m: int, num_warps: int, quantized: bool = False, warps_m: int = 1):
     """(LV over the values as int32 pairs (BLOCK_N, 32 of a chunk), LM over the metadata words (BLOCK_N, 4 lanes
     of a quad, 4 words of a chunk), LX over x's pairs (BLOCK_M, 64 of a chunk) as every warp reads them from
-    shared memory, LD over the operands of `mma_sp` (n-tiles, m-tiles, g, c, r1, r0), the mma layout of the
-    result (BLOCK_N, BLOCK_M))."""
-    w, per_warp, m_tiles = num_warps, block_n // (16 * num_warps), block_m // 8
+    shared memory (warps_m 1), LD over the operands of `mma_sp` (n-tiles, m-tiles, g, c, r1, r0), the mma
+    layout of the result (BLOCK_N, BLOCK_M)). The low warp bits split the m-tiles (warps_m of them), the high
+    ones the row tiles: LV and LM repeat over the first."""
+    w, m_tiles = num_warps // warps_m, block_m // 8
+    per_warp = block_n // (16 * w)
     rows = [[16 * w << i] for i in bits(per_warp)]
-    warps = [[16 << i] for i in bits(w)]
+    warps = [[0]] * len(bits(warps_m)) + [[16 << i] for i in bits(w)]
     quad = [[1], [2], [4]]  # lane bits 2-4: g, rows 1, 2, 4
     lv = gl.DistributedLinearLayout(  # NV24_INT4: the q words (BLOCK_N, 8), 2 of them (8 bytes) a thread
         reg_bases=([[0, 1]] if quantized else [[0, 1], [0, 2], [0, 4]]) + [[8, 0]] + [r + [0] for r in rows],
@@ -97,22 +103,37 @@ def operand_layouts(block_n: int, block_m: int, num_warps: int, quantized: bool 
         block_bases=[], shape=[block_n, 4, 4])
     lx = gl.DistributedLinearLayout(
         reg_bases=[[0, 2], [0, 4], [0, 8], [0, 32]] + [[8 << i, 0] for i in bits(m_tiles)],
-        lane_bases=[[0, 1], [0, 16], [1, 0], [2, 0], [4, 0]], warp_bases=[[0, 0] for _ in bits(w)], block_bases=[],
-        shape=[block_m, 64])
+        lane_bases=[[0, 1], [0, 16], [1, 0], [2, 0], [4, 0]], warp_bases=[[0, 0] for _ in bits(num_warps)],
+        block_bases=[], shape=[block_m, 64])
     # (n-tile, m-tile, g, c, r1, r0): registers r0, r1, m-tiles, then a warp's further n-tiles
-    ld = gl.BlockedLayout(size_per_thread=[1, m_tiles, 1, 1, 2, 2], threads_per_warp=[1, 1, 8, 4, 1, 1],
-                          warps_per_cta=[w, 1, 1, 1, 1, 1], order=[5, 4, 3, 2, 1, 0])
-    mma = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, 8])
+    ld = gl.BlockedLayout(size_per_thread=[1, m_tiles // warps_m, 1, 1, 2, 2], threads_per_warp=[1, 1, 8, 4, 1, 1],
+                          warps_per_cta=[w, warps_m, 1, 1, 1, 1], order=[5, 4, 3, 2, 1, 0])
+    mma = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[w, warps_m], instr_shape=[16, 8])
     return lv, lm, lx, ld, mma
 
 
-def step_layout(block_m: int, num_warps: int):
-    """LS over one step of x in `x_to_steps`' buffer (BLOCK_M, 16): thread (g, c) of every warp holds the 4
-    contiguous pairs (r1, r0) of row 8 t + g at 4 c, for each m-tile t."""
+def step_layout(block_m: int, num_warps: int, warps_m: int = 1):
+    """LS over one step of x in `x_to_steps`' buffer (BLOCK_M, 16): thread (g, c) holds the 4 contiguous pairs
+    (r1, r0) of row 8 t + g at 4 c, for each m-tile t of its warp's (the warps along N read the same ones)."""
+    tiles = block_m // 8 // warps_m
     return gl.DistributedLinearLayout(
-        reg_bases=[[0, 1], [0, 2]] + [[8 << i, 0] for i in bits(block_m // 8)],
-        lane_bases=[[0, 4], [0, 8], [1, 0], [2, 0], [4, 0]], warp_bases=[[0, 0] for _ in bits(num_warps)],
+        reg_bases=[[0, 1], [0, 2]] + [[8 << i, 0] for i in bits(tiles)],
+        lane_bases=[[0, 4], [0, 8], [1, 0], [2, 0], [4, 0]],
+        warp_bases=[[8 * tiles << i, 0] for i in bits(warps_m)] + [[0, 0] for _ in bits(num_warps // warps_m)],
         block_bases=[], shape=[block_m, 16])
+
+
+def x_layout(block_m: int, num_warps: int):
+    """LG over x's pairs (BLOCK_M, 64 of a chunk) as the program loads them for `x_to_steps`: a thread's 4 pairs
+    are the 4 registers (r1, r0) that one 16-byte store puts side by side, and the 8 lanes of a quarter warp
+    cover c and row bit 0, so that their stores fill all 32 banks (4-byte global loads, merged in L1)."""
+    row_bits = list(bits(block_m))[1:]  # row bit 0 is a lane's
+    warp_rows = [[1 << b, 0] for b in row_bits[:len(bits(num_warps))]]
+    return gl.DistributedLinearLayout(
+        reg_bases=[[0, 32], [0, 2]] + [[1 << b, 0] for b in row_bits[len(warp_rows):]],
+        lane_bases=[[0, 1], [0, 16], [1, 0], [0, 4], [0, 8]],  # c0, c1, row bit 0, s0, s1
+        warp_bases=warp_rows + [[0, 0]] * (len(bits(num_warps)) - len(warp_rows)), block_bases=[],
+        shape=[block_m, 64])
 
 
 @gluon.jit
@@ -300,10 +321,9 @@ def word_addresses(rows, rows_ok, row_words, LM: gl.constexpr):
 
 
 @gluon.jit
-def x_addresses(pid_m, M, stride_xm, BLOCK_M: gl.constexpr, W: gl.constexpr):
-    """(offsets in pairs (BLOCK_M, 1) of the program's x rows, where they exist), in the layout of `x_loads`:
-    4 pairs (16 bytes) a thread."""
-    LG: gl.constexpr = gl.BlockedLayout([1, 4], [2, 16], [W, 1], [1, 0])
+def x_addresses(pid_m, M, stride_xm, BLOCK_M: gl.constexpr, LG: gl.constexpr):
+    """(offsets in pairs (BLOCK_M, 1) of the program's x rows, where they exist) in LG's row slice, the layout
+    of `x_loads`."""
     x_rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, LG))
     return gl.expand_dims(x_rows.to(gl.int64) * (stride_xm // 2), 1), gl.expand_dims(x_rows < M, 1)
 
@@ -321,14 +341,14 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
                     stride_xk, pairs_k, row_values, row_words, row_groups, HAS_BIAS: gl.constexpr,
                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr,
                     USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
-                    ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, W: gl.constexpr, LV: gl.constexpr,
-                    LM: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr):
+                    ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr,
+                    LG: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr):
     """NV24 (GROUP 0): values_ptr the values (N, Kp / 2) as row_values = Kp / 4 int32 pairs a row, scales_ptr
     and mins_ptr unused. NV24_INT4 (GROUP: kept values a quantization group): values_ptr the q bytes (N, Kp / 4)
     as row_values = Kp / 16 int32 words a row, the scales and minimums (N, row_groups) as int16. meta_ptr: the
     metadata (N, Kp / 8) as row_words = Kp / 32 int32 words a row; x (M, K) read as pairs_k int32 pairs a row
-    (`x_as_pairs`, stride_xm even). `tiling.launch`'s arguments, the warps W and the layouts of
-    `operand_layouts` (LV over the q words for NV24_INT4), LS `step_layout`'s."""
+    (`x_as_pairs`, stride_xm even). `tiling.launch`'s arguments and the layouts of `operand_layouts` (LV over
+    the q words for NV24_INT4), `x_layout` and `step_layout`."""
     dtype: gl.constexpr = x_ptr.dtype.element_ty
     pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
     grid_m = gl.cdiv(M, BLOCK_M)
@@ -344,7 +364,7 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
     value_ok = gl.expand_dims(rows < N, 1)
     word_rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, gl.SliceLayout(2, LM)))
     word_at, word_ok = word_addresses(word_rows, word_rows < N, row_words, LM)
-    x_at, x_ok = x_addresses(pid_m, M, stride_xm, BLOCK_M, W)
+    x_at, x_ok = x_addresses(pid_m, M, stride_xm, BLOCK_M, LG)
     steps = gl.allocate_shared_memory(gl.int32, [4 * BLOCK_M, 16], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
 
     acc = gl.zeros([BLOCK_N // 16, BLOCK_M // 8, 8, 4, 2, 2], gl.float32, layout=LD)
@@ -382,10 +402,11 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     else:
         values, meta = tensors
         pointers, row_groups, group = [values.view(torch.int32)] * 3, 0, 0
-    lv, lm, _, ld, mma = operand_layouts(config.block_n, block_m, config.num_warps, quantized=group > 0)
+    warps, warps_m = config.num_warps, config.warps_m
+    lv, lm, _, ld, mma = operand_layouts(config.block_n, block_m, warps, quantized=group > 0, warps_m=warps_m)
     tiling = Tiling(block_m, config.block_n, BLOCK_K, split_k)
     pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
     return launch(nv24_mma_kernel, pairs, n, k, bias, tiling, [*pointers, meta.view(torch.int32)],
                   (pairs.shape[1] // 2, pointers[0].shape[1], meta.shape[1] // 4, row_groups),
-                  dict(GROUP=group, W=config.num_warps, LV=lv, LM=lm, LS=step_layout(block_m, config.num_warps), LD=ld,
-                       MMA=mma, num_warps=config.num_warps), out, partials)
+                  dict(GROUP=group, LV=lv, LM=lm, LG=x_layout(block_m, warps), LS=step_layout(block_m, warps, warps_m),
+                       LD=ld, MMA=mma, num_warps=warps), out, partials)

@@ -13,60 +13,69 @@ from sparc.kernels import nv24_mma, tuning
 from test_int4_mma import compiled_loop, elements
 from test_kernels import GPU, assert_matches_reference, make_case
 
-CONFIGS = [(64, 4, 16), (128, 4, 16), (32, 2, 8), (256, 8, 16), (128, 2, 8), (64, 4, 64), (128, 8, 64), (32, 2, 32)]
+CONFIGS = [(64, 4, 16, 1), (128, 4, 16, 1), (32, 2, 8, 1), (256, 8, 16, 1), (64, 2, 8, 1), (128, 8, 64, 1),
+           (64, 8, 64, 2), (64, 4, 64, 2), (64, 8, 64, 4), (32, 2, 32, 2)]  # block_n, num_warps, block_m, warps_m
 
 
-@pytest.mark.parametrize("block_n, num_warps, block_m", CONFIGS)
-def test_layouts_cover_the_blocks(block_n, num_warps, block_m):
-    """Every value pair once; every metadata word once per lane of a quad; every x pair of a step once per warp,
-    4 contiguous ones a thread."""
-    lv, lm, _, _, _ = nv24_mma.operand_layouts(block_n, block_m, num_warps)
-    assert sorted(elements(lv)) == list(itertools.product(range(block_n), range(32)))
-    assert sorted(elements(lm)) == list(itertools.product(range(block_n), range(4), range(4)))
-    ls = nv24_mma.step_layout(block_m, num_warps)
-    counts = collections.Counter(elements(ls))
-    assert set(counts) == set(itertools.product(range(block_m), range(16))) and set(counts.values()) == {num_warps}
+@pytest.mark.parametrize("block_n, num_warps, block_m, warps_m", CONFIGS)
+def test_layouts_cover_the_blocks(block_n, num_warps, block_m, warps_m):
+    """Every value pair and metadata word (once per lane of a quad) once per warp along M; every x pair of a step
+    once per warp along N, 4 contiguous ones a thread; every x pair of a chunk once as the program loads it."""
+    lv, lm, _, _, _ = nv24_mma.operand_layouts(block_n, block_m, num_warps, warps_m=warps_m)
+    assert_covers(lv, [block_n, 32], warps_m)
+    assert_covers(lm, [block_n, 4, 4], warps_m)
+    ls = nv24_mma.step_layout(block_m, num_warps, warps_m)
+    assert_covers(ls, [block_m, 16], num_warps // warps_m)
     assert ls.reg_bases[:2] == [[0, 1], [0, 2]]
+    assert_covers(nv24_mma.x_layout(block_m, num_warps), [block_m, 64], 1)
 
 
-@pytest.mark.parametrize("block_n, num_warps, block_m", CONFIGS)
-def test_a_thread_loads_32_contiguous_bytes_of_values_and_16_of_metadata(block_n, num_warps, block_m):
-    lv, lm, _, _, _ = nv24_mma.operand_layouts(block_n, block_m, num_warps)
+def assert_covers(layout, shape, times):
+    counts = collections.Counter(elements(layout))
+    assert set(counts) == set(itertools.product(*map(range, shape))) and set(counts.values()) == {times}
+
+
+@pytest.mark.parametrize("block_n, num_warps, block_m, warps_m", CONFIGS)
+def test_a_thread_loads_32_contiguous_bytes_of_values_and_16_of_metadata(block_n, num_warps, block_m, warps_m):
+    lv, lm, _, _, _ = nv24_mma.operand_layouts(block_n, block_m, num_warps, warps_m=warps_m)
     assert lv.reg_bases[:3] == [[0, 1], [0, 2], [0, 4]]
     assert lm.reg_bases[:2] == [[0, 0, 1], [0, 0, 2]]
-    lq = nv24_mma.operand_layouts(block_n, block_m, num_warps, quantized=True)[0]
-    assert sorted(elements(lq)) == list(itertools.product(range(block_n), range(8)))
+    lq = nv24_mma.operand_layouts(block_n, block_m, num_warps, quantized=True, warps_m=warps_m)[0]
+    assert_covers(lq, [block_n, 8], warps_m)
     assert lq.reg_bases[0] == [0, 1]  # NV24_INT4: 8 bytes of q, the groups of the same 32 inputs
 
 
-@pytest.mark.parametrize("block_n, num_warps, block_m", CONFIGS)
-def test_loop_stays_in_registers(block_n, num_warps, block_m):  # NV24
-    """Reaching the operand layout only renames registers: the K loop has no shuffle or spill; it loads values,
-    metadata and x 16 bytes at a time, x once a program into shared memory (two barriers a chunk) and from
-    there 16 bytes an m-tile and step, and issues one mma.sp per 16 rows, 8 x rows and 32 inputs."""
-    ops = compiled_loop("mma_nv24", block_n, num_warps, block_m)
+@pytest.mark.parametrize("block_n, num_warps, block_m, warps_m", CONFIGS)
+def test_loop_stays_in_registers(block_n, num_warps, block_m, warps_m):  # NV24
+    """Reaching the operand layout only renames registers: the K loop has no shuffle or spill; it loads values
+    and metadata 16 bytes at a time, x 4 bytes at a time into shared memory (16-byte stores, two barriers a
+    chunk) and from there 16 bytes an m-tile and step, and issues one mma.sp per 16 rows, 8 x rows and 32
+    inputs."""
+    ops = compiled_loop("mma_nv24", block_n, num_warps, block_m, 0, warps_m)
     assert not {"LDL", "STL", "SHFL"} & {op.split(".")[0] for op in ops}
-    tiles_a_warp = block_n // (16 * num_warps)
-    assert ops["LDG.E.128"] == 6 * tiles_a_warp + max(1, block_m * 16 // (32 * num_warps))
-    assert ops["LDS.128"] == 4 * block_m // 8 and "LDS" not in ops and ops["BAR.SYNC.DEFER_BLOCKING"] == 2
-    assert ops["HMMA.SP.16832.F32.BF16"] == 4 * tiles_a_warp * block_m // 8
+    tiles_a_warp, m_tiles_a_warp = block_n * warps_m // (16 * num_warps), block_m // 8 // warps_m
+    x_a_thread = block_m * 64 // (32 * num_warps)
+    assert ops["LDG.E.128"] == 6 * tiles_a_warp and ops["LDG.E"] == x_a_thread and ops["STS.128"] == x_a_thread // 4
+    assert ops["LDS.128"] == 4 * m_tiles_a_warp and "LDS" not in ops and ops["BAR.SYNC.DEFER_BLOCKING"] == 2
+    assert ops["HMMA.SP.16832.F32.BF16"] == 4 * tiles_a_warp * m_tiles_a_warp
 
 
-@pytest.mark.parametrize("block_n, num_warps, block_m, group",
-                         [(64, 4, 16, 128), (64, 2, 16, 32), (64, 4, 8, 64), (128, 8, 64, 128)])
-def test_nv24_int4_loop_dequantizes_in_registers(block_n, num_warps, block_m, group):
+@pytest.mark.parametrize("block_n, num_warps, block_m, group, warps_m",
+                         [(64, 4, 16, 128, 1), (64, 2, 16, 32, 1), (64, 4, 8, 64, 1), (64, 8, 64, 128, 2)])
+def test_nv24_int4_loop_dequantizes_in_registers(block_n, num_warps, block_m, group, warps_m):
     """NV24_INT4: 8 bytes of q a row and thread, and a kept pair costs one PRMT, one subtraction and one FMA."""
-    ops = compiled_loop("mma_nv24", block_n, num_warps, block_m, group)
+    ops = compiled_loop("mma_nv24", block_n, num_warps, block_m, group, warps_m)
     assert not {"LDL", "STL", "SHFL"} & {op.split(".")[0] for op in ops}
-    tiles_a_warp = block_n // (16 * num_warps)
+    tiles_a_warp = block_n * warps_m // (16 * num_warps)
     assert ops["LDG.E.64"] == 2 * tiles_a_warp and ops["HFMA2.BF16_V2"] == 16 * tiles_a_warp
-    assert ops["HMMA.SP.16832.F32.BF16"] == 4 * tiles_a_warp * block_m // 8
+    assert ops["HMMA.SP.16832.F32.BF16"] == 4 * tiles_a_warp * block_m // 8 // warps_m
 
 
 @pytest.mark.parametrize("m", [16, 64])
 def test_candidates_fit_the_warps(m):
     for config in nv24_mma.candidates("nv24", m):
-        assert config.block_n % (16 * config.num_warps) == 0
+        assert config.block_n % (16 * config.num_warps // config.warps_m) == 0
+        assert nv24_mma.block_m_for(m) // 8 % config.warps_m == 0
 
 
 @pytest.mark.parametrize("layout, k, stored, runs", [
