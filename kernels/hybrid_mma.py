@@ -25,12 +25,12 @@ from triton.experimental.gluon import language as gl
 from sparc.ir import TileFormat
 
 from .int4_mma import bits, block_m_for, split_for, store_transposed
-from .nv24_mma import (DTYPES, NO_INPUTS, accumulate, operand, operand_layouts, steps_of, word_addresses,
-                       x_addresses, x_loads)
+from .nv24_mma import (DTYPES, NO_INPUTS, accumulate_steps, operand, operand_layouts, step_layout, steps_of,
+                       word_addresses, x_addresses, x_layout, x_loads, x_to_steps)
 from .gluon_decode import x_as_pairs
 from .tiling import Tiling, launch
 
-MAX_M = 16
+MAX_M = 64
 TILE = 128
 CODE_DENSE = gl.constexpr(int(TileFormat.DENSE))
 CODE_NV24 = gl.constexpr(int(TileFormat.NV24))
@@ -39,11 +39,12 @@ CODE_ZERO = gl.constexpr(int(TileFormat.ZERO))
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Weight rows per program (a multiple of 16 * num_warps dividing 128), split-K slices over the tile columns
-    (0: as many as fill the GPU) and warps."""
+    """Weight rows per program (a multiple of 16 * the warps along N dividing 128), split-K slices over the tile
+    columns (0: as many as fill the GPU), warps, and how many of them split the x rows."""
     block_n: int
     split_k: int = 0
     num_warps: int = 4
+    warps_m: int = 1
 
 
 DEFAULTS = {"hybrid": Config(64, 0, 4)}
@@ -60,22 +61,36 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
 
 
 def candidates(layout: str, m: int) -> list[Config]:
+    """Past 16 x rows one row tile a warp (a DENSE tile row takes twice an NV24 one's registers), and the warps
+    also split the x rows (warps along N, warps along M)."""
+    if m > 16:
+        return [Config(16 * wn, split, wn * wm, wm) for (wn, wm), split in
+                itertools.product([(8, 1), (4, 2), (4, 1), (2, 2)], (0, 2, 4)) if wm <= block_m_for(m) // 8]
     return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4), (1, 2), (0, 2, 4))]
 
 
-def dense_layouts(block_n: int, block_m: int, num_warps: int):
-    """(LVD over a DENSE tile's pairs (BLOCK_N, 64), LXD over x's pairs (BLOCK_M, 64) as every warp reads them
-    for the dense steps): each thread's 16 contiguous pairs of a row, as the module docstring says."""
-    per_warp, m_tiles = block_n // (16 * num_warps), block_m // 8
-    lvd = gl.DistributedLinearLayout(
-        reg_bases=[[0, 1], [0, 2], [0, 4], [0, 8], [8, 0]] + [[16 * num_warps << i, 0] for i in bits(per_warp)],
-        lane_bases=[[0, 16], [0, 32], [1, 0], [2, 0], [4, 0]], warp_bases=[[16 << i, 0] for i in bits(num_warps)],
-        block_bases=[], shape=[block_n, 64])
-    lxd = gl.DistributedLinearLayout(
-        reg_bases=[[0, 1], [0, 2], [0, 4], [0, 8]] + [[8 << i, 0] for i in bits(m_tiles)],
-        lane_bases=[[0, 16], [0, 32], [1, 0], [2, 0], [4, 0]], warp_bases=[[0, 0] for _ in bits(num_warps)],
-        block_bases=[], shape=[block_m, 64])
-    return lvd, lxd
+def dense_layout(block_n: int, num_warps: int, warps_m: int = 1):
+    """LVD over a DENSE tile's pairs (BLOCK_N, 64): each thread's 16 contiguous pairs of rows g and g + 8, as the
+    module docstring says (the warps along M, the low warp bits, repeat them)."""
+    w = num_warps // warps_m
+    per_warp = block_n // (16 * w)
+    return gl.DistributedLinearLayout(
+        reg_bases=[[0, 1], [0, 2], [0, 4], [0, 8], [8, 0]] + [[16 * w << i, 0] for i in bits(per_warp)],
+        lane_bases=[[0, 16], [0, 32], [1, 0], [2, 0], [4, 0]],
+        warp_bases=[[0, 0]] * len(bits(warps_m)) + [[16 << i, 0] for i in bits(w)], block_bases=[],
+        shape=[block_n, 64])
+
+
+DENSE_X_BITS = dict(in_registers=(1, 2), in_lanes=(16, 32))  # `x_layout` for `x_to_dense_steps`
+
+
+@gluon.jit
+def x_to_dense_steps(steps, x):
+    """x's pairs (BLOCK_M, 64) of a chunk into shared memory (4 planes x BLOCK_M rows, 16): plane j holds pairs
+    16 c + 4 j + e of a row (dense steps 2 j and 2 j + 1) at 4 c + e, thread c's B registers side by side."""
+    BM: gl.constexpr = x.shape[0]
+    v = gl.reshape(x, [BM, 2, 2, 2, 2, 2, 2])  # (row, c1, c0, j1, j0, e1, e0)
+    steps.store(gl.reshape(gl.permute(v, [3, 4, 0, 1, 2, 5, 6]), [4 * BM, 16]))
 
 
 @gluon.jit
@@ -103,25 +118,35 @@ def mma_dense(acc, a, b, dtype: gl.constexpr):
 
 
 @gluon.jit
-def dense_accumulate(acc, pairs, x, dtype: gl.constexpr, LD: gl.constexpr):
-    """acc + one DENSE tile: its pairs (BLOCK_N, 64) in LVD and x's (BLOCK_M, 64) in LXD, 8 steps."""
-    NT: gl.constexpr = pairs.shape[0] // 16
-    MT: gl.constexpr = x.shape[0] // 8
-    v = gl.reshape(pairs, [NT, 2, 8, 4, 2, 2, 2, 2])  # (n-tile, row bit 3: r0, g, c, s2, s1, s0, b: r1)
-    a0, a1, a2, a3, a4, a5, a6, a7 = eight_steps(gl.permute(v, [0, 2, 3, 7, 1, 4, 5, 6]))
-    xv = gl.reshape(x, [MT, 8, 4, 2, 2, 2, 2])  # (m-tile, g, c, s2, s1, s0, i)
-    xv = gl.permute(gl.join(xv, xv), [0, 1, 2, 7, 6, 3, 4, 5])  # (m-tile, g, c, copy: r1, i: r0, s2, s1, s0)
-    b0, b1, b2, b3, b4, b5, b6, b7 = eight_steps(xv)
-    a_shape: gl.constexpr = [NT, 1, 8, 4, 2, 2]
-    b_shape: gl.constexpr = [1, MT, 8, 4, 2, 2]
-    acc = mma_dense(acc, operand(gl.reshape(a0, a_shape), LD), operand(gl.reshape(b0, b_shape), LD), dtype)
-    acc = mma_dense(acc, operand(gl.reshape(a1, a_shape), LD), operand(gl.reshape(b1, b_shape), LD), dtype)
-    acc = mma_dense(acc, operand(gl.reshape(a2, a_shape), LD), operand(gl.reshape(b2, b_shape), LD), dtype)
-    acc = mma_dense(acc, operand(gl.reshape(a3, a_shape), LD), operand(gl.reshape(b3, b_shape), LD), dtype)
-    acc = mma_dense(acc, operand(gl.reshape(a4, a_shape), LD), operand(gl.reshape(b4, b_shape), LD), dtype)
-    acc = mma_dense(acc, operand(gl.reshape(a5, a_shape), LD), operand(gl.reshape(b5, b_shape), LD), dtype)
-    acc = mma_dense(acc, operand(gl.reshape(a6, a_shape), LD), operand(gl.reshape(b6, b_shape), LD), dtype)
-    return mma_dense(acc, operand(gl.reshape(a7, a_shape), LD), operand(gl.reshape(b7, b_shape), LD), dtype)
+def dense_accumulate_steps(acc, pairs, steps, dtype: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr):
+    """acc + one DENSE tile: its pairs (BLOCK_N, 64) in LVD and x from `x_to_dense_steps`' buffer, 8 steps, each
+    plane of x read (16 bytes an m-tile) right before its two steps."""
+    v = gl.reshape(pairs, [pairs.shape[0] // 16, 2, 8, 4, 2, 2, 2, 2])  # (n-tile, r0, g, c, s2, s1, s0, b: r1)
+    a0, a1, a2, a3, a4, a5, a6, a7 = eight_steps(gl.permute(v, [0, 2, 3, 7, 1, 4, 5, 6]))  # steps 0 4 2 6 1 5 3 7
+    acc = dense_plane(acc, a0, a4, steps, 0, dtype, LS, LD)
+    acc = dense_plane(acc, a2, a6, steps, 1, dtype, LS, LD)
+    acc = dense_plane(acc, a1, a5, steps, 2, dtype, LS, LD)
+    return dense_plane(acc, a3, a7, steps, 3, dtype, LS, LD)
+
+
+@gluon.jit
+def dense_plane(acc, a_even, a_odd, steps, j: gl.constexpr, dtype: gl.constexpr, LS: gl.constexpr,
+                LD: gl.constexpr):
+    """acc + dense steps 2 j and 2 j + 1 (A registers a_even, a_odd) with B from plane j."""
+    BM: gl.constexpr = steps.shape[0] // 4
+    x = steps.slice(j * BM, BM).load(LS)
+    even, odd = gl.split(gl.permute(gl.reshape(x, [BM // 8, 8, 4, 2, 2]), [0, 1, 2, 4, 3]))  # (.., c, i, step)
+    a_shape: gl.constexpr = [a_even.shape[0], 1, 8, 4, 2, 2]
+    acc = mma_dense(acc, operand(gl.reshape(a_even, a_shape), LD), dense_b(even, LD), dtype)
+    return mma_dense(acc, operand(gl.reshape(a_odd, a_shape), LD), dense_b(odd, LD), dtype)
+
+
+@gluon.jit
+def dense_b(x, LD: gl.constexpr):
+    """The B operand (1, m-tile, g, c, r1, r0) of a dense step from x (m-tile, g, c, i): register i as r0, copied
+    to r1 (`mma_dense` reads r0's)."""
+    t = gl.permute(gl.join(x, x), [0, 1, 2, 4, 3])
+    return operand(gl.reshape(t, [1, x.shape[0], 8, 4, 2, 2]), LD)
 
 
 @gluon.jit
@@ -154,8 +179,8 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
                       K, stride_xm, stride_xk, pairs_k, grid_cols, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
                       BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
                       DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
-                      HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, W: gl.constexpr, LV: gl.constexpr,
-                      LM: gl.constexpr, LX: gl.constexpr, LVD: gl.constexpr, LXD: gl.constexpr, LD: gl.constexpr,
+                      HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr,
+                      LVD: gl.constexpr, LG: gl.constexpr, LGD: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr,
                       MMA: gl.constexpr):
     """formats (TN, TK) uint8 and offsets (TN, TK) int64 of the grid (`hybrid`), the DENSE buffer as int32
     pairs, the NV24 values as int32 pairs and metadata as int32 words; x as for `nv24_mma.nv24_mma_kernel`."""
@@ -178,27 +203,36 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
     value_ok = gl.expand_dims(rows_v < rows_in, 1)
     rows_w = first_row + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, gl.SliceLayout(2, LM)))
     word_at, word_ok = word_addresses(rows_w, rows_w < rows_in, 4, LM)
-    x_at, x_ok = x_addresses(pid_m, M, stride_xm, BLOCK_M, gl.BlockedLayout([1, 4], [2, 16], [W, 1], [1, 0]))
-    buffer = gl.allocate_shared_memory(gl.int32, [BLOCK_M, 64], gl.SwizzledSharedLayout(2, 1, 8, [1, 0]))
+    x_at, x_ok = x_addresses(pid_m, M, stride_xm, BLOCK_M, LG)  # x in NV24's step order
+    xd_at, xd_ok = x_addresses(pid_m, M, stride_xm, BLOCK_M, LGD)  # and in the dense one
+    plain: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+    if HAS_NV24:
+        steps = gl.allocate_shared_memory(gl.int32, [4 * BLOCK_M, 16], plain)
+    if HAS_DENSE:
+        dense_steps = gl.allocate_shared_memory(gl.int32, [4 * BLOCK_M, 16], plain)
     entries = tile_row * grid_cols
 
     acc = gl.zeros([BLOCK_N // 16, BLOCK_M // 8, 8, 4, 2, 2], gl.float32, layout=LD)
     code, base = tile_entry(formats_ptr, offsets_ptr, entries + first, first < end, BLOCK_K)
     pairs, values, words = tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok, value_at,
                                       value_ok, word_at, word_ok, HAS_DENSE, HAS_NV24)
-    x_chunk = x_loads(pairs_ptr, x_at, x_ok, first, pairs_k)
+    x_chunk = x_loads(pairs_ptr, x_at, x_ok & HAS_NV24, first, pairs_k)
+    xd_chunk = x_loads(pairs_ptr, xd_at, xd_ok & HAS_DENSE, first, pairs_k)
     code, base = tile_entry(formats_ptr, offsets_ptr, entries + first + 1, first + 1 < end, BLOCK_K)
     for col in range(first, end):  # tile entries two columns ahead, weights and x one
         code_n, base_n = tile_entry(formats_ptr, offsets_ptr, entries + col + 2, col + 2 < end, BLOCK_K)
         pairs_n, values_n, words_n = tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok,
                                                 value_at, value_ok, word_at, word_ok, HAS_DENSE, HAS_NV24)
-        x_next = x_loads(pairs_ptr, x_at, x_ok & (col + 1 < end), col + 1, pairs_k)
-        buffer.store(x_chunk)
+        x_next = x_loads(pairs_ptr, x_at, x_ok & HAS_NV24 & (col + 1 < end), col + 1, pairs_k)
+        xd_next = x_loads(pairs_ptr, xd_at, xd_ok & HAS_DENSE & (col + 1 < end), col + 1, pairs_k)
         if HAS_DENSE:
-            acc = dense_accumulate(acc, pairs, buffer.load(LXD), dtype, LD)
+            x_to_dense_steps(dense_steps, xd_chunk)
+            acc = dense_accumulate_steps(acc, pairs, dense_steps, dtype, LS, LD)
         if HAS_NV24:
-            acc = accumulate(acc, values, words, buffer.load(LX), dtype, LD)
-        pairs, values, words, x_chunk, code, base = pairs_n, values_n, words_n, x_next, code_n, base_n
+            x_to_steps(steps, x_chunk)
+            acc = accumulate_steps(acc, values, words, steps, dtype, LS, LD)
+        pairs, values, words, code, base = pairs_n, values_n, words_n, code_n, base_n
+        x_chunk, xd_chunk = x_next, xd_next
     acc = gl.reshape(gl.permute(acc, [0, 4, 2, 1, 3, 5]), [BLOCK_N, BLOCK_M])  # (n-tile, r1, g), (m-tile, c, r0)
     store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
                      BLOCK_N, SPLIT_K, MMA)
@@ -213,13 +247,15 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     if split_k is None:
         split_k = split_for(config, -(-m // block_m) * -(-n // config.block_n), grid.shape[1], config.num_warps,
                             x2d.device)
-    lv, lm, lx, ld, mma = operand_layouts(config.block_n, block_m, config.num_warps)
-    lvd, lxd = dense_layouts(config.block_n, block_m, config.num_warps)
+    warps, warps_m = config.num_warps, config.warps_m
+    lv, lm, ld, mma = operand_layouts(config.block_n, block_m, warps, warps_m=warps_m)
     tiling = Tiling(block_m, config.block_n, TILE, split_k)
     pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
     has_dense, has_nv24 = dense.numel() > 0, values.numel() > 0
     words = [t.view(torch.int32) if t.numel() else t.new_zeros(4).view(torch.int32) for t in (dense, values, meta)]
     return launch(hybrid_mma_kernel, pairs, n, k, bias, tiling, [grid, offsets, *words],
                   (pairs.shape[1] // 2, grid.shape[1]),
-                  dict(HAS_DENSE=has_dense, HAS_NV24=has_nv24, W=config.num_warps, LV=lv,
-                       LM=lm, LX=lx, LVD=lvd, LXD=lxd, LD=ld, MMA=mma, num_warps=config.num_warps), out, partials)
+                  dict(HAS_DENSE=has_dense, HAS_NV24=has_nv24, LV=lv, LM=lm,
+                       LVD=dense_layout(config.block_n, warps, warps_m), LG=x_layout(block_m, warps),
+                       LGD=x_layout(block_m, warps, **DENSE_X_BITS), LS=step_layout(block_m, warps, warps_m), LD=ld,
+                       MMA=mma, num_warps=warps), out, partials)

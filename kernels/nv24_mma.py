@@ -84,8 +84,7 @@ def candidates(layout: str, m: int) -> list[Config]:
 
 def operand_layouts(block_n: int, block_m: int, num_warps: int, quantized: bool = False, warps_m: int = 1):
     """(LV over the values as int32 pairs (BLOCK_N, 32 of a chunk), LM over the metadata words (BLOCK_N, 4 lanes
-    of a quad, 4 words of a chunk), LX over x's pairs (BLOCK_M, 64 of a chunk) as every warp reads them from
-    shared memory (warps_m 1), LD over the operands of `mma_sp` (n-tiles, m-tiles, g, c, r1, r0), the mma
+    of a quad, 4 words of a chunk), LD over the operands of `mma_sp` (n-tiles, m-tiles, g, c, r1, r0), the mma
     layout of the result (BLOCK_N, BLOCK_M)). The low warp bits split the m-tiles (warps_m of them), the high
     ones the row tiles: LV and LM repeat over the first."""
     w, m_tiles = num_warps // warps_m, block_m // 8
@@ -101,15 +100,11 @@ def operand_layouts(block_n: int, block_m: int, num_warps: int, quantized: bool 
         reg_bases=[[0, 0, 1], [0, 0, 2], [8, 0, 0]] + [r + [0, 0] for r in rows],
         lane_bases=[[0, 1, 0], [0, 2, 0]] + [q + [0, 0] for q in quad], warp_bases=[r + [0, 0] for r in warps],
         block_bases=[], shape=[block_n, 4, 4])
-    lx = gl.DistributedLinearLayout(
-        reg_bases=[[0, 2], [0, 4], [0, 8], [0, 32]] + [[8 << i, 0] for i in bits(m_tiles)],
-        lane_bases=[[0, 1], [0, 16], [1, 0], [2, 0], [4, 0]], warp_bases=[[0, 0] for _ in bits(num_warps)],
-        block_bases=[], shape=[block_m, 64])
     # (n-tile, m-tile, g, c, r1, r0): registers r0, r1, m-tiles, then a warp's further n-tiles
     ld = gl.BlockedLayout(size_per_thread=[1, m_tiles // warps_m, 1, 1, 2, 2], threads_per_warp=[1, 1, 8, 4, 1, 1],
                           warps_per_cta=[w, warps_m, 1, 1, 1, 1], order=[5, 4, 3, 2, 1, 0])
     mma = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[w, warps_m], instr_shape=[16, 8])
-    return lv, lm, lx, ld, mma
+    return lv, lm, ld, mma
 
 
 def step_layout(block_m: int, num_warps: int, warps_m: int = 1):
@@ -123,15 +118,16 @@ def step_layout(block_m: int, num_warps: int, warps_m: int = 1):
         block_bases=[], shape=[block_m, 16])
 
 
-def x_layout(block_m: int, num_warps: int):
+def x_layout(block_m: int, num_warps: int, in_registers=(32, 2), in_lanes=(1, 16)):
     """LG over x's pairs (BLOCK_M, 64 of a chunk) as the program loads them for `x_to_steps`: a thread's 4 pairs
-    are the 4 registers (r1, r0) that one 16-byte store puts side by side, and the 8 lanes of a quarter warp
-    cover c and row bit 0, so that their stores fill all 32 banks (4-byte global loads, merged in L1)."""
+    (those at pair bits in_registers) are the 4 registers (r1, r0) that one 16-byte store puts side by side, and
+    the 8 lanes of a quarter warp cover c (pair bits in_lanes) and row bit 0, so that their stores fill all 32
+    banks (4-byte global loads, merged in L1; 16-byte ones where the registers are pair bits 0 and 1)."""
     row_bits = list(bits(block_m))[1:]  # row bit 0 is a lane's
     warp_rows = [[1 << b, 0] for b in row_bits[:len(bits(num_warps))]]
     return gl.DistributedLinearLayout(
-        reg_bases=[[0, 32], [0, 2]] + [[1 << b, 0] for b in row_bits[len(warp_rows):]],
-        lane_bases=[[0, 1], [0, 16], [1, 0], [0, 4], [0, 8]],  # c0, c1, row bit 0, s0, s1
+        reg_bases=[[0, in_registers[0]], [0, in_registers[1]]] + [[1 << b, 0] for b in row_bits[len(warp_rows):]],
+        lane_bases=[[0, in_lanes[0]], [0, in_lanes[1]], [1, 0], [0, 4], [0, 8]],  # c0, c1, row bit 0, the step
         warp_bases=warp_rows + [[0, 0]] * (len(bits(num_warps)) - len(warp_rows)), block_bases=[],
         shape=[block_m, 64])
 
@@ -160,17 +156,6 @@ def a_steps(values, LD: gl.constexpr):
     v = gl.reshape(values, [NT, 2, 8, 4, 2, 2, 2])  # (n-tile, row bit 3: r0, g, c, s1, s0, b: r1)
     s0, s1, s2, s3 = steps_of(gl.permute(v, [0, 2, 3, 6, 1, 4, 5]))
     shape: gl.constexpr = [NT, 1, 8, 4, 2, 2]
-    return (operand(gl.reshape(s0, shape), LD), operand(gl.reshape(s1, shape), LD),
-            operand(gl.reshape(s2, shape), LD), operand(gl.reshape(s3, shape), LD))
-
-
-@gluon.jit
-def b_steps(x, LD: gl.constexpr):
-    """The B registers (1, m-tile, g, c, r1, r0) of the 4 steps from the chunk's x pairs (BLOCK_M, 64)."""
-    MT: gl.constexpr = x.shape[0] // 8
-    v = gl.reshape(x, [MT, 8, 2, 2, 2, 2, 2, 2])  # (m-tile, g, i % 2: r0, c1, s1, s0, i // 2: r1, c0)
-    s0, s1, s2, s3 = steps_of(gl.permute(v, [0, 1, 3, 7, 6, 2, 4, 5]))
-    shape: gl.constexpr = [1, MT, 8, 4, 2, 2]
     return (operand(gl.reshape(s0, shape), LD), operand(gl.reshape(s1, shape), LD),
             operand(gl.reshape(s2, shape), LD), operand(gl.reshape(s3, shape), LD))
 
@@ -213,18 +198,6 @@ def mma_sp(acc, a, b, e, dtype: gl.constexpr):
         "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32 "
         "{$0, $1, $2, $3}, {$4, $5, $6, $7}, {$8, $9, $10, $11}, {$12, $13, $14, $15}, $16, 0x0;",
         "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f,r,r,r,r", [a, b, acc, e], dtype=gl.float32, is_pure=True, pack=4)
-
-
-@gluon.jit
-def accumulate(acc, values, words, x, dtype: gl.constexpr, LD: gl.constexpr):
-    """acc + one chunk: 4 steps of mma_sp."""
-    a0, a1, a2, a3 = a_steps(values, LD)
-    b0, b1, b2, b3 = b_steps(x, LD)
-    e0, e1, e2, e3 = e_steps(words, LD)
-    acc = mma_sp(acc, a0, b0, e0, dtype)
-    acc = mma_sp(acc, a1, b1, e1, dtype)
-    acc = mma_sp(acc, a2, b2, e2, dtype)
-    return mma_sp(acc, a3, b3, e3, dtype)
 
 
 @gluon.jit
@@ -403,7 +376,7 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
         values, meta = tensors
         pointers, row_groups, group = [values.view(torch.int32)] * 3, 0, 0
     warps, warps_m = config.num_warps, config.warps_m
-    lv, lm, _, ld, mma = operand_layouts(config.block_n, block_m, warps, quantized=group > 0, warps_m=warps_m)
+    lv, lm, ld, mma = operand_layouts(config.block_n, block_m, warps, quantized=group > 0, warps_m=warps_m)
     tiling = Tiling(block_m, config.block_n, BLOCK_K, split_k)
     pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
     return launch(nv24_mma_kernel, pairs, n, k, bias, tiling, [*pointers, meta.view(torch.int32)],

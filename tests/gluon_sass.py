@@ -2,7 +2,7 @@
 python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without TRITON_INTERPRET);
 `int4_mma`'s kernels with python tests/gluon_sass.py mma|mma_bsr BLOCK_N BLOCK_K GROUP NUM_WARPS BLOCK_M;
 `nv24_mma`'s with python tests/gluon_sass.py mma_nv24 BLOCK_N NUM_WARPS BLOCK_M [GROUP (NV24_INT4) [WARPS_M]],
-`hybrid_mma`'s with python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24.
+`hybrid_mma`'s with python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24 [WARPS_M].
 
 Specialized as the launcher specializes a Llama layer: aligned pointers, N and K multiples of 16, x contiguous."""
 import collections
@@ -75,7 +75,7 @@ def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, blo
 
 
 def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0, warps_m: int = 1):
-    lv, lm, _, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps, quantized=group > 0, warps_m=warps_m)
+    lv, lm, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps, quantized=group > 0, warps_m=warps_m)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=nv24_mma.BLOCK_K, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, GROUP=group,
                       LV=lv, LM=lm, LG=nv24_mma.x_layout(block_m, num_warps),
@@ -91,13 +91,15 @@ def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0,
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
 
-def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: int, has_nv24: int):
-    lv, lm, lx, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps)
-    lvd, lxd = hybrid_mma.dense_layouts(block_n, block_m, num_warps)
+def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: int, has_nv24: int, warps_m: int = 1):
+    lv, lm, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps, warps_m=warps_m)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=hybrid_mma.TILE, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1,
-                      HAS_DENSE=bool(has_dense), HAS_NV24=bool(has_nv24), W=num_warps, LV=lv, LM=lm, LX=lx,
-                      LVD=lvd, LXD=lxd, LD=ld, MMA=mma)
+                      HAS_DENSE=bool(has_dense), HAS_NV24=bool(has_nv24), LV=lv, LM=lm,
+                      LVD=hybrid_mma.dense_layout(block_n, num_warps, warps_m),
+                      LG=nv24_mma.x_layout(block_m, num_warps),
+                      LGD=nv24_mma.x_layout(block_m, num_warps, **hybrid_mma.DENSE_X_BITS),
+                      LS=nv24_mma.step_layout(block_m, num_warps, warps_m), LD=ld, MMA=mma)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8", offsets_ptr="*i64",
                     dense_ptr="*i32", values_ptr="*i32", meta_ptr="*i32")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32", grid_cols="i32",
@@ -122,7 +124,7 @@ def main_loop(sass: str) -> collections.Counter:
 
 if __name__ == "__main__":
     if sys.argv[1] == "mma_hybrid":
-        compiled = compile_hybrid_mma(*map(int, sys.argv[2:7]))
+        compiled = compile_hybrid_mma(*map(int, sys.argv[2:8]))
     elif sys.argv[1] == "mma_nv24":
         compiled = compile_nv24_mma(*map(int, sys.argv[2:7]))
     elif sys.argv[1] in ("mma", "mma_bsr"):

@@ -25,30 +25,46 @@ def random_grid(n: int, k: int, dense_share: float, seed: int, tile: int = 128) 
     return np.where(rng.random(shape) < 0.1, int(TileFormat.ZERO), grid).astype(np.uint8)
 
 
-@pytest.mark.parametrize("block_n, num_warps, block_m", [(64, 4, 16), (128, 4, 8), (32, 2, 16), (128, 8, 16)])
-def test_dense_layouts_cover_the_tile(block_n, num_warps, block_m):
-    """Every DENSE pair of the rows once, 16 contiguous ones a thread; every x pair once per warp."""
-    lvd, lxd = hybrid_mma.dense_layouts(block_n, block_m, num_warps)
-    assert sorted(elements(lvd)) == list(itertools.product(range(block_n), range(64)))
+@pytest.mark.parametrize("block_n, num_warps, warps_m", [(64, 4, 1), (128, 4, 1), (32, 2, 1), (128, 8, 1),
+                                                        (64, 8, 2), (32, 4, 2)])
+def test_dense_layout_covers_the_tile(block_n, num_warps, warps_m):
+    """Every DENSE pair of the rows once per warp along M, 16 contiguous ones a thread."""
+    lvd = hybrid_mma.dense_layout(block_n, num_warps, warps_m)
+    counts = collections.Counter(elements(lvd))
+    assert set(counts) == set(itertools.product(range(block_n), range(64))) and set(counts.values()) == {warps_m}
     assert lvd.reg_bases[:4] == [[0, 1], [0, 2], [0, 4], [0, 8]]
-    counts = collections.Counter(elements(lxd))
-    assert set(counts) == set(itertools.product(range(block_m), range(64))) and set(counts.values()) == {num_warps}
 
 
-@pytest.mark.parametrize("has_dense, has_nv24", [(1, 1), (1, 0), (0, 1)])
-def test_loop_stays_in_registers(has_dense, has_nv24):
-    """No shuffle or spill; 16-byte loads of the tiles; one mma a 16 x 16 DENSE or 16 x 32 NV24 block and 8 x
-    rows; only the formats present are compiled."""
-    ops = compiled_loop("mma_hybrid", 64, 4, 16, has_dense, has_nv24)
+@pytest.mark.parametrize("block_m, num_warps", [(16, 4), (64, 8), (8, 2)])
+def test_x_lands_in_dense_steps_with_16_byte_loads(block_m, num_warps):
+    """x loaded for `x_to_dense_steps`: every pair of a chunk once, 4 contiguous ones a thread."""
+    lg = kernels.nv24_mma.x_layout(block_m, num_warps, **hybrid_mma.DENSE_X_BITS)
+    assert sorted(elements(lg)) == list(itertools.product(range(block_m), range(64)))
+    assert lg.reg_bases[:2] == [[0, 1], [0, 2]]
+
+
+@pytest.mark.parametrize("has_dense, has_nv24, block_n, num_warps, block_m, warps_m", [
+    (1, 1, 64, 4, 16, 1), (1, 0, 64, 4, 16, 1), (0, 1, 64, 4, 16, 1), (1, 1, 64, 8, 64, 2), (1, 0, 128, 8, 64, 1)])
+def test_loop_stays_in_registers(has_dense, has_nv24, block_n, num_warps, block_m, warps_m):
+    """No shuffle or spill; 16-byte loads of the tiles, and of x for the DENSE steps (NV24's x: 4 bytes); x
+    through shared memory, read 16 bytes an m-tile and 2 DENSE or 1 NV24 step; one mma a 16 x 16 DENSE or
+    16 x 32 NV24 block and 8 x rows; only the formats present are compiled."""
+    ops = compiled_loop("mma_hybrid", block_n, num_warps, block_m, has_dense, has_nv24, warps_m)
     assert not {"LDL", "STL", "SHFL"} & {op.split(".")[0] for op in ops}
-    assert ops["LDG.E.128"] == 8 * has_dense + 6 * has_nv24 + 2  # + x, two 16-byte loads a thread
-    assert ops["HMMA.16816.F32.BF16"] == 16 * has_dense
-    assert ops["HMMA.SP.16832.F32.BF16"] == 8 * has_nv24
+    tiles_a_warp, m_tiles_a_warp = block_n * warps_m // (16 * num_warps), block_m // 8 // warps_m
+    x_a_thread = block_m * 64 // (32 * num_warps)
+    assert ops["LDG.E.128"] == (8 * has_dense + 6 * has_nv24) * tiles_a_warp + has_dense * x_a_thread // 4
+    assert ops["LDG.E"] == has_nv24 * x_a_thread
+    assert ops["LDS.128"] == 4 * m_tiles_a_warp * (has_dense + has_nv24)
+    assert ops["HMMA.16816.F32.BF16"] == 8 * has_dense * tiles_a_warp * m_tiles_a_warp
+    assert ops["HMMA.SP.16832.F32.BF16"] == 4 * has_nv24 * tiles_a_warp * m_tiles_a_warp
 
 
-def test_candidates_fit_a_tile_row():
-    for config in hybrid_mma.candidates("hybrid", 16):
-        assert config.block_n % (16 * config.num_warps) == 0 and hybrid_mma.TILE % config.block_n == 0
+@pytest.mark.parametrize("m", [16, 64])
+def test_candidates_fit_a_tile_row(m):
+    for config in hybrid_mma.candidates("hybrid", m):
+        warps_n = config.num_warps // config.warps_m
+        assert config.block_n % (16 * warps_n) == 0 and hybrid_mma.TILE % config.block_n == 0
 
 
 @pytest.mark.parametrize("k, tile, int4_tiles, dtype, runs", [
@@ -84,7 +100,7 @@ def test_matches_reference_gpu(data):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m", [2, 9, 16])
+@pytest.mark.parametrize("m", [2, 9, 16, 40, 64])
 def test_every_candidate_on_a_llama_shape_gpu(m):
     packed = make_case("hybrid", 1024, 4096, torch.bfloat16, 128, 1.0, m, formats=random_grid(1024, 4096, 0.3, m),
                        tile=128).pack().to("cuda")

@@ -21,7 +21,7 @@ CONFIGS = [(64, 4, 16, 1), (128, 4, 16, 1), (32, 2, 8, 1), (256, 8, 16, 1), (64,
 def test_layouts_cover_the_blocks(block_n, num_warps, block_m, warps_m):
     """Every value pair and metadata word (once per lane of a quad) once per warp along M; every x pair of a step
     once per warp along N, 4 contiguous ones a thread; every x pair of a chunk once as the program loads it."""
-    lv, lm, _, _, _ = nv24_mma.operand_layouts(block_n, block_m, num_warps, warps_m=warps_m)
+    lv, lm, _, _ = nv24_mma.operand_layouts(block_n, block_m, num_warps, warps_m=warps_m)
     assert_covers(lv, [block_n, 32], warps_m)
     assert_covers(lm, [block_n, 4, 4], warps_m)
     ls = nv24_mma.step_layout(block_m, num_warps, warps_m)
@@ -37,7 +37,7 @@ def assert_covers(layout, shape, times):
 
 @pytest.mark.parametrize("block_n, num_warps, block_m, warps_m", CONFIGS)
 def test_a_thread_loads_32_contiguous_bytes_of_values_and_16_of_metadata(block_n, num_warps, block_m, warps_m):
-    lv, lm, _, _, _ = nv24_mma.operand_layouts(block_n, block_m, num_warps, warps_m=warps_m)
+    lv, lm, _, _ = nv24_mma.operand_layouts(block_n, block_m, num_warps, warps_m=warps_m)
     assert lv.reg_bases[:3] == [[0, 1], [0, 2], [0, 4]]
     assert lm.reg_bases[:2] == [[0, 0, 1], [0, 0, 2]]
     lq = nv24_mma.operand_layouts(block_n, block_m, num_warps, quantized=True, warps_m=warps_m)[0]
