@@ -1,17 +1,20 @@
-"""HYBRID grids of DENSE, NV24 and ZERO 128 x 128 tiles (PATCH's layout) at small M (2 to 16 rows of x) on the
+"""HYBRID grids of DENSE, NV24 and ZERO 128 x 128 tiles (PATCH's layout) at small M (2 to 64 rows of x) on the
 GPU: NV24 tiles on the sparse tensor cores exactly as `nv24_mma` runs a chunk, DENSE tiles on mma.sync m16n8k16
 in the same register layout LD, into one accumulator.
 
 A program owns BLOCK_N rows of one tile row (BLOCK_N divides 128) and walks its slice of the tile columns; a
-tile column is one 128-input chunk. Per tile it reads the tile's format code and offset (two ahead), loads the
-x chunk into shared memory, and the DENSE pairs or the NV24 values and metadata with the other format's loads
-masked off (no bytes move for them; ZERO tiles move none at all), one tile ahead. Both products run on every
+tile column is one 128-input chunk. Per tile it reads the tile's format code and offset (two ahead), puts the
+x chunk into shared memory in each present format's step order, and loads the DENSE pairs or the NV24 values
+and metadata with the other format's loads masked off (no bytes move for them; ZERO tiles move none at all),
+one tile ahead. Both products run on every
 tile, the masked one on zeros: compute is not what a small-M layer waits on. The formats present in the grid are
 constexprs, so an all-DENSE grid holds no sparse code and an all-NV24 grid no dense code.
 
 A DENSE tile row is 64 int32 pairs. Inside it pair P = 16 c + 2 s + b is pair c + 4 b of mma step s (8 steps of
 16 inputs): thread c of a quad loads pairs 16 c .. 16 c + 15 of rows g and g + 8 (64 contiguous bytes each),
-which are its A registers for every step, and x's pairs 16 c + 2 s + i are its B registers i (2 a step).
+which are its A registers for every step, and x's pairs 16 c + 2 s + i are its B registers i (2 a step):
+`x_to_dense_steps` puts each thread's 4 B registers of steps 2 j and 2 j + 1 side by side in plane j, read with
+one 16-byte load an m-tile before the two steps, as `nv24_mma` reads its steps. Warps split the x rows as there.
 """
 from __future__ import annotations
 

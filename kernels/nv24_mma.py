@@ -1,4 +1,4 @@
-"""NV24 and NV24_INT4 at small M (2 to 16 rows of x) on the GPU: the stored 2:4 values are the A operand of the
+"""NV24 and NV24_INT4 at small M (2 to 64 rows of x) on the GPU: the stored 2:4 values are the A operand of the
 sparse tensor cores (mma.sp m16n8k32, inline PTX: Gluon has no sparse mma) and the stored metadata their sparsity
 metadata. Nothing is expanded: an NV24 weight costs its 1.125 bytes and about one instruction per 16 of them;
 NV24_INT4's kept values are dequantized into the A registers first (one PRMT, one subtraction and one FMA a
@@ -12,9 +12,12 @@ int32 pair of kept values (NV24_INT4: one byte) and one nibble of metadata (`nv2
 and c + 4 of each step) as its 8 stored groups 8 c .. 8 c + 7: 32 contiguous bytes (NV24_INT4: 8). A sum over k
 does not depend on its order, and x follows the same renumbering: B register i of thread c at step s is x's
 pair 32 (i % 2) + 16 (c // 2) + 8 (s // 2) + 4 (s % 2) + 2 (i // 2) + c % 2. Those are 4-byte pieces of 8 x
-rows an instruction, so x is loaded once a program (16-byte loads) into shared memory and read from there (the
-compiler adds a barrier before the store and one before the load); read by every warp from L1 they held the
-kernel to about 70% of the bandwidth it reaches now.
+rows an instruction, so x goes through shared memory, once a program and chunk: `x_to_steps` stores each step's
+pairs of a row in the order (c, i), so that thread c's 4 B registers are 16 contiguous bytes, and right before
+each step every warp reads its B registers back, one 16-byte load an m-tile (the compiler adds a barrier before
+the store and one before the loads). Only one step of x is live in registers, so 64 x rows fit. x is loaded from
+global memory in the layout whose 16-byte shared stores fill all banks (`x_layout`). Read by every warp from L1
+instead, x held the kernel to about 70% of the bandwidth of a shared-memory version.
 
 The metadata of a step (sparsity selector 0) comes from lanes c = 0 and 1: lane c holds the nibbles of groups
 4 c .. 4 c + 3, row g in bits 0-15 and row g + 8 in bits 16-31. Those are nibble c of byte s of each of the
@@ -24,10 +27,12 @@ The tensors the instruction takes are built per thread in one layout, LD, shape 
 r0), in which the 4 registers (r0, r1) of a tile are the instruction's 4 registers of A, B and the accumulator
 (`mma_sp`, 4 elements an inline-asm call, A and the metadata broadcast over m-tiles, B over n-tiles). Loads
 land in layouts chosen so that reaching LD only renames registers. Padding groups keep the valid nibble 0b0100
-and zero values; masked loads do the same. Program (pid, pid_k) owns BLOCK_N weight rows (16 a warp tile, every
-warp its own rows), BLOCK_M x rows and the pid_k-th of SPLIT_K slices of K, with the next chunk's loads issued
-before the current one is multiplied; the epilogue is `int4_mma`'s. Gluon does not run under TRITON_INTERPRET:
-the CPU keeps the tile kernel; tests/test_nv24_mma.py compiles this one for sm_90 on any machine.
+and zero values; masked loads do the same. Program (pid, pid_k) owns BLOCK_N weight rows, BLOCK_M x rows and
+the pid_k-th of SPLIT_K slices of K, with the next chunk's loads issued before the current one is multiplied;
+the epilogue is `int4_mma`'s. Its warps split the rows (16 a warp tile) and, past 16 x rows, also the x rows
+(`Config.warps_m`): a warp's x reads from shared memory are then shared by more weight rows. Gluon does not
+run under TRITON_INTERPRET: the CPU keeps the tile kernel; tests/test_nv24_mma.py compiles this one for sm_90
+on any machine.
 """
 from __future__ import annotations
 
