@@ -51,6 +51,11 @@ class Config:
 
 
 DEFAULTS = {"hybrid": Config(64, 0, 4)}
+LARGE_M_DEFAULT = Config(128, 0, 8, 1)  # past 16 x rows: 8 warps, so that both formats' registers fit
+
+
+def default(layout: str, m: int) -> Config:
+    return DEFAULTS[layout] if m <= 16 else LARGE_M_DEFAULT
 
 
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:

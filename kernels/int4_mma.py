@@ -61,6 +61,12 @@ class Config:
 
 
 DEFAULTS = {"int4": Config(128, 128, 0, 4), "bsr_int4": Config(0, 128, 0, 4)}  # BSR_INT4: block_n is the format's
+
+
+def default(layout: str, m: int) -> Config:
+    return DEFAULTS[layout]
+
+
 WARPS_PER_SM = 12  # the split-K fill: at small M the grid, not the registers, sets how many warps hide latency
 
 

@@ -65,6 +65,11 @@ class Config:
 
 
 DEFAULTS = {"nv24": Config(64, 0, 4), "nv24_int4": Config(64, 0, 4)}
+LARGE_M_DEFAULT = Config(128, 0, 8, 2)  # past 16 x rows: two row tiles and half the x rows a warp
+
+
+def default(layout: str, m: int) -> Config:
+    return DEFAULTS[layout] if m <= 16 else LARGE_M_DEFAULT
 
 
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:

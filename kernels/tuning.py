@@ -35,7 +35,7 @@ def default(kernel: str, layout: str, m: int):
     if kernel == "decode":
         return decode.DEFAULTS[layout]
     if kernel == "mma":
-        return MMA[layout].DEFAULTS[layout]
+        return MMA[layout].default(layout, m)
     if m >= rebuild.REBUILD_MIN_M and rebuild.supports(layout):
         return rebuild.CONFIG
     return hybrid.default_config(m)

@@ -44,7 +44,8 @@ def test_x_lands_in_dense_steps_with_16_byte_loads(block_m, num_warps):
 
 
 @pytest.mark.parametrize("has_dense, has_nv24, block_n, num_warps, block_m, warps_m", [
-    (1, 1, 64, 4, 16, 1), (1, 0, 64, 4, 16, 1), (0, 1, 64, 4, 16, 1), (1, 1, 64, 8, 64, 2), (1, 0, 128, 8, 64, 1)])
+    (1, 1, 64, 4, 16, 1), (1, 0, 64, 4, 16, 1), (0, 1, 64, 4, 16, 1), (1, 1, 64, 8, 64, 2), (1, 0, 128, 8, 64, 1),
+    (1, 1, 128, 8, 64, 1)])
 def test_loop_stays_in_registers(has_dense, has_nv24, block_n, num_warps, block_m, warps_m):
     """No shuffle or spill; 16-byte loads of the tiles, and of x for the DENSE steps (NV24's x: 4 bytes); x
     through shared memory, read 16 bytes an m-tile and 2 DENSE or 1 NV24 step; one mma a 16 x 16 DENSE or
@@ -92,7 +93,7 @@ def test_matches_reference_gpu(data):
         st.integers(0, 99)), formats=grid, tile=128).pack().to("cuda")
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
-    config = data.draw(st.sampled_from([hybrid_mma.DEFAULTS["hybrid"], *hybrid_mma.candidates("hybrid", m)]))
+    config = data.draw(st.sampled_from([hybrid_mma.default("hybrid", m), *hybrid_mma.candidates("hybrid", m)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
     assert kernels.kernel_name(x, "hybrid", packed.tensors, packed.dims) == "mma"
     out = hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, bias, config, split_k=split)

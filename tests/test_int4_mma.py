@@ -113,7 +113,7 @@ def test_matches_reference_gpu(layout, data):
     packed = make_case(layout, n, k, dtype, group, 1.0, data.draw(st.integers(0, 99)), **options).pack().to("cuda")
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
-    config = data.draw(st.sampled_from([int4_mma.DEFAULTS[layout], *int4_mma.candidates(layout, m)]))
+    config = data.draw(st.sampled_from([int4_mma.default(layout, m), *int4_mma.candidates(layout, m)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
     assert kernels.kernel_name(x, layout, packed.tensors, packed.dims) == "mma"
     out = int4_mma.matmul(x, layout, list(packed.tensors), packed.dims, bias, config, split_k=split)

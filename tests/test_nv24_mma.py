@@ -14,7 +14,7 @@ from test_int4_mma import compiled_loop, elements
 from test_kernels import GPU, assert_matches_reference, make_case
 
 CONFIGS = [(64, 4, 16, 1), (128, 4, 16, 1), (32, 2, 8, 1), (256, 8, 16, 1), (64, 2, 8, 1), (128, 8, 64, 1),
-           (64, 8, 64, 2), (64, 4, 64, 2), (64, 8, 64, 4), (32, 2, 32, 2)]  # block_n, num_warps, block_m, warps_m
+           (64, 8, 64, 2), (64, 4, 64, 2), (64, 8, 64, 4), (32, 2, 32, 2), (128, 8, 64, 2)]  # n, warps, m, warps_m
 
 
 @pytest.mark.parametrize("block_n, num_warps, block_m, warps_m", CONFIGS)
@@ -102,7 +102,7 @@ def test_matches_reference_gpu(layout, data):
     packed = make_case(layout, n, k, dtype, group, density, data.draw(st.integers(0, 99))).pack().to("cuda")
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
-    config = data.draw(st.sampled_from([nv24_mma.DEFAULTS[layout], *nv24_mma.candidates(layout, m)]))
+    config = data.draw(st.sampled_from([nv24_mma.default(layout, m), *nv24_mma.candidates(layout, m)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
     assert kernels.kernel_name(x, layout, packed.tensors, packed.dims) == "mma"
     out = nv24_mma.matmul(x, layout, list(packed.tensors), packed.dims, bias, config, split_k=split)
