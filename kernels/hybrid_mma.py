@@ -6,9 +6,9 @@ A program owns BLOCK_N rows of one tile row (BLOCK_N divides 128) and walks its 
 tile column is one 128-input chunk. Per tile it reads the tile's format code and offset (two ahead), puts the
 x chunk into shared memory in each present format's step order, and loads the DENSE pairs or the NV24 values
 and metadata with the other format's loads masked off (no bytes move for them; ZERO tiles move none at all),
-one tile ahead. Both products run on every
-tile, the masked one on zeros: compute is not what a small-M layer waits on. The formats present in the grid are
-constexprs, so an all-DENSE grid holds no sparse code and an all-NV24 grid no dense code.
+one tile ahead. Both products run on every tile, the masked one on zeros: compute is not what a small-M layer
+waits on. The formats present in the grid are constexprs, so an all-DENSE grid holds no sparse code and an
+all-NV24 grid no dense code.
 
 A DENSE tile row is 64 int32 pairs. Inside it pair P = 16 c + 2 s + b is pair c + 4 b of mma step s (8 steps of
 16 inputs): thread c of a quad loads pairs 16 c .. 16 c + 15 of rows g and g + 8 (64 contiguous bytes each),

@@ -224,8 +224,8 @@ def accumulate_steps(acc, values, words, steps, dtype: gl.constexpr, LS: gl.cons
 
 @gluon.jit
 def x_to_steps(steps, x):
-    """x's pairs (BLOCK_M, 64) of a chunk into shared memory (4 steps x BLOCK_M rows, 16): step s's pairs of a row,
-    ordered (c, r1, r0), the B registers of thread c (`b_steps` gives the pair each one holds)."""
+    """x's pairs (BLOCK_M, 64) of a chunk into shared memory (4 steps x BLOCK_M rows, 16): step s's pairs of a
+    row, ordered (c, r1, r0), the B registers of thread c (the module docstring gives the pair each one holds)."""
     BM: gl.constexpr = x.shape[0]
     v = gl.reshape(x, [BM, 2, 2, 2, 2, 2, 2])  # (row, r0, c1, s1, s0, r1, c0)
     steps.store(gl.reshape(gl.permute(v, [3, 4, 0, 2, 6, 5, 1]), [4 * BM, 16]))
