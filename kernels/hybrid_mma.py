@@ -28,7 +28,7 @@ from triton.experimental.gluon import language as gl
 from sparc.ir import TileFormat
 
 from .int4_mma import bits, block_m_for, split_for, store_transposed
-from .nv24_mma import (DTYPES, NO_INPUTS, accumulate_steps, operand, operand_layouts, step_layout, steps_of,
+from .nv24_mma import (DTYPES, NO_INPUTS, STREAM, accumulate_steps, operand, operand_layouts, step_layout, steps_of,
                        word_addresses, x_addresses, x_layout, x_loads, x_to_steps)
 from .gluon_decode import x_as_pairs
 from .tiling import Tiling, launch
@@ -174,11 +174,13 @@ def tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok, 
     values = 0
     words = 0
     if HAS_DENSE:
-        pairs = gl.load(dense_ptr + base // 2 + dense_at, mask=dense_ok & (code == CODE_DENSE), other=0)
+        pairs = gl.load(dense_ptr + base // 2 + dense_at, mask=dense_ok & (code == CODE_DENSE), other=0,
+                        eviction_policy=STREAM)
     if HAS_NV24:
         is_nv24 = code == CODE_NV24
-        values = gl.load(values_ptr + base // 4 + value_at, mask=value_ok & is_nv24, other=0)
-        words = gl.load(meta_ptr + base // 32 + word_at, mask=word_ok & is_nv24, other=NO_INPUTS)
+        values = gl.load(values_ptr + base // 4 + value_at, mask=value_ok & is_nv24, other=0, eviction_policy=STREAM)
+        words = gl.load(meta_ptr + base // 32 + word_at, mask=word_ok & is_nv24, other=NO_INPUTS,
+                        eviction_policy=STREAM)
     return pairs, values, words
 
 

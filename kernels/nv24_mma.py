@@ -51,6 +51,7 @@ from .tiling import Tiling, launch
 MAX_M = 64
 DTYPES = (torch.bfloat16, torch.float16)
 BLOCK_K = 128
+STREAM = gl.constexpr("evict_first")  # weights are read once: L2 keeps x, which every program reads
 NO_INPUTS = gl.constexpr(0x44444444)  # every nibble 0b0100: groups that keep inputs 0 and 1 (their values are zero)
 
 
@@ -250,17 +251,18 @@ def weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at, 
     per_chunk: gl.constexpr = value_at.shape[1]  # 32 pairs or 8 q words
     q = gl.arange(0, per_chunk, layout=gl.SliceLayout(0, LV))
     ok = value_ok & gl.expand_dims(chunk * per_chunk + q < row_values, 0)
-    values = gl.load(values_ptr + value_at + chunk * per_chunk, mask=ok, other=0)
+    values = gl.load(values_ptr + value_at + chunk * per_chunk, mask=ok, other=0, eviction_policy=STREAM)
     scales = 0
     mins = 0
     if GROUP:  # q word w covers inputs 16 w .. 16 w + 15 of the chunk, all in one group of 2 GROUP inputs
         sm_at = row_at + gl.expand_dims((chunk * 128 + 16 * q) // (2 * GROUP), 0)
         ok = value_ok & gl.expand_dims((chunk * 128 + 16 * q) // (2 * GROUP) < row_groups, 0)
-        scales = packed_twice(gl.load(scales_ptr + sm_at, mask=ok, other=0))
-        mins = packed_twice(gl.load(mins_ptr + sm_at, mask=ok, other=0))
+        scales = packed_twice(gl.load(scales_ptr + sm_at, mask=ok, other=0, eviction_policy=STREAM))
+        mins = packed_twice(gl.load(mins_ptr + sm_at, mask=ok, other=0, eviction_policy=STREAM))
     word = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, word_at.type.layout)))
     word_in_row = gl.expand_dims(gl.expand_dims(chunk * 4 + word < row_words, 0), 1)
-    words = gl.load(meta_ptr + word_at + chunk * 4, mask=word_ok & word_in_row, other=NO_INPUTS)
+    words = gl.load(meta_ptr + word_at + chunk * 4, mask=word_ok & word_in_row, other=NO_INPUTS,
+                    eviction_policy=STREAM)
     return values, scales, mins, words
 
 

@@ -54,7 +54,8 @@ def test_loop_stays_in_registers(has_dense, has_nv24, block_n, num_warps, block_
     assert not {"LDL", "STL", "SHFL"} & {op.split(".")[0] for op in ops}
     tiles_a_warp, m_tiles_a_warp = block_n * warps_m // (16 * num_warps), block_m // 8 // warps_m
     x_a_thread = block_m * 64 // (32 * num_warps)
-    assert ops["LDG.E.128"] == (8 * has_dense + 6 * has_nv24) * tiles_a_warp + has_dense * x_a_thread // 4
+    assert ops["LDG.E.EF.128"] == (8 * has_dense + 6 * has_nv24) * tiles_a_warp  # the tiles, evict-first
+    assert ops["LDG.E.128"] == has_dense * x_a_thread // 4
     assert ops["LDG.E"] == has_nv24 * x_a_thread
     assert ops["LDS.128"] == 4 * m_tiles_a_warp * (has_dense + has_nv24)
     assert ops["HMMA.16816.F32.BF16"] == 8 * has_dense * tiles_a_warp * m_tiles_a_warp

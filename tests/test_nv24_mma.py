@@ -48,14 +48,15 @@ def test_a_thread_loads_32_contiguous_bytes_of_values_and_16_of_metadata(block_n
 @pytest.mark.parametrize("block_n, num_warps, block_m, warps_m", CONFIGS)
 def test_loop_stays_in_registers(block_n, num_warps, block_m, warps_m):  # NV24
     """Reaching the operand layout only renames registers: the K loop has no shuffle or spill; it loads values
-    and metadata 16 bytes at a time, x 4 bytes at a time into shared memory (16-byte stores, two barriers a
-    chunk) and from there 16 bytes an m-tile and step, and issues one mma.sp per 16 rows, 8 x rows and 32
-    inputs."""
+    and metadata 16 bytes at a time (evict-first), x 4 bytes at a time into shared memory (16-byte stores, two
+    barriers a chunk) and from there 16 bytes an m-tile and step, and issues one mma.sp per 16 rows, 8 x rows
+    and 32 inputs."""
     ops = compiled_loop("mma_nv24", block_n, num_warps, block_m, 0, warps_m)
     assert not {"LDL", "STL", "SHFL"} & {op.split(".")[0] for op in ops}
     tiles_a_warp, m_tiles_a_warp = block_n * warps_m // (16 * num_warps), block_m // 8 // warps_m
     x_a_thread = block_m * 64 // (32 * num_warps)
-    assert ops["LDG.E.128"] == 6 * tiles_a_warp and ops["LDG.E"] == x_a_thread and ops["STS.128"] == x_a_thread // 4
+    assert ops["LDG.E.EF.128"] == 6 * tiles_a_warp
+    assert ops["LDG.E"] == x_a_thread and ops["STS.128"] == x_a_thread // 4
     assert ops["LDS.128"] == 4 * m_tiles_a_warp and "LDS" not in ops and ops["BAR.SYNC.DEFER_BLOCKING"] == 2
     assert ops["HMMA.SP.16832.F32.BF16"] == 4 * tiles_a_warp * m_tiles_a_warp
 
@@ -67,7 +68,7 @@ def test_nv24_int4_loop_dequantizes_in_registers(block_n, num_warps, block_m, gr
     ops = compiled_loop("mma_nv24", block_n, num_warps, block_m, group, warps_m)
     assert not {"LDL", "STL", "SHFL"} & {op.split(".")[0] for op in ops}
     tiles_a_warp = block_n * warps_m // (16 * num_warps)
-    assert ops["LDG.E.64"] == 2 * tiles_a_warp and ops["HFMA2.BF16_V2"] == 16 * tiles_a_warp
+    assert ops["LDG.E.EF.64"] == 2 * tiles_a_warp and ops["HFMA2.BF16_V2"] == 16 * tiles_a_warp
     assert ops["HMMA.SP.16832.F32.BF16"] == 4 * tiles_a_warp * block_m // 8 // warps_m
 
 
