@@ -28,8 +28,9 @@ r0), in which the 4 registers (r0, r1) of a tile are the instruction's 4 registe
 (`mma_sp`, 4 elements an inline-asm call, A and the metadata broadcast over m-tiles, B over n-tiles). Loads
 land in layouts chosen so that reaching LD only renames registers. Padding groups keep the valid nibble 0b0100
 and zero values; masked loads do the same. Program (pid, pid_k) owns BLOCK_N weight rows, BLOCK_M x rows and
-the pid_k-th of SPLIT_K slices of K, with the next chunk's loads issued before the current one is multiplied;
-the epilogue is `int4_mma`'s. Its warps split the rows (16 a warp tile) and, past 16 x rows, also the x rows
+the pid_k-th of SPLIT_K slices of K, with the next chunk's loads issued before the current one is multiplied
+(evict-first: a weight is read once, and L2 then keeps x, which every program reads); the epilogue is
+`int4_mma`'s. Its warps split the rows (16 a warp tile) and, past 16 x rows, also the x rows
 (`Config.warps_m`): a warp's x reads from shared memory are then shared by more weight rows. Gluon does not
 run under TRITON_INTERPRET: the CPU keeps the tile kernel; tests/test_nv24_mma.py compiles this one for sm_90
 on any machine.
