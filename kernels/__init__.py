@@ -97,7 +97,7 @@ def triton_matmul(x: torch.Tensor, layout: str, tensors, dims, bias: torch.Tenso
 
 
 def kernel_name(x: torch.Tensor, layout: str, tensors, dims) -> str:
-    """Which kernel `triton_matmul` runs for x (..., K) and this weight: decode, mma, tile or rebuild."""
+    """Which kernel `triton_matmul` runs for x (..., K) and this weight: decode, mma, wgmma, tile or rebuild."""
     x2d = x.reshape(-1, dims[1])
     kernel, _ = tuning.kernel_for(layout, x2d, tensors)
     config = tuning.config_for(kernel, layout, x2d, list(tensors), dims, None)

@@ -2,9 +2,10 @@
 
 `kernel_for` picks the kernel from the layout and M: `decode` at M == 1 (int4, nv24, nv24_int4, bsr_int4, hybrid
 grids of DENSE / NV24 / ZERO tiles), `mma` on the GPU for INT4, BSR_INT4 (`int4_mma`) at M = 2 to 16 and for
-NV24, NV24_INT4 (`nv24_mma`) and such HYBRID grids of 128-input tiles (`hybrid_mma`) at M = 2 to 64, else the
-tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`), whose config may name `rebuild` (the
-weight rebuilt once, then cuBLAS): the default from M = 256, and a candidate from M = 65.
+NV24, NV24_INT4 (`nv24_mma`) and such HYBRID grids of 128-input tiles (`hybrid_mma`) at M = 2 to 64, `wgmma`
+on Hopper for INT4 at M = 17 to 256 (`int4_wgmma`), else the tile kernels (`bsr_int4.bsr_int4_kernel`,
+`hybrid.tile_grid_kernel`), whose config may name `rebuild` (the weight rebuilt once, then cuBLAS): the default
+from M = 256, and a candidate from M = 65.
 `config_for` returns the config the per-GPU table of `autotune` holds for (kernel, layout, N, K, M bucket; for
 HYBRID's decode and mma kernels the layout with its tile mix, `tuned_layout`), or the kernel's default; with
 SPARC_AUTOTUNE=1 it times `candidates` on the call's inputs first.
@@ -15,7 +16,7 @@ import itertools
 
 import torch
 
-from . import autotune, bsr_int4, decode, hybrid, hybrid_mma, int4_mma, nv24_mma, rebuild
+from . import autotune, bsr_int4, decode, hybrid, hybrid_mma, int4_mma, int4_wgmma, nv24_mma, rebuild
 
 # the tensor-core kernel of each layout at small M
 MMA = {"int4": int4_mma, "bsr_int4": int4_mma, "nv24": nv24_mma, "nv24_int4": nv24_mma, "hybrid": hybrid_mma}
@@ -28,6 +29,8 @@ def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):
         return "decode", decode.matmul
     if layout in MMA and MMA[layout].supports(layout, x2d, tensors):
         return "mma", MMA[layout].matmul
+    if int4_wgmma.supports(layout, x2d, tensors):
+        return "wgmma", int4_wgmma.matmul
     return "tile", (bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul)
 
 
@@ -36,6 +39,8 @@ def default(kernel: str, layout: str, m: int):
         return decode.DEFAULTS[layout]
     if kernel == "mma":
         return MMA[layout].default(layout, m)
+    if kernel == "wgmma":
+        return int4_wgmma.default(layout, m)
     if m >= rebuild.REBUILD_MIN_M and rebuild.supports(layout):
         return rebuild.CONFIG
     return hybrid.default_config(m)
@@ -54,6 +59,8 @@ def candidates(kernel: str, layout: str, m: int) -> list:
                 itertools.product((4, 8, 16, 32), (512, 1024, 2048), (1, 2), (4, 8))]
     if kernel == "mma":
         return MMA[layout].candidates(layout, m)
+    if kernel == "wgmma":
+        return int4_wgmma.candidates(layout, m)
     if m == 1:  # the FMA path (BLOCK_M = 1) or one 16-row tensor-core tile
         return [hybrid.Config(1, n, 128, split, w, st) for n, split, w, st in
                 itertools.product((16, 32, 64), (0, 1), (4, 8), (2, 3))] + [hybrid.Config(16, 64, 128, 0, 4, 3, True)]
@@ -82,7 +89,7 @@ TUNING_BYTES = 200 * 2**20  # weight bytes each timed run streams: 4x the H100's
 def timed_run(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
     """run(config): the product over enough copies of the weight to stream TUNING_BYTES (the first is the
     caller's), so tuning times device memory, not L2; made only when a key is tuned."""
-    matmul = {"decode": decode.matmul, "mma": MMA.get(layout, int4_mma).matmul}.get(
+    matmul = {"decode": decode.matmul, "mma": MMA.get(layout, int4_mma).matmul, "wgmma": int4_wgmma.matmul}.get(
         kernel, bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul)
     copies = [tensors]
 

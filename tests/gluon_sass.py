@@ -2,7 +2,8 @@
 python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without TRITON_INTERPRET);
 `int4_mma`'s kernels with python tests/gluon_sass.py mma|mma_bsr BLOCK_N BLOCK_K GROUP NUM_WARPS BLOCK_M;
 `nv24_mma`'s with python tests/gluon_sass.py mma_nv24 BLOCK_N NUM_WARPS BLOCK_M [GROUP (NV24_INT4) [WARPS_M]],
-`hybrid_mma`'s with python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24 [WARPS_M].
+`hybrid_mma`'s with python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24 [WARPS_M],
+`int4_wgmma`'s with python tests/gluon_sass.py wgmma BLOCK_M BLOCK_N NUM_WARPS GROUP.
 
 Specialized as the launcher specializes a Llama layer: aligned pointers, N and K multiples of 16, x contiguous."""
 import collections
@@ -16,7 +17,7 @@ from triton.compiler import compile as triton_compile
 from triton.experimental.gluon._runtime import GluonASTSource
 from triton.tools.disasm import get_sass
 
-from sparc.kernels import decode, gluon_decode, hybrid_mma, int4_mma, nv24_mma
+from sparc.kernels import decode, gluon_decode, hybrid_mma, int4_mma, int4_wgmma, nv24_mma
 
 
 POINTERS = {"int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
@@ -111,6 +112,22 @@ def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: in
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
 
+def compile_int4_wgmma(block_m: int, block_n: int, num_warps: int, group: int):
+    lw, lx, mma, shared = int4_wgmma.layouts(block_m, block_n, group, num_warps)
+    constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=int4_wgmma.BLOCK_K, SPLIT_K=1,
+                      USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, GROUP=group,
+                      LW=lw, LX=lx, MMA=mma, XS=shared)
+    pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", q_ptr="*i32", scales_ptr="*i16",
+                    mins_ptr="*i16")
+    signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32",
+                     **{name: "constexpr" for name in constexprs})
+    kernel = int4_wgmma.int4_wgmma_kernel
+    aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
+               for name in [*pointers, "N", "K", "stride_xm"]}
+    source = GluonASTSource(kernel, signature, constexprs, aligned)
+    return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
+
+
 def main_loop(sass: str) -> collections.Counter:
     """Instruction counts (opcode with its modifiers) of the longest backward branch's body: the K loop."""
     lines = sass.splitlines()
@@ -123,7 +140,9 @@ def main_loop(sass: str) -> collections.Counter:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "mma_hybrid":
+    if sys.argv[1] == "wgmma":
+        compiled = compile_int4_wgmma(*map(int, sys.argv[2:6]))
+    elif sys.argv[1] == "mma_hybrid":
         compiled = compile_hybrid_mma(*map(int, sys.argv[2:8]))
     elif sys.argv[1] == "mma_nv24":
         compiled = compile_nv24_mma(*map(int, sys.argv[2:7]))
