@@ -65,9 +65,10 @@ def default(layout: str, m: int) -> Config:
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
     """INT4 products of MIN_M to MAX_M rows of bf16 or fp16 x on a Hopper GPU, scales stored in x's dtype, K a
     multiple of 8 (x's 16-byte loads)."""
+    if layout != "int4" or not (MIN_M <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES):
+        return False
     scales = None if tensors is None else tensors[1]
-    return (layout == "int4" and MIN_M <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES
-            and x2d.shape[1] % 8 == 0 and torch.cuda.get_device_capability(x2d.device)[0] == 9
+    return (x2d.shape[1] % 8 == 0 and torch.cuda.get_device_capability(x2d.device)[0] == 9
             and (scales is None or scales.dtype == x2d.dtype))
 
 

@@ -45,7 +45,8 @@ def test_loop_runs_wgmma_on_registers(block_m, block_n, num_warps, group):
     (17, 256, "int4", torch.bfloat16, True), (256, 256, "int4", torch.float16, False),
     (256, 256, "int4", torch.bfloat16, True), (16, 256, "int4", torch.bfloat16, False),
     (257, 256, "int4", torch.bfloat16, False), (64, 252, "int4", torch.bfloat16, False),
-    (64, 256, "nv24_int4", torch.bfloat16, False), (64, 256, "int4", torch.float32, False)])
+    (64, 256, "nv24_int4", torch.bfloat16, False), (64, 256, "dense", torch.bfloat16, False),
+    (64, 256, "int4", torch.float32, False)])
 def test_runs_int4_from_17_to_256_rows_on_hopper(m, k, layout, x_dtype, runs, monkeypatch):
     """bf16 scales meet fp16 x elsewhere, and K must allow 16-byte loads of x."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
