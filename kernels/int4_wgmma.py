@@ -37,20 +37,24 @@ from .tiling import Tiling, launch, sm_count
 MIN_M, MAX_M = MMA_MAX_M + 1, 256
 DTYPES = (torch.bfloat16, torch.float16)
 BLOCK_K = 128  # one renumbered chunk a step
-# (x rows, weight rows, warps) a program: the shapes whose registers fit without spilling
-SHAPES = [(32, 64, 4), (32, 128, 8), (32, 256, 8), (64, 64, 4), (64, 128, 8), (64, 256, 8), (128, 128, 8)]
+# (x rows, weight rows, warps, register cap or 0) a program: the shapes whose registers fit without spilling;
+# 64 x 128 in 128 registers a thread puts two programs on an SM
+SHAPES = [(32, 64, 4, 0), (32, 128, 8, 0), (32, 256, 8, 0), (64, 64, 4, 0), (64, 128, 8, 0), (64, 128, 8, 128),
+          (64, 256, 8, 0), (128, 128, 8, 0)]
 cta_barrier = gl.barrier if hasattr(gl, "barrier") else gl.thread_barrier  # triton 3.7 renamed it
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """x rows a program (wgmma's N; fewer when M needs fewer), weight rows a program, split-K slices (0: as many
-    as give every SM a program) and warps (a warpgroup per 64 weight rows at most). `rebuild`: the weight is
-    rebuilt once and multiplied by cuBLAS instead (`rebuild.matmul`), a candidate past 64 rows."""
+    as give every SM a program), warps (a warpgroup per 64 weight rows at most) and the registers a thread may
+    use (0: as many as the compiler takes). `rebuild`: the weight is rebuilt once and multiplied by cuBLAS
+    instead (`rebuild.matmul`), a candidate past 64 rows."""
     block_m: int
     block_n: int
     split_k: int = 0
     num_warps: int = 8
+    max_registers: int = 0
     rebuild: bool = False
 
 
@@ -75,8 +79,8 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
 def candidates(layout: str, m: int) -> list[Config]:
     """The configs SPARC_AUTOTUNE=1 times: SHAPES up to the x rows M needs, times split-K; past 64 rows also the
     rebuild."""
-    shapes = [Config(bm, bn, split, warps) for (bm, bn, warps), split in itertools.product(SHAPES, (0, 1, 2, 4))
-              if bm <= block_m_for(m, 128)]
+    shapes = [Config(bm, bn, split, warps, registers) for (bm, bn, warps, registers), split
+              in itertools.product(SHAPES, (0, 1, 2, 4)) if bm <= block_m_for(m, 128)]
     return shapes + [Config(0, 0, rebuild=True)] if m > 64 else shapes
 
 
@@ -184,5 +188,6 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     tiling = Tiling(block_m, config.block_n, BLOCK_K, split_k)
     x = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     pointers = [qweight.view(torch.int32), scales.view(torch.int16), mins.view(torch.int16)]
+    options = dict(num_warps=config.num_warps, **({"maxnreg": config.max_registers} if config.max_registers else {}))
     return launch(int4_wgmma_kernel, x, n, k, bias, tiling, pointers, (),
-                  dict(GROUP=group, LW=lw, LX=lx, MMA=mma, XS=shared, num_warps=config.num_warps), out, partials)
+                  dict(GROUP=group, LW=lw, LX=lx, MMA=mma, XS=shared, **options), out, partials)

@@ -3,7 +3,7 @@ python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without T
 `int4_mma`'s kernels with python tests/gluon_sass.py mma|mma_bsr BLOCK_N BLOCK_K GROUP NUM_WARPS BLOCK_M;
 `nv24_mma`'s with python tests/gluon_sass.py mma_nv24 BLOCK_N NUM_WARPS BLOCK_M [GROUP (NV24_INT4) [WARPS_M]],
 `hybrid_mma`'s with python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24 [WARPS_M],
-`int4_wgmma`'s with python tests/gluon_sass.py wgmma BLOCK_M BLOCK_N NUM_WARPS GROUP.
+`int4_wgmma`'s with python tests/gluon_sass.py wgmma BLOCK_M BLOCK_N NUM_WARPS GROUP [MAX_REGISTERS].
 
 Specialized as the launcher specializes a Llama layer: aligned pointers, N and K multiples of 16, x contiguous."""
 import collections
@@ -112,7 +112,7 @@ def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: in
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
 
-def compile_int4_wgmma(block_m: int, block_n: int, num_warps: int, group: int):
+def compile_int4_wgmma(block_m: int, block_n: int, num_warps: int, group: int, max_registers: int = 0):
     lw, lx, mma, shared = int4_wgmma.layouts(block_m, block_n, group, num_warps)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=int4_wgmma.BLOCK_K, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, GROUP=group,
@@ -125,7 +125,8 @@ def compile_int4_wgmma(block_m: int, block_n: int, num_warps: int, group: int):
     aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
                for name in [*pointers, "N", "K", "stride_xm"]}
     source = GluonASTSource(kernel, signature, constexprs, aligned)
-    return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
+    cap = {"maxnreg": max_registers} if max_registers else {}
+    return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, **cap))
 
 
 def main_loop(sass: str) -> collections.Counter:
@@ -141,7 +142,7 @@ def main_loop(sass: str) -> collections.Counter:
 
 if __name__ == "__main__":
     if sys.argv[1] == "wgmma":
-        compiled = compile_int4_wgmma(*map(int, sys.argv[2:6]))
+        compiled = compile_int4_wgmma(*map(int, sys.argv[2:7]))
     elif sys.argv[1] == "mma_hybrid":
         compiled = compile_hybrid_mma(*map(int, sys.argv[2:8]))
     elif sys.argv[1] == "mma_nv24":

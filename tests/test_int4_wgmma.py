@@ -14,8 +14,8 @@ from test_int4_mma import compiled_loop, elements
 from test_kernels import GPU, assert_matches_reference, make_case
 
 
-@pytest.mark.parametrize("block_m, block_n, num_warps", int4_wgmma.SHAPES)
-def test_x_layout_covers_a_step_with_16_byte_loads(block_m, block_n, num_warps):
+@pytest.mark.parametrize("block_m, block_n, num_warps, registers", int4_wgmma.SHAPES)
+def test_x_layout_covers_a_step_with_16_byte_loads(block_m, block_n, num_warps, registers):
     """Every x value of a step once (warps past BLOCK_M / 8 rows load the same rows); a thread's first three
     registers are 8 contiguous inputs (one 16-byte load), the next two input bits 5 and 6, which the
     renumbering turns into 32 consecutive k (four 16-byte stores)."""
@@ -26,13 +26,13 @@ def test_x_layout_covers_a_step_with_16_byte_loads(block_m, block_n, num_warps):
     assert lx.reg_bases[:5] == [[0, 1], [0, 2], [0, 4], [0, 32], [0, 64]]
 
 
-@pytest.mark.parametrize("block_m, block_n, num_warps", int4_wgmma.SHAPES)
+@pytest.mark.parametrize("block_m, block_n, num_warps, registers", int4_wgmma.SHAPES)
 @pytest.mark.parametrize("group", [128, 32])
-def test_loop_runs_wgmma_on_registers(block_m, block_n, num_warps, group):
+def test_loop_runs_wgmma_on_registers(block_m, block_n, num_warps, registers, group):
     """The A operand conversion compiles (it is asserted trivial); per K step the loop loads words and x 16
     bytes at a time, stores x 16 bytes at a time, issues 8 wgmma of K = 16 per 64 weight rows a warpgroup
     holds, waits once (ptxas did not serialize the wgmma) and keeps every register (no spill)."""
-    ops = compiled_loop("wgmma", block_m, block_n, num_warps, group)
+    ops = compiled_loop("wgmma", block_m, block_n, num_warps, group, registers)
     x_loads = 4 * max(1, block_m // (8 * num_warps))
     assert ops["LDG.E.128"] == x_loads + block_n // (8 * num_warps)
     assert ops["STS.128"] == x_loads
@@ -58,7 +58,8 @@ def test_runs_int4_from_17_to_256_rows_on_hopper(m, k, layout, x_dtype, runs, mo
 def test_candidates_are_shapes_that_fit_and_past_64_rows_the_rebuild():
     for m in (17, 40, 64, 100, 256):
         chosen = [c for c in int4_wgmma.candidates("int4", m) if not c.rebuild]
-        assert chosen and all((c.block_m, c.block_n, c.num_warps) in int4_wgmma.SHAPES for c in chosen)
+        assert chosen and all((c.block_m, c.block_n, c.num_warps, c.max_registers) in int4_wgmma.SHAPES
+                              for c in chosen)
         assert all(c.block_m <= max(32, 1 << (m - 1).bit_length()) for c in chosen)
         assert any(c.rebuild for c in int4_wgmma.candidates("int4", m)) == (m > 64)
 
