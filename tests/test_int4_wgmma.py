@@ -91,3 +91,22 @@ def test_every_candidate_on_a_llama_shape_gpu(m):
     for config in int4_wgmma.candidates("int4", m):
         assert_matches_reference(int4_wgmma.matmul(x, "int4", list(packed.tensors), packed.dims, None, config),
                                  x, packed, None)
+
+
+@pytest.mark.gpu
+def test_runs_in_a_cuda_graph_without_sync_gpu():
+    packed = make_case("int4", 1000, 2048, torch.bfloat16, 128, 1.0, 3).pack().to("cuda")
+    bias = torch.randn(1000, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(100, 2048, device="cuda", dtype=torch.bfloat16)
+    assert kernels.kernel_name(x, "int4", packed.tensors, packed.dims) == "wgmma"
+    kernels.matmul(x, "int4", packed.tensors, packed.dims, bias)  # compile outside the graph
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = kernels.matmul(x, "int4", packed.tensors, packed.dims, bias)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    assert_matches_reference(out, x, packed, bias)
