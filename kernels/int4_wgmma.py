@@ -29,9 +29,10 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
 
+from . import rebuild
 from .int4_mma import MAX_M as MMA_MAX_M
 from .int4_mma import as_operand_a, bits, dequantize, operand_layouts, renumbered, store_transposed, weight_loads
-from . import rebuild
+from .nv24_mma import register_cap
 from .tiling import Tiling, launch, sm_count
 
 MIN_M, MAX_M = MMA_MAX_M + 1, 256
@@ -188,6 +189,6 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     tiling = Tiling(block_m, config.block_n, BLOCK_K, split_k)
     x = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     pointers = [qweight.view(torch.int32), scales.view(torch.int16), mins.view(torch.int16)]
-    options = dict(num_warps=config.num_warps, **({"maxnreg": config.max_registers} if config.max_registers else {}))
     return launch(int4_wgmma_kernel, x, n, k, bias, tiling, pointers, (),
-                  dict(GROUP=group, LW=lw, LX=lx, MMA=mma, XS=shared, **options), out, partials)
+                  dict(GROUP=group, LW=lw, LX=lx, MMA=mma, XS=shared, num_warps=config.num_warps,
+                       **register_cap(config)), out, partials)

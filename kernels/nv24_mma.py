@@ -59,11 +59,13 @@ NO_INPUTS = gl.constexpr(0x44444444)  # every nibble 0b0100: groups that keep in
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Weight rows per program (a multiple of 16 * the warps along N), split-K slices (0: as many as fill the
-    GPU), warps, and how many of them split the x rows (the rest split the weight rows)."""
+    GPU), warps, how many of them split the x rows (the rest split the weight rows), and the registers a thread
+    may use (0: as many as the compiler takes)."""
     block_n: int
     split_k: int = 0
     num_warps: int = 4
     warps_m: int = 1
+    max_registers: int = 0
 
 
 DEFAULTS = {"nv24": Config(64, 0, 4), "nv24_int4": Config(64, 0, 4)}
@@ -86,11 +88,14 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
 
 def candidates(layout: str, m: int) -> list[Config]:
     """Past 16 x rows the warps also split the x rows: a warp that multiplies every x row by its weight rows
-    reads all of x from shared memory for every chunk (warps along N, warps along M, row tiles a warp)."""
+    reads all of x from shared memory for every chunk (warps along N, warps along M, row tiles a warp); NV24 also
+    with 8 warps in 128 registers a thread."""
     if m > 16:
         tilings = [(8, 1, 1), (4, 2, 1), (2, 2, 2), (4, 2, 2), (2, 4, 2)]
+        # NV24 in 128 registers: two programs an SM (NV24_INT4's dequantization would spill)
+        capped = [Config(128, split, 8, 1, 128) for split in (0, 2, 4)] if layout == "nv24" else []
         return [Config(16 * wn * r, split, wn * wm, wm) for (wn, wm, r), split in
-                itertools.product(tilings, (0, 2, 4)) if wm <= block_m_for(m) // 8]
+                itertools.product(tilings, (0, 2, 4)) if wm <= block_m_for(m) // 8] + capped
     return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4), (1, 2), (0, 2, 4))]
 
 
@@ -395,4 +400,9 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     return launch(nv24_mma_kernel, pairs, n, k, bias, tiling, [*pointers, meta.view(torch.int32)],
                   (pairs.shape[1] // 2, pointers[0].shape[1], meta.shape[1] // 4, row_groups),
                   dict(GROUP=group, LV=lv, LM=lm, LG=x_layout(block_m, warps), LS=step_layout(block_m, warps, warps_m),
-                       LD=ld, MMA=mma, num_warps=warps), out, partials)
+                       LD=ld, MMA=mma, num_warps=warps, **register_cap(config)), out, partials)
+
+
+def register_cap(config) -> dict:
+    """The launch option that caps a thread's registers (ptxas's maxnreg), if the config sets one."""
+    return {"maxnreg": config.max_registers} if config.max_registers else {}

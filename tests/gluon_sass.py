@@ -1,7 +1,8 @@
 """Compile a `gluon_decode` kernel for sm_90 on any machine and print its K loop's instruction counts as JSON:
 python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without TRITON_INTERPRET);
 `int4_mma`'s kernels with python tests/gluon_sass.py mma|mma_bsr BLOCK_N BLOCK_K GROUP NUM_WARPS BLOCK_M;
-`nv24_mma`'s with python tests/gluon_sass.py mma_nv24 BLOCK_N NUM_WARPS BLOCK_M [GROUP (NV24_INT4) [WARPS_M]],
+`nv24_mma`'s with python tests/gluon_sass.py mma_nv24 BLOCK_N NUM_WARPS BLOCK_M [GROUP (NV24_INT4) [WARPS_M
+[MAX_REGISTERS]]],
 `hybrid_mma`'s with python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24 [WARPS_M],
 `int4_wgmma`'s with python tests/gluon_sass.py wgmma BLOCK_M BLOCK_N NUM_WARPS GROUP [MAX_REGISTERS].
 
@@ -75,7 +76,8 @@ def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, blo
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
 
-def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0, warps_m: int = 1):
+def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0, warps_m: int = 1,
+                     max_registers: int = 0):
     lv, lm, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps, quantized=group > 0, warps_m=warps_m)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=nv24_mma.BLOCK_K, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, GROUP=group,
@@ -89,7 +91,8 @@ def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0,
     aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
                for name in [*pointers, "N", "K", "stride_xm", "pairs_k", "row_values", "row_words", "row_groups"]}
     source = GluonASTSource(kernel, signature, constexprs, aligned)
-    return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
+    cap = {"maxnreg": max_registers} if max_registers else {}
+    return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, **cap))
 
 
 def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: int, has_nv24: int, warps_m: int = 1):
@@ -146,7 +149,7 @@ if __name__ == "__main__":
     elif sys.argv[1] == "mma_hybrid":
         compiled = compile_hybrid_mma(*map(int, sys.argv[2:8]))
     elif sys.argv[1] == "mma_nv24":
-        compiled = compile_nv24_mma(*map(int, sys.argv[2:7]))
+        compiled = compile_nv24_mma(*map(int, sys.argv[2:8]))
     elif sys.argv[1] in ("mma", "mma_bsr"):
         compiled = compile_int4_mma(*map(int, sys.argv[2:7]), "bsr_int4" if sys.argv[1] == "mma_bsr" else "int4")
     else:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sparc.ir import TileFormat
-from sparc.kernels import autotune, decode, hybrid, pack, tuning
+from sparc.kernels import autotune, decode, hybrid, int4_wgmma, pack, tuning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +130,7 @@ def test_select_never_tunes_while_a_graph_is_captured(monkeypatch, tmp_path):
 
 def test_shipped_tables_hold_valid_configs():
     """Every entry of every table in the package builds its kernel's config, for a known layout and bucket."""
-    classes = {"decode": decode.Config, "tile": hybrid.Config}
+    classes = {"decode": decode.Config, "tile": hybrid.Config, "wgmma": int4_wgmma.Config}
     tables = list(autotune.CONFIG_DIR.glob("*.json"))
     assert tables
     for path in tables:

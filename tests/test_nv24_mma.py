@@ -72,6 +72,19 @@ def test_nv24_int4_loop_dequantizes_in_registers(block_n, num_warps, block_m, gr
     assert ops["HMMA.SP.16832.F32.BF16"] == 4 * tiles_a_warp * block_m // 8 // warps_m
 
 
+def test_capped_candidates_keep_their_registers():
+    """NV24's register-capped candidates (two programs an SM) compile without spilling or shuffling; NV24_INT4
+    has none."""
+    assert not any(c.max_registers for c in nv24_mma.candidates("nv24_int4", 64))
+    shapes = {(c.block_n, c.num_warps, c.warps_m, c.max_registers)
+              for c in nv24_mma.candidates("nv24", 64) if c.max_registers}
+    assert shapes
+    for block_n, num_warps, warps_m, registers in shapes:
+        ops = compiled_loop("mma_nv24", block_n, num_warps, 64, 0, warps_m, registers)
+        assert not {"LDL", "STL", "SHFL"} & {op.split(".")[0] for op in ops}
+        assert ops["HMMA.SP.16832.F32.BF16"] == 4 * (block_n * warps_m // (16 * num_warps)) * 8 // warps_m
+
+
 @pytest.mark.parametrize("m", [16, 64])
 def test_candidates_fit_the_warps(m):
     for config in nv24_mma.candidates("nv24", m):
