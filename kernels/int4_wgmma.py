@@ -32,8 +32,7 @@ from triton.experimental.gluon.language.nvidia import hopper
 from . import rebuild
 from .int4_mma import MAX_M as MMA_MAX_M
 from .int4_mma import as_operand_a, bits, dequantize, operand_layouts, renumbered, store_transposed, weight_loads
-from .nv24_mma import register_cap
-from .tiling import Tiling, launch, sm_count
+from .tiling import Tiling, launch, register_cap, sm_count
 
 MIN_M, MAX_M = MMA_MAX_M + 1, 256
 DTYPES = (torch.bfloat16, torch.float16)

@@ -47,7 +47,7 @@ from triton.experimental.gluon import language as gl
 from .gluon_decode import x_as_pairs
 from .int4_mma import bits, block_m_for, packed_twice, split_for, store_transposed
 from .nv24 import padded_k
-from .tiling import Tiling, launch
+from .tiling import Tiling, launch, register_cap
 
 MAX_M = 64
 DTYPES = (torch.bfloat16, torch.float16)
@@ -401,8 +401,3 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
                   (pairs.shape[1] // 2, pointers[0].shape[1], meta.shape[1] // 4, row_groups),
                   dict(GROUP=group, LV=lv, LM=lm, LG=x_layout(block_m, warps), LS=step_layout(block_m, warps, warps_m),
                        LD=ld, MMA=mma, num_warps=warps, **register_cap(config)), out, partials)
-
-
-def register_cap(config) -> dict:
-    """The launch option that caps a thread's registers (ptxas's maxnreg), if the config sets one."""
-    return {"maxnreg": config.max_registers} if config.max_registers else {}

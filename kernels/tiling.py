@@ -189,6 +189,11 @@ def output_buffers(x2d: torch.Tensor, n: int, tiling: Tiling, out=None, partials
     return out, partials
 
 
+def register_cap(config) -> dict:
+    """The launch option that caps a thread's registers (ptxas's maxnreg), if the config sets one."""
+    return {"maxnreg": config.max_registers} if config.max_registers else {}
+
+
 def launch(kernel, x2d: torch.Tensor, n: int, k: int, bias, tiling: Tiling, pointers, extra_args, constexprs,
            out=None, partials=None) -> torch.Tensor:
     """Run `kernel` over the output grid (then the split-K reduction) and return out (M, N).
