@@ -233,6 +233,31 @@ def accumulate(acc, words, s2, m2, x, dtype: gl.constexpr, MMA: gl.constexpr):
 
 
 @gluon.jit
+def step_range(K, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr):
+    """(first, end): the K steps of BLOCK_K inputs in this program's slice, the program_id(1)-th of SPLIT_K."""
+    per_split = gl.cdiv(gl.cdiv(K, BLOCK_K), SPLIT_K)
+    first = gl.program_id(1) * per_split
+    return first, gl.minimum(first + per_split, gl.cdiv(K, BLOCK_K))
+
+
+@gluon.jit
+def word_offsets(pid_n, first, N, K, BLOCK_N: gl.constexpr, G: gl.constexpr, GROUP: gl.constexpr,
+                 LW: gl.constexpr):
+    """For the BLOCK_N weight rows of block pid_n at K step `first`, in LW's slices: (the step's groups (G,),
+    the offsets of their scales and minimums (BLOCK_N, G) and of their words (BLOCK_N, G, words of a group),
+    which rows exist (BLOCK_N, 1), the groups of a row)."""
+    W: gl.constexpr = GROUP // 8
+    LS: gl.constexpr = gl.SliceLayout(2, LW)
+    row_groups = gl.cdiv(K, GROUP)
+    rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LS))
+    groups = first * G + gl.arange(0, G, layout=gl.SliceLayout(0, LS))
+    sm_at = gl.expand_dims(rows.to(gl.int64) * row_groups, 1) + gl.expand_dims(groups, 0)
+    in_group = gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(1, LW)))
+    word_at = gl.expand_dims(sm_at, 2) * W + gl.expand_dims(gl.expand_dims(in_group, 0), 1)
+    return groups, sm_at, word_at, gl.expand_dims(rows < N, 1), row_groups
+
+
+@gluon.jit
 def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N, K, stride_xm, stride_xk, pairs_k,
                     HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                     SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
@@ -243,22 +268,12 @@ def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N,
     alignment is known). `tiling.launch`'s arguments plus the layouts of `operand_layouts`."""
     G: gl.constexpr = BLOCK_K // GROUP
     W: gl.constexpr = GROUP // 8
-    LS: gl.constexpr = gl.SliceLayout(2, LW)
     dtype: gl.constexpr = x_ptr.dtype.element_ty
     pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
     grid_m = gl.cdiv(M, BLOCK_M)
     pid_m, pid_n = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
-    row_groups = gl.cdiv(K, GROUP)
-    per_split = gl.cdiv(gl.cdiv(K, BLOCK_K), SPLIT_K)
-    first = gl.program_id(1) * per_split
-    end = gl.minimum(first + per_split, gl.cdiv(K, BLOCK_K))
-
-    rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LS))
-    groups = first * G + gl.arange(0, G, layout=gl.SliceLayout(0, LS))
-    sm_at = gl.expand_dims(rows.to(gl.int64) * row_groups, 1) + gl.expand_dims(groups, 0)
-    in_group = gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(1, LW)))
-    word_at = gl.expand_dims(sm_at, 2) * W + gl.expand_dims(gl.expand_dims(in_group, 0), 1)
-    row_ok = gl.expand_dims(rows < N, 1)
+    first, end = step_range(K, BLOCK_K, SPLIT_K)
+    groups, sm_at, word_at, row_ok, row_groups = word_offsets(pid_n, first, N, K, BLOCK_N, G, GROUP, LW)
     x_at, x_ok = x_rows_at(pid_m, M, stride_xm, BLOCK_M, LX)
     x_groups = first * G + gl.arange(0, G, layout=gl.SliceLayout(0, gl.SliceLayout(2, LX)))
 

@@ -31,7 +31,8 @@ from triton.experimental.gluon.language.nvidia import hopper
 
 from . import rebuild
 from .int4_mma import MAX_M as MMA_MAX_M
-from .int4_mma import as_operand_a, bits, dequantize, operand_layouts, renumbered, store_transposed, weight_loads
+from .int4_mma import (as_operand_a, bits, dequantize, operand_layouts, renumbered, step_range, store_transposed,
+                       weight_loads, word_offsets)
 from .tiling import Tiling, launch, register_cap, sm_count
 
 MIN_M, MAX_M = MMA_MAX_M + 1, 256
@@ -123,21 +124,11 @@ def int4_wgmma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, 
     contiguous along K. `tiling.launch`'s arguments plus the layouts of `layouts`."""
     G: gl.constexpr = BLOCK_K // GROUP
     W: gl.constexpr = GROUP // 8
-    LS: gl.constexpr = gl.SliceLayout(2, LW)
     dtype: gl.constexpr = x_ptr.dtype.element_ty
     grid_m = gl.cdiv(M, BLOCK_M)
     pid_m, pid_n = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
-    row_groups = gl.cdiv(K, GROUP)
-    per_split = gl.cdiv(gl.cdiv(K, BLOCK_K), SPLIT_K)
-    first = gl.program_id(1) * per_split
-    end = gl.minimum(first + per_split, gl.cdiv(K, BLOCK_K))
-
-    rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LS))
-    groups = first * G + gl.arange(0, G, layout=gl.SliceLayout(0, LS))
-    sm_at = gl.expand_dims(rows.to(gl.int64) * row_groups, 1) + gl.expand_dims(groups, 0)
-    in_group = gl.arange(0, W, layout=gl.SliceLayout(0, gl.SliceLayout(1, LW)))
-    word_at = gl.expand_dims(sm_at, 2) * W + gl.expand_dims(gl.expand_dims(in_group, 0), 1)
-    row_ok = gl.expand_dims(rows < N, 1)
+    first, end = step_range(K, BLOCK_K, SPLIT_K)
+    groups, sm_at, word_at, row_ok, row_groups = word_offsets(pid_n, first, N, K, BLOCK_N, G, GROUP, LW)
     x_rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, LX))
     x_at = gl.expand_dims(x_rows.to(gl.int64) * stride_xm, 1)
     x_ok = gl.expand_dims(x_rows < M, 1)
