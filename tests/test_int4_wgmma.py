@@ -55,13 +55,15 @@ def test_runs_int4_from_17_to_256_rows_on_hopper(m, k, layout, x_dtype, runs, mo
     assert int4_wgmma.supports(layout, x, packed.tensors) == runs
 
 
-def test_candidates_are_shapes_that_fit_and_past_64_rows_the_rebuild():
+def test_candidates_and_default_are_shapes_that_fit_and_past_64_rows_the_rebuild():
     for m in (17, 40, 64, 100, 256):
         chosen = [c for c in int4_wgmma.candidates("int4", m) if not c.rebuild]
         assert chosen and all((c.block_m, c.block_n, c.num_warps, c.max_registers) in int4_wgmma.SHAPES
                               for c in chosen)
         assert all(c.block_m <= max(32, 1 << (m - 1).bit_length()) for c in chosen)
         assert any(c.rebuild for c in int4_wgmma.candidates("int4", m)) == (m > 64)
+        default = int4_wgmma.default("int4", m)  # untuned shapes get a shape that does not spill
+        assert (default.block_m, default.block_n, default.num_warps, default.max_registers) in int4_wgmma.SHAPES
 
 
 @pytest.mark.gpu
