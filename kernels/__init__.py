@@ -9,7 +9,8 @@ on the GPU their explicit-layout versions, `gluon_decode`); on the GPU at M = 2 
 ZERO 128-tiles `hybrid_mma`, and on Hopper at M = 17 to 256 INT4 `int4_wgmma` (warpgroup mma).
 For large M a tuned choice (the default from M = 256) rebuilds the weight once in the activation dtype and
 multiplies by cuBLAS instead (`rebuild`); `kernel_name` says which runs.
-`tuning` picks the kernel and its launch configuration (the per-GPU table of `autotune`).
+`tuning` picks the kernel and its launch configuration (the per-GPU table of `autotune`). On Hopper the Gluon
+kernels and the split-K reduction launch dependently (`pdl`): each may start while the kernel before it finishes.
 A `PackedWeight` is what a planned linear holds at run time: the format name, the logical
 (out_features, in_features) shape, the quantization group, the tensors the format stores and the format's
 extra dims (hybrid: the tile size; bsr_int4: block_n).

@@ -465,7 +465,7 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
         constexprs = {} if layout == "nv24" else {"GROUP": group}
     split = split_k if split_k is not None else split_for(layout, dims, config, x2d.device)
     tiling = Tiling(1, *rows_and_inputs(layout, dims, config), split)
-    kernel = KERNELS[layout]
+    kernel, dependent = KERNELS[layout], False
     if x2d.is_cuda:
         constexprs.update(num_warps=config.num_warps, num_stages=config.num_stages)
         explicit = gluon_decode.explicit_kernel(layout, tiling.block_n, tiling.block_k, dims, config, x2d.dtype)
@@ -473,4 +473,5 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
             kernel, more, layout_constexprs = explicit
             extra, x2d = (*extra, *more), gluon_decode.x_as_pairs(x2d)
             constexprs.update(layout_constexprs)
-    return launch(kernel, x2d, n, k, bias, tiling, views, extra, constexprs, out, partials)
+            dependent = True
+    return launch(kernel, x2d, n, k, bias, tiling, views, extra, constexprs, out, partials, dependent)

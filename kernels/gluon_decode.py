@@ -38,6 +38,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 from .hybrid import CODE_DENSE, CODE_NV24, CODE_ZERO
+from .pdl import release_dependents, wait_for_inputs
 
 
 WORDS_PER_THREAD = (4, 2, 1)  # widest first: 4 words is one 16-byte load
@@ -120,8 +121,10 @@ def int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N
                      HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                      SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
                      PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, R: gl.constexpr,
-                     V: gl.constexpr, TN: gl.constexpr, TG: gl.constexpr, WN: gl.constexpr, WG: gl.constexpr):
+                     V: gl.constexpr, TN: gl.constexpr, TG: gl.constexpr, WN: gl.constexpr, WG: gl.constexpr,
+                     PDL: gl.constexpr):
     """q_ptr: int32 words (N, Kp / 8); the arguments of `decode.int4_decode_kernel` plus the layout."""
+    wait_for_inputs(PDL)
     W: gl.constexpr = GROUP // 8
     G: gl.constexpr = BLOCK_K // GROUP
     L: gl.constexpr = gl.BlockedLayout([R, 1, V, 8], [TN, TG, W // V, 1], [WN, WG, 1, 1], [3, 2, 1, 0])
@@ -149,6 +152,7 @@ def int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N
         acc += gl.expand_dims(16 * s, 2) * d + gl.expand_dims(m - 16 * s, 2) * gl.expand_dims(xs, 0)
         s, m, words, x = s_n, m_n, words_n, x_n
     total = gl.sum(gl.sum(acc, axis=2), axis=1)
+    release_dependents(PDL)
     store_rows(total, out_ptr, bias_ptr, rows, row_ok, N, HAS_BIAS, SPLIT_K)
 
 
@@ -202,12 +206,13 @@ def nv24_int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr,
                           BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
                           DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
                           GROUP: gl.constexpr, R: gl.constexpr, V: gl.constexpr, TN: gl.constexpr,
-                          TG: gl.constexpr, WN: gl.constexpr, WG: gl.constexpr):
+                          TG: gl.constexpr, WN: gl.constexpr, WG: gl.constexpr, PDL: gl.constexpr):
     """q_ptr: int32 words (N, Kp / 16), 4 groups of 4 inputs each (a byte a group: v0 low nibble, v1 high);
     meta_ptr: int16 words, the same 4 groups' 2-bit positions; a quantization group spans 2 * GROUP inputs, W =
     GROUP / 8 words. x is read as pairs_k = ceil(K / 2) int32 pairs of bf16 (`x_as_pairs` makes it so). The
     arguments of `decode.nv24_int4_decode_kernel` plus the layout (an INT4 layout over the kept values, V words
     a thread). The two kept inputs of a group are picked with one byte permute (`kept_inputs`)."""
+    wait_for_inputs(PDL)
     W: gl.constexpr = GROUP // 8
     G: gl.constexpr = BLOCK_K // (2 * GROUP)
     L: gl.constexpr = gl.BlockedLayout([R, 1, V, 8], [TN, TG, W // V, 1], [WN, WG, 1, 1], [3, 2, 1, 0])
@@ -237,6 +242,7 @@ def nv24_int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr,
             xs = xs + xb
         acc += gl.expand_dims(16 * s, 2) * d + gl.expand_dims(m - 16 * s, 2) * xs
         s, m, words, meta, x_pairs = s_n, m_n, words_n, meta_n, x_pairs_n
+    release_dependents(PDL)
     store_rows(gl.sum(gl.sum(acc, axis=2), axis=1), out_ptr, bias_ptr, rows, row_ok, N, HAS_BIAS, SPLIT_K)
 
 
@@ -293,10 +299,11 @@ def nv24_gemv_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, st
                      HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                      SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
                      PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, R: gl.constexpr, V: gl.constexpr,
-                     TN: gl.constexpr, TP: gl.constexpr, WN: gl.constexpr, WP: gl.constexpr):
+                     TN: gl.constexpr, TP: gl.constexpr, WN: gl.constexpr, WP: gl.constexpr, PDL: gl.constexpr):
     """values_ptr: int32 words (N, Kp / 4), the two bf16 values of a group of 4; meta_ptr: uint8 (N, Kp / 8);
     row_bytes = Kp / 8 (an argument, so that its alignment is known); x read as int32 pairs of bf16
     (`x_as_pairs`). The arguments of `decode.nv24_decode_kernel` plus those."""
+    wait_for_inputs(PDL)
     P: gl.constexpr = BLOCK_K // 8
     Q: gl.constexpr = 2 * P
     L: gl.constexpr = gl.BlockedLayout([R, 2 * V, 2], [TN, TP, 1], [WN, WP, 1], [2, 1, 0])
@@ -337,6 +344,7 @@ def nv24_gemv_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, meta_ptr, M, N, K, st
         acc = acc + (words << 16).to(gl.float32, bitcast=True) * xa  # one FFMA each
         acc = acc + (words & -65536).to(gl.float32, bitcast=True) * xb
         nibbles, words, x_pairs = nibbles_n, words_n, x_pairs_n
+    release_dependents(PDL)
     store_rows(gl.sum(acc, axis=1), out_ptr, bias_ptr, rows, row_ok, N, HAS_BIAS, SPLIT_K)
 
 
@@ -395,10 +403,11 @@ def bsr_int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scal
                          BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr,
                          USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
                          ROUND_BF16: gl.constexpr, BLOCK_B: gl.constexpr, R: gl.constexpr, V: gl.constexpr,
-                         TB: gl.constexpr, TN: gl.constexpr, WB: gl.constexpr, WN: gl.constexpr):
+                         TB: gl.constexpr, TN: gl.constexpr, WB: gl.constexpr, WN: gl.constexpr, PDL: gl.constexpr):
     """The arguments of `decode.bsr_int4_decode_kernel` (BLOCK_N = block_n, BLOCK_K = group) plus the layout.
     Column indices are loaded two block sets ahead and the blocks one ahead, so that no load waits on another
     inside the loop."""
+    wait_for_inputs(PDL)
     W: gl.constexpr = BLOCK_K // 8
     STRIDE: gl.constexpr = SPLIT_K * BLOCK_B
     L: gl.constexpr = gl.BlockedLayout([1, R, V, 8], [TB, TN, W // V, 1], [WB, WN, 1, 1], [3, 2, 1, 0])
@@ -441,6 +450,7 @@ def bsr_int4_gemv_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scal
         cols_n, ok_x_n = cols_nn, ok_x_nn
     total = gl.sum(gl.sum(acc, axis=2), axis=0)
     rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, LS))
+    release_dependents(PDL)
     store_rows(total, out_ptr, bias_ptr, rows, rows < N, N, HAS_BIAS, SPLIT_K)
 
 
@@ -518,11 +528,12 @@ def hybrid_gemv_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense
                        BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
                        DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
                        HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, ALIGNED: gl.constexpr, R: gl.constexpr,
-                       TN: gl.constexpr, WN: gl.constexpr):
+                       TN: gl.constexpr, WN: gl.constexpr, PDL: gl.constexpr):
     """The arguments of `decode.hybrid_decode_kernel` (BLOCK_K = the tile) plus the layout. A DENSE block is
     (BLOCK_N, TILE) in layout LD, an NV24 block (BLOCK_N, TILE / 4 groups, 2 pairs of inputs) in L: both give a
     thread the same 8 inputs, so x is loaded for each in its own layout from the same addresses (for NV24 as
     int32 pairs of bf16, `x_as_pairs`)."""
+    wait_for_inputs(PDL)
     TILE: gl.constexpr = BLOCK_K
     TK: gl.constexpr = TILE // 8
     LD: gl.constexpr = gl.BlockedLayout([R, 8], [TN, TK], [WN, 1], [1, 0])
@@ -569,6 +580,7 @@ def hybrid_gemv_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense
         code, base = code_n, base_n
     total = gl.convert_layout(gl.sum(acc_d, axis=1), gl.SliceLayout(1, LW)) + gl.sum(acc_q, axis=1)
     out_rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LW))
+    release_dependents(PDL)
     store_rows(total, out_ptr, bias_ptr, out_rows, rows_w < rows_in, N, HAS_BIAS, SPLIT_K)
 
 

@@ -31,6 +31,7 @@ from .int4_mma import bits, block_m_for, split_for, store_transposed
 from .nv24_mma import (DTYPES, NO_INPUTS, STREAM, accumulate_steps, operand, operand_layouts, step_layout, steps_of,
                        word_addresses, x_addresses, x_layout, x_loads, x_to_steps)
 from .gluon_decode import x_as_pairs
+from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch
 
 MAX_M = 64
@@ -191,7 +192,7 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
                       DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
                       HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr,
                       LVD: gl.constexpr, LG: gl.constexpr, LGD: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr,
-                      MMA: gl.constexpr):
+                      MMA: gl.constexpr, PDL: gl.constexpr):
     """formats (TN, TK) uint8 and offsets (TN, TK) int64 of the grid (`hybrid`), the DENSE buffer as int32
     pairs, the NV24 values as int32 pairs and metadata as int32 words; x as for `nv24_mma.nv24_mma_kernel`."""
     dtype: gl.constexpr = x_ptr.dtype.element_ty
@@ -226,6 +227,7 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
     code, base = tile_entry(formats_ptr, offsets_ptr, entries + first, first < end, BLOCK_K)
     pairs, values, words = tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok, value_at,
                                       value_ok, word_at, word_ok, HAS_DENSE, HAS_NV24)
+    wait_for_inputs(PDL)  # the weights first: no kernel writes them
     x_chunk = x_loads(pairs_ptr, x_at, x_ok & HAS_NV24, first, pairs_k)
     xd_chunk = x_loads(pairs_ptr, xd_at, xd_ok & HAS_DENSE, first, pairs_k)
     code, base = tile_entry(formats_ptr, offsets_ptr, entries + first + 1, first + 1 < end, BLOCK_K)
@@ -244,6 +246,7 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
         pairs, values, words, code, base = pairs_n, values_n, words_n, code_n, base_n
         x_chunk, xd_chunk = x_next, xd_next
     acc = gl.reshape(gl.permute(acc, [0, 4, 2, 1, 3, 5]), [BLOCK_N, BLOCK_M])  # (n-tile, r1, g), (m-tile, c, r0)
+    release_dependents(PDL)
     store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
                      BLOCK_N, SPLIT_K, MMA)
 
@@ -268,4 +271,4 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
                   dict(HAS_DENSE=has_dense, HAS_NV24=has_nv24, LV=lv, LM=lm,
                        LVD=dense_layout(config.block_n, warps, warps_m), LG=x_layout(block_m, warps),
                        LGD=x_layout(block_m, warps, **DENSE_X_BITS), LS=step_layout(block_m, warps, warps_m), LD=ld,
-                       MMA=mma, num_warps=warps), out, partials)
+                       MMA=mma, num_warps=warps), out, partials, dependent=True)

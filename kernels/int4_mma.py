@@ -44,6 +44,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 from .gluon_decode import x_as_pairs
+from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch, sm_count
 
 MAX_M = 16  # at M = 64 the tile kernel is faster: x's prefetched registers crowd out the words' (RESULTS.md)
@@ -262,7 +263,7 @@ def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N,
                     HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                     SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
                     PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, LW: gl.constexpr,
-                    LX: gl.constexpr, MMA: gl.constexpr):
+                    LX: gl.constexpr, MMA: gl.constexpr, PDL: gl.constexpr):
     """q_ptr: int32 words (N, Kp / 8) of the INT4 weight; scales and mins (N, Kp / GROUP) as int16; x (M, K)
     read as pairs_k = ceil(K / 2) int32 pairs a row (`x_as_pairs`; stride_xm even; an argument, so that its
     alignment is known). `tiling.launch`'s arguments plus the layouts of `operand_layouts`."""
@@ -280,6 +281,7 @@ def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N,
     acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
     s2, m2, words = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at,
                                  row_ok & gl.expand_dims(groups < row_groups, 0))
+    wait_for_inputs(PDL)  # the weights first: no kernel writes them
     x = x_loads(pairs_ptr, x_at, x_groups, GROUP // 2, x_ok, pairs_k)
     for step in range(first, end):
         ahead = step + 1 - first
@@ -289,6 +291,7 @@ def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N,
         x_n = x_loads(pairs_ptr, x_at, x_groups + ahead * G, GROUP // 2, x_ok & live, pairs_k)
         acc = accumulate(acc, words, s2, m2, x, dtype, MMA)
         s2, m2, words, x = s2_n, m2_n, words_n, x_n
+    release_dependents(PDL)
     store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
 
 
@@ -313,11 +316,13 @@ def bsr_int4_mma_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scale
                         stride_xm, stride_xk, pairs_k, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
                         BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
                         DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
-                        GROUP: gl.constexpr, LW: gl.constexpr, LX: gl.constexpr, MMA: gl.constexpr):
+                        GROUP: gl.constexpr, LW: gl.constexpr, LX: gl.constexpr, MMA: gl.constexpr,
+                        PDL: gl.constexpr):
     """BSR_INT4 (`bsr_int4`'s tensors, words as int32, scales and mins as int16) with BLOCK_N = block_n:
     program (pid, pid_k) owns one block row and the pid_k-th of SPLIT_K runs of its kept blocks (row pointers
     read on the device), G = BLOCK_K / GROUP blocks a step, each the words of one LW group and the x pairs at
     its column (column indices load two steps ahead, the rest one). x as for `int4_mma_kernel`."""
+    wait_for_inputs(PDL)
     G: gl.constexpr = BLOCK_K // GROUP
     W: gl.constexpr = GROUP // 8
     LS: gl.constexpr = gl.SliceLayout(2, LW)
@@ -348,6 +353,7 @@ def bsr_int4_mma_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scale
         x_n = x_loads(pairs_ptr, x_at, cols_n, GROUP // 2, x_ok & (block + G < end), pairs_k)
         acc = accumulate(acc, words, s2, m2, x, dtype, MMA)
         s2, m2, words, x, cols_n = s2_n, m2_n, words_n, x_n, cols_nn
+    release_dependents(PDL)
     store_transposed(acc, out_ptr, bias_ptr, pid_m, block_row, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
 
 
@@ -403,4 +409,4 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     tiling = Tiling(block_m, block_n, config.block_k, split_k)
     pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
     return launch(kernel, pairs, n, k, bias, tiling, pointers, (pairs.shape[1] // 2,),
-                  dict(GROUP=group, LW=lw, LX=lx, MMA=mma, num_warps=warps), out, partials)
+                  dict(GROUP=group, LW=lw, LX=lx, MMA=mma, num_warps=warps), out, partials, dependent=True)

@@ -33,6 +33,7 @@ from . import rebuild
 from .int4_mma import MAX_M as MMA_MAX_M
 from .int4_mma import (as_operand_a, bits, dequantize, operand_layouts, renumbered, step_range, store_transposed,
                        weight_loads, word_offsets)
+from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch, register_cap, sm_count
 
 MIN_M, MAX_M = MMA_MAX_M + 1, 256
@@ -119,7 +120,7 @@ def int4_wgmma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, 
                       HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                       SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
                       PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, LW: gl.constexpr,
-                      LX: gl.constexpr, MMA: gl.constexpr, XS: gl.constexpr):
+                      LX: gl.constexpr, MMA: gl.constexpr, XS: gl.constexpr, PDL: gl.constexpr):
     """q_ptr: int32 words (N, Kp / 8) of the INT4 weight; scales and mins (N, Kp / GROUP) as int16; x (M, K)
     contiguous along K. `tiling.launch`'s arguments plus the layouts of `layouts`."""
     G: gl.constexpr = BLOCK_K // GROUP
@@ -138,6 +139,7 @@ def int4_wgmma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, 
     acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
     s2, m2, words = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at,
                                  row_ok & gl.expand_dims(groups < row_groups, 0))
+    wait_for_inputs(PDL)  # the weights first: no kernel writes them
     xs.index(0).store(x_step(x_ptr, x_at, x_ok, cols, first, K))
     hopper.fence_async_shared()
     cta_barrier()
@@ -154,6 +156,7 @@ def int4_wgmma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, 
         acc, a = hopper.warpgroup_mma_wait(0, deps=[acc, a])
         cta_barrier()
         s2, m2, words = s2_n, m2_n, words_n
+    release_dependents(PDL)
     store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
 
 
@@ -181,4 +184,4 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     pointers = [qweight.view(torch.int32), scales.view(torch.int16), mins.view(torch.int16)]
     return launch(int4_wgmma_kernel, x, n, k, bias, tiling, pointers, (),
                   dict(GROUP=group, LW=lw, LX=lx, MMA=mma, XS=shared, num_warps=config.num_warps,
-                       **register_cap(config)), out, partials)
+                       **register_cap(config)), out, partials, dependent=True)

@@ -47,6 +47,7 @@ from triton.experimental.gluon import language as gl
 from .gluon_decode import x_as_pairs
 from .int4_mma import bits, block_m_for, packed_twice, split_for, store_transposed
 from .nv24 import padded_k
+from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch, register_cap
 
 MAX_M = 64
@@ -333,7 +334,7 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr,
                     USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
                     ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr,
-                    LG: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr):
+                    LG: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr, PDL: gl.constexpr):
     """NV24 (GROUP 0): values_ptr the values (N, Kp / 2) as row_values = Kp / 4 int32 pairs a row, scales_ptr
     and mins_ptr unused. NV24_INT4 (GROUP: kept values a quantization group): values_ptr the q bytes (N, Kp / 4)
     as row_values = Kp / 16 int32 words a row, the scales and minimums (N, row_groups) as int16. meta_ptr: the
@@ -361,6 +362,7 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
     acc = gl.zeros([BLOCK_N // 16, BLOCK_M // 8, 8, 4, 2, 2], gl.float32, layout=LD)
     values, s2, m2, words = weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at, row_at,
                                          first, value_ok, word_ok, row_values, row_words, row_groups, GROUP)
+    wait_for_inputs(PDL)  # the weights first: no kernel writes them
     x_to_steps(steps, x_loads(pairs_ptr, x_at, x_ok, first, pairs_k))
     for chunk in range(first, end):
         live = chunk + 1 < end
@@ -374,6 +376,7 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
         x_to_steps(steps, x_n)
         values, s2, m2, words = values_n, s2_n, m2_n, words_n
     acc = gl.reshape(gl.permute(acc, [0, 4, 2, 1, 3, 5]), [BLOCK_N, BLOCK_M])  # (n-tile, r1, g), (m-tile, c, r0)
+    release_dependents(PDL)
     store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
                      BLOCK_N, SPLIT_K, MMA)
 
@@ -400,4 +403,4 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     return launch(nv24_mma_kernel, pairs, n, k, bias, tiling, [*pointers, meta.view(torch.int32)],
                   (pairs.shape[1] // 2, pointers[0].shape[1], meta.shape[1] // 4, row_groups),
                   dict(GROUP=group, LV=lv, LM=lm, LG=x_layout(block_m, warps), LS=step_layout(block_m, warps, warps_m),
-                       LD=ld, MMA=mma, num_warps=warps, **register_cap(config)), out, partials)
+                       LD=ld, MMA=mma, num_warps=warps, **register_cap(config)), out, partials, dependent=True)

@@ -31,6 +31,9 @@ import functools
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_wait
+
+from .pdl import enabled as pdl_enabled
 
 DOT_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
 MIN_STEPS_PER_SPLIT = 4  # K blocks each split-K slice keeps at least
@@ -111,8 +114,11 @@ def store_result(acc, out_ptr, bias_ptr, offs_m, offs_n, M, N, pid_k, HAS_BIAS: 
 
 @triton.jit
 def reduce_splits_kernel(partials_ptr, bias_ptr, out_ptr, size, N, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
-                         ROUND_BF16: tl.constexpr, BLOCK: tl.constexpr):
-    """out = sum over slices of partials (SPLIT_K, M, N) + bias, cast to the output dtype; size = M * N."""
+                         ROUND_BF16: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    """out = sum over slices of partials (SPLIT_K, M, N) + bias, cast to the output dtype; size = M * N. With PDL
+    (a dependent launch, `pdl`) it first waits for the slices."""
+    if PDL:
+        gdc_wait()
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < size
     acc = tl.zeros((BLOCK,), tl.float32)
@@ -195,19 +201,24 @@ def register_cap(config) -> dict:
 
 
 def launch(kernel, x2d: torch.Tensor, n: int, k: int, bias, tiling: Tiling, pointers, extra_args, constexprs,
-           out=None, partials=None) -> torch.Tensor:
+           out=None, partials=None, dependent: bool = False) -> torch.Tensor:
     """Run `kernel` over the output grid (then the split-K reduction) and return out (M, N).
 
     The kernel's arguments: x, out (or partials), bias, `pointers`, M, N, K, x's strides, `extra_args`, then
-    the tiling's constexprs, HAS_BIAS and `constexprs`."""
+    the tiling's constexprs, HAS_BIAS and `constexprs`; a `dependent` kernel also takes PDL and, where the
+    device has it, launches dependently (`pdl`)."""
     m = x2d.shape[0]
     out, partials = output_buffers(x2d, n, tiling, out, partials)
     target = out if tiling.split_k == 1 else partials
+    pdl = pdl_enabled(x2d)
+    if dependent:
+        constexprs = dict(constexprs, PDL=pdl, launch_pdl=pdl)
     with torch.cuda.device(x2d.device) if x2d.is_cuda else contextlib.nullcontext():
         kernel[tiling.grid(m, n)](x2d, target, bias, *pointers, m, n, k, x2d.stride(0), x2d.stride(1), *extra_args,
                                   HAS_BIAS=bias is not None, **tiling.constexprs(x2d), **constexprs)
         if tiling.split_k > 1:
             grid = (triton.cdiv(m * n, REDUCE_BLOCK),)
             reduce_splits_kernel[grid](partials, bias, out, m * n, n, HAS_BIAS=bias is not None,
-                                       SPLIT_K=tiling.split_k, ROUND_BF16=interpreted_bf16(x2d), BLOCK=REDUCE_BLOCK)
+                                       SPLIT_K=tiling.split_k, ROUND_BF16=interpreted_bf16(x2d), BLOCK=REDUCE_BLOCK,
+                                       PDL=pdl, launch_pdl=pdl)
     return out

@@ -5,6 +5,7 @@ python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without T
 [MAX_REGISTERS]]],
 `hybrid_mma`'s with python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24 [WARPS_M],
 `int4_wgmma`'s with python tests/gluon_sass.py wgmma BLOCK_M BLOCK_N NUM_WARPS GROUP [MAX_REGISTERS].
+With --pdl first it prints where the kernel waits for the kernel before it and releases the next one instead.
 
 Specialized as the launcher specializes a Llama layer: aligned pointers, N and K multiples of 16, x contiguous."""
 import collections
@@ -31,7 +32,7 @@ POINTERS = {"int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
 
 def compile_decode(layout: str, block_n: int, block_k: int, group: int, num_warps: int):
     constexprs = dict(HAS_BIAS=True, BLOCK_M=1, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=1, USE_DOT=False,
-                      DOT_DTYPE="bf16", PRECISION="ieee", ROUND_BF16=False, stride_xk=1)
+                      DOT_DTYPE="bf16", PRECISION="ieee", ROUND_BF16=False, PDL=True, stride_xk=1)
     if layout in ("int4", "nv24_int4"):
         constexprs["GROUP"] = group
     if layout == "hybrid":
@@ -61,8 +62,8 @@ def compile_decode(layout: str, block_n: int, block_k: int, group: int, num_warp
 def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, block_m: int, layout: str = "int4"):
     lw, lx, mma = int4_mma.operand_layouts(block_n, block_k, block_m, group, num_warps)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=1, USE_DOT=True,
-                      DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, GROUP=group, LW=lw, LX=lx,
-                      MMA=mma)
+                      DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1, GROUP=group, LW=lw,
+                      LX=lx, MMA=mma)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16")
     if layout == "bsr_int4":
         pointers.update(row_ptr="*i32", col_ptr="*i16")
@@ -80,8 +81,8 @@ def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0,
                      max_registers: int = 0):
     lv, lm, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps, quantized=group > 0, warps_m=warps_m)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=nv24_mma.BLOCK_K, SPLIT_K=1,
-                      USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, GROUP=group,
-                      LV=lv, LM=lm, LG=nv24_mma.x_layout(block_m, num_warps),
+                      USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
+                      GROUP=group, LV=lv, LM=lm, LG=nv24_mma.x_layout(block_m, num_warps),
                       LS=nv24_mma.step_layout(block_m, num_warps, warps_m), LD=ld, MMA=mma)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", values_ptr="*i32", scales_ptr="*i16",
                     mins_ptr="*i16", meta_ptr="*i32")
@@ -98,7 +99,7 @@ def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0,
 def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: int, has_nv24: int, warps_m: int = 1):
     lv, lm, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps, warps_m=warps_m)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=hybrid_mma.TILE, SPLIT_K=1,
-                      USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1,
+                      USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
                       HAS_DENSE=bool(has_dense), HAS_NV24=bool(has_nv24), LV=lv, LM=lm,
                       LVD=hybrid_mma.dense_layout(block_n, num_warps, warps_m),
                       LG=nv24_mma.x_layout(block_m, num_warps),
@@ -118,8 +119,8 @@ def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: in
 def compile_int4_wgmma(block_m: int, block_n: int, num_warps: int, group: int, max_registers: int = 0):
     lw, lx, mma, shared = int4_wgmma.layouts(block_m, block_n, group, num_warps)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=int4_wgmma.BLOCK_K, SPLIT_K=1,
-                      USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, stride_xk=1, GROUP=group,
-                      LW=lw, LX=lx, MMA=mma, XS=shared)
+                      USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
+                      GROUP=group, LW=lw, LX=lx, MMA=mma, XS=shared)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", q_ptr="*i32", scales_ptr="*i16",
                     mins_ptr="*i16")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32",
@@ -132,18 +133,47 @@ def compile_int4_wgmma(block_m: int, block_n: int, num_warps: int, group: int, m
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, **cap))
 
 
-def main_loop(sass: str) -> collections.Counter:
-    """Instruction counts (opcode with its modifiers) of the longest backward branch's body: the K loop."""
-    lines = sass.splitlines()
+def loop_span(lines: list[str]) -> tuple[int, int]:
+    """First and last line of the longest backward branch's body: the K loop."""
     labels = {line.strip()[:-1]: i for i, line in enumerate(lines) if re.match(r"^\.?L\w+:$", line.strip())}
     spans = [(i - labels[m.group(1)], labels[m.group(1)], i) for i, line in enumerate(lines)
              if (m := re.search(r"BRA (\.?L\w+)", line)) and labels.get(m.group(1), i) < i]
     _, start, end = max(spans)
-    return collections.Counter(m.group(1) for line in lines[start:end + 1]
-                               if (m := re.match(r"^\S+\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)", line.strip())))
+    return start, end
+
+
+def opcode(line: str) -> str | None:
+    m = re.match(r"^\S+\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)", line.strip())
+    return m and m.group(1)
+
+
+def main_loop(sass: str) -> collections.Counter:
+    """Instruction counts (opcode with its modifiers) of the K loop."""
+    lines = sass.splitlines()
+    start, end = loop_span(lines)
+    return collections.Counter(op for line in lines[start:end + 1] if (op := opcode(line)))
+
+
+def dependent_launch(sass: str) -> dict:
+    """Where the kernel waits for the kernels before it (ACQBULK, griddepcontrol.wait) and lets the next one
+    launch (PREEXIT, griddepcontrol.launch_dependents), against its K loop and its global loads and stores."""
+    lines = sass.splitlines()
+    start, end = loop_span(lines)
+    ops = [opcode(line) or "" for line in lines]
+    waits = [i for i, op in enumerate(ops) if op == "ACQBULK"]
+    releases = [i for i, op in enumerate(ops) if op == "PREEXIT"]
+    first_wait = waits[0] if waits else len(ops)
+    return dict(waits=len(waits), releases=len(releases), wait_before_loop=first_wait < start,
+                release_after_loop=bool(releases) and min(releases) > end,
+                loads_before_wait=sum(op.startswith("LDG") for op in ops[:first_wait]),
+                stores_before_wait=sum(op.startswith(("STG", "RED", "ATOM")) for op in ops[:first_wait]))
 
 
 if __name__ == "__main__":
+    report = main_loop
+    if sys.argv[1] == "--pdl":
+        report = dependent_launch
+        sys.argv.pop(1)
     if sys.argv[1] == "wgmma":
         compiled = compile_int4_wgmma(*map(int, sys.argv[2:7]))
     elif sys.argv[1] == "mma_hybrid":
@@ -154,4 +184,4 @@ if __name__ == "__main__":
         compiled = compile_int4_mma(*map(int, sys.argv[2:7]), "bsr_int4" if sys.argv[1] == "mma_bsr" else "int4")
     else:
         compiled = compile_decode(sys.argv[1], *map(int, sys.argv[2:6]))
-    print(json.dumps(main_loop(get_sass(compiled.asm["cubin"]))))
+    print(json.dumps(report(get_sass(compiled.asm["cubin"]))))
