@@ -195,6 +195,7 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
                       MMA: gl.constexpr, PDL: gl.constexpr):
     """formats (TN, TK) uint8 and offsets (TN, TK) int64 of the grid (`hybrid`), the DENSE buffer as int32
     pairs, the NV24 values as int32 pairs and metadata as int32 words; x as for `nv24_mma.nv24_mma_kernel`."""
+    wait_for_inputs(PDL)
     dtype: gl.constexpr = x_ptr.dtype.element_ty
     pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
     grid_m = gl.cdiv(M, BLOCK_M)
@@ -227,7 +228,6 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
     code, base = tile_entry(formats_ptr, offsets_ptr, entries + first, first < end, BLOCK_K)
     pairs, values, words = tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok, value_at,
                                       value_ok, word_at, word_ok, HAS_DENSE, HAS_NV24)
-    wait_for_inputs(PDL)  # the weights first: no kernel writes them
     x_chunk = x_loads(pairs_ptr, x_at, x_ok & HAS_NV24, first, pairs_k)
     xd_chunk = x_loads(pairs_ptr, xd_at, xd_ok & HAS_DENSE, first, pairs_k)
     code, base = tile_entry(formats_ptr, offsets_ptr, entries + first + 1, first + 1 < end, BLOCK_K)

@@ -267,6 +267,7 @@ def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N,
     """q_ptr: int32 words (N, Kp / 8) of the INT4 weight; scales and mins (N, Kp / GROUP) as int16; x (M, K)
     read as pairs_k = ceil(K / 2) int32 pairs a row (`x_as_pairs`; stride_xm even; an argument, so that its
     alignment is known). `tiling.launch`'s arguments plus the layouts of `operand_layouts`."""
+    wait_for_inputs(PDL)
     G: gl.constexpr = BLOCK_K // GROUP
     W: gl.constexpr = GROUP // 8
     dtype: gl.constexpr = x_ptr.dtype.element_ty
@@ -281,7 +282,6 @@ def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N,
     acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
     s2, m2, words = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at,
                                  row_ok & gl.expand_dims(groups < row_groups, 0))
-    wait_for_inputs(PDL)  # the weights first: no kernel writes them
     x = x_loads(pairs_ptr, x_at, x_groups, GROUP // 2, x_ok, pairs_k)
     for step in range(first, end):
         ahead = step + 1 - first

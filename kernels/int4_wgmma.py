@@ -123,6 +123,7 @@ def int4_wgmma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, 
                       LX: gl.constexpr, MMA: gl.constexpr, XS: gl.constexpr, PDL: gl.constexpr):
     """q_ptr: int32 words (N, Kp / 8) of the INT4 weight; scales and mins (N, Kp / GROUP) as int16; x (M, K)
     contiguous along K. `tiling.launch`'s arguments plus the layouts of `layouts`."""
+    wait_for_inputs(PDL)
     G: gl.constexpr = BLOCK_K // GROUP
     W: gl.constexpr = GROUP // 8
     dtype: gl.constexpr = x_ptr.dtype.element_ty
@@ -139,7 +140,6 @@ def int4_wgmma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, 
     acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
     s2, m2, words = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at,
                                  row_ok & gl.expand_dims(groups < row_groups, 0))
-    wait_for_inputs(PDL)  # the weights first: no kernel writes them
     xs.index(0).store(x_step(x_ptr, x_at, x_ok, cols, first, K))
     hopper.fence_async_shared()
     cta_barrier()

@@ -341,6 +341,7 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
     metadata (N, Kp / 8) as row_words = Kp / 32 int32 words a row; x (M, K) read as pairs_k int32 pairs a row
     (`x_as_pairs`, stride_xm even). `tiling.launch`'s arguments and the layouts of `operand_layouts` (LV over
     the q words for NV24_INT4), `x_layout` and `step_layout`."""
+    wait_for_inputs(PDL)
     dtype: gl.constexpr = x_ptr.dtype.element_ty
     pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
     grid_m = gl.cdiv(M, BLOCK_M)
@@ -362,7 +363,6 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
     acc = gl.zeros([BLOCK_N // 16, BLOCK_M // 8, 8, 4, 2, 2], gl.float32, layout=LD)
     values, s2, m2, words = weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at, row_at,
                                          first, value_ok, word_ok, row_values, row_words, row_groups, GROUP)
-    wait_for_inputs(PDL)  # the weights first: no kernel writes them
     x_to_steps(steps, x_loads(pairs_ptr, x_at, x_ok, first, pairs_k))
     for chunk in range(first, end):
         live = chunk + 1 < end

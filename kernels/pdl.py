@@ -1,13 +1,13 @@
 """Programmatic dependent launch (Hopper on): a kernel launched with it may start while the kernel before it in
-the stream is still running, so its launch and first weight loads overlap the other's tail.
+the stream is still running, so its launch and setup overlap the other's tail.
 
 Two instructions make that safe. `griddepcontrol.wait` blocks until the kernels this one depends on have
-finished and their writes are visible: a kernel launched this way executes it before it reads anything another
-kernel writes (x, split-K partials) and before it writes anything (a buffer of its own may still be read by
-the kernel before). The weights, which no kernel writes, may be read first. `griddepcontrol.launch_dependents`
-lets the next kernel launch once every program of this one has executed it or exited: sparc's kernels execute
-it after their K loop, before the epilogue. The split-K reduction does not, so that the next layer's programs
-find whole SMs, not SMs that the reduction's waiting programs hold. Without a dependent launch both are no-ops.
+finished and their writes are visible. sparc's kernels execute it first, before any global load or store:
+whatever the kernel before wrote (x, split-K partials, even a freshly packed weight) is complete, and no buffer
+it still reads gets overwritten. `griddepcontrol.launch_dependents` lets the next kernel launch once every
+program of this one has executed it or exited: sparc's kernels execute it after their K loop, before the
+epilogue. The split-K reduction does not, so that the next layer's programs find whole SMs, not SMs that the
+reduction's waiting programs hold. Without a dependent launch both are no-ops.
 
 SPARC_PDL=0 launches every kernel the plain way."""
 from __future__ import annotations

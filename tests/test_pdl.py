@@ -11,21 +11,17 @@ from sparc.kernels import pdl
 from test_int4_mma import compiled_loop
 from test_kernels import make_case
 
-WEIGHTS_FIRST = {"mma", "mma_nv24", "mma_hybrid", "wgmma"}  # their first step's weights load before the wait
-
-
 @pytest.mark.parametrize("kernel, config", [
     ("int4", (64, 1024, 128, 4)), ("nv24", (16, 1024, 0, 8)), ("nv24_int4", (16, 1024, 128, 8)),
     ("bsr_int4", (8, 128, 128, 4)), ("hybrid", (32, 128, 0, 4)), ("mma", (128, 128, 128, 4, 16)),
     ("mma_bsr", (64, 128, 128, 4, 16)), ("mma_nv24", (128, 8, 16)), ("mma_hybrid", (64, 4, 16, 1, 1)),
     ("wgmma", (64, 128, 8, 128))])
 def test_kernels_wait_before_the_loop_and_release_after_it(kernel, config):
-    """One wait before the K loop with no global store ahead of it, and one release after the loop."""
+    """One wait ahead of every global load and store (so ahead of the K loop), and one release after the loop."""
     where = compiled_loop("--pdl", kernel, *config)
     assert where["waits"] == 1 and where["releases"] == 1
     assert where["wait_before_loop"] and where["release_after_loop"]
-    assert where["stores_before_wait"] == 0
-    assert (where["loads_before_wait"] > 0) == (kernel in WEIGHTS_FIRST)
+    assert where["loads_before_wait"] == 0 and where["stores_before_wait"] == 0
 
 
 def test_off_the_gpu_nothing_launches_dependently():
