@@ -11,6 +11,7 @@ from sparc.kernels import pdl
 from test_int4_mma import compiled_loop
 from test_kernels import make_case
 
+
 @pytest.mark.parametrize("kernel, config", [
     ("int4", (64, 1024, 128, 4)), ("nv24", (16, 1024, 0, 8)), ("nv24_int4", (16, 1024, 128, 8)),
     ("bsr_int4", (8, 128, 128, 4)), ("hybrid", (32, 128, 0, 4)), ("mma", (128, 128, 128, 4, 16)),
