@@ -9,8 +9,9 @@ pieces the tile kernels use, and written to an (N, K) workspace in the activatio
 lives for one product (one layer's dense weight at a time).
 
 `rebuild_tiles_kernel`: program (pid_n, pid_k) rebuilds the (BLOCK_N x BLOCK_K) block of a pure tile format or a
-hybrid grid, as `hybrid.tile_grid_kernel` does per K step. `rebuild_bsr_kernel`: program r writes the kept
-blocks of block row r into a zeroed workspace. Grids depend only on N and K, never on data.
+hybrid grid, as `hybrid.tile_grid_kernel` does per K step. `rebuild_bsr_kernel`: program (r, c) writes
+block (r, c) of the BSR grid, zeros where the block was dropped. Grids depend only on N and K, never
+on data.
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from .tiling import interpreted_bf16, round_to_bf16
 
 REBUILD_MIN_M = 256
 LAYOUTS = ("dense", "nv24", "int4", "nv24_int4", "bsr_int4", "hybrid")
-BLOCKS = Config(block_m=1, block_n=64, block_k=128)  # the rebuild kernels' weight blocks
+BLOCKS = Config(block_m=1, block_n=32, block_k=256, num_warps=8)  # the H100's fastest (RESULTS.md)
+GRID_WARPS = 4  # a hybrid grid's blocks stay inside their tile: 32 x 128 on 4 warps
+BSR_WARPS = 2  # a BSR block (16 x 128 on the H100's Llama shapes) a program
 CONFIG = Config(block_m=0, block_n=0, block_k=0, rebuild=True)
 
 
@@ -66,17 +69,20 @@ def rebuild_tiles_kernel(out_ptr, formats_ptr, offsets_ptr, dense_ptr, nv24_valu
 
 @triton.jit
 def rebuild_bsr_kernel(out_ptr, row_ptr, col_ptr, q_ptr, scales_ptr, mins_ptr, N, K, BLOCK_N: tl.constexpr,
-                       GROUP: tl.constexpr, ROUND_BF16: tl.constexpr):
-    block_row = tl.program_id(0)
+                       GROUP: tl.constexpr, ROW_BLOCKS: tl.constexpr, ROUND_BF16: tl.constexpr):
+    """Program (r, c) writes block (r, c): rebuilt where it was kept, else zero. It finds it among the block
+    row's column indices, read at once (at most ROW_BLOCKS of them)."""
+    block_row, column = tl.program_id(0), tl.program_id(1)
     rows = tl.arange(0, BLOCK_N)
     first = tl.load(row_ptr + block_row)
     last = tl.load(row_ptr + block_row + 1)
-    for i in range(0, last - first):
-        block = first + i
-        col = tl.load(col_ptr + block).to(tl.int32)
-        w = int4_block(q_ptr, scales_ptr, mins_ptr, block.to(tl.int64) * (BLOCK_N * GROUP), rows, rows < BLOCK_N,
-                       GROUP, 0, BLOCK_N, GROUP, GROUP)
-        store_block(out_ptr, w, block_row * BLOCK_N + rows, col * GROUP + tl.arange(0, GROUP), N, K, ROUND_BF16)
+    at = tl.arange(0, ROW_BLOCKS)
+    kept_columns = tl.load(col_ptr + first + at, mask=first + at < last, other=-1).to(tl.int32)
+    found = tl.max(tl.where(kept_columns == column, at, -1), axis=0)
+    block = first + tl.maximum(found, 0)
+    w = int4_block(q_ptr, scales_ptr, mins_ptr, block.to(tl.int64) * (BLOCK_N * GROUP), rows,
+                   (rows < BLOCK_N) & (found >= 0), GROUP, 0, BLOCK_N, GROUP, GROUP)
+    store_block(out_ptr, w, block_row * BLOCK_N + rows, column * GROUP + tl.arange(0, GROUP), N, K, ROUND_BF16)
 
 
 def rebuild(layout: str, tensors, dims, dtype: torch.dtype, device) -> torch.Tensor:
@@ -85,15 +91,18 @@ def rebuild(layout: str, tensors, dims, dtype: torch.dtype, device) -> torch.Ten
     round_bf16 = interpreted_bf16(torch.empty(0, dtype=dtype, device=device))
     if layout == "bsr_int4":
         group, block_n = dims[2], dims[3]
-        out = torch.zeros(n, k, dtype=dtype, device=device)
-        rebuild_bsr_kernel[(triton.cdiv(n, block_n),)](out, *tensors, n, k, BLOCK_N=block_n, GROUP=group,
-                                                       ROUND_BF16=round_bf16)
+        out = torch.empty(n, k, dtype=dtype, device=device)
+        blocks = triton.cdiv(k, group)
+        rebuild_bsr_kernel[(triton.cdiv(n, block_n), blocks)](out, *tensors, n, k, BLOCK_N=block_n, GROUP=group,
+                                                              ROW_BLOCKS=triton.next_power_of_2(blocks),
+                                                              ROUND_BF16=round_bf16, num_warps=BSR_WARPS)
         return out
     out = torch.empty(n, k, dtype=dtype, device=device)
     pointers, grid_cols, block_n, block_k, constexprs = kernel_arguments(layout, tensors, dims, BLOCKS)
     grid = (triton.cdiv(n, block_n), triton.cdiv(k, block_k))
     rebuild_tiles_kernel[grid](out, *pointers, n, k, grid_cols, BLOCK_N=block_n, BLOCK_K=block_k,
-                               UPCAST=device.type != "cuda", ROUND_BF16=round_bf16, **constexprs)
+                               UPCAST=device.type != "cuda", ROUND_BF16=round_bf16,
+                               num_warps=GRID_WARPS if layout == "hybrid" else BLOCKS.num_warps, **constexprs)
     return out
 
 
