@@ -25,8 +25,10 @@ from .tiling import interpreted_bf16, round_to_bf16
 
 REBUILD_MIN_M = 256
 LAYOUTS = ("dense", "nv24", "int4", "nv24_int4", "bsr_int4", "hybrid")
-BLOCKS = Config(block_m=1, block_n=32, block_k=256, num_warps=8)  # the H100's fastest (RESULTS.md)
-GRID_WARPS = 4  # a hybrid grid's blocks stay inside their tile: 32 x 128 on 4 warps
+# the rebuild kernels' weight blocks and warps: the fastest rebuild followed by cuBLAS on the H100 (RESULTS.md)
+BLOCKS = Config(block_m=1, block_n=32, block_k=256, num_warps=8)
+LAYOUT_BLOCKS = {"int4": Config(block_m=1, block_n=64, block_k=128, num_warps=4),
+                 "hybrid": Config(block_m=1, block_n=32, block_k=128, num_warps=4)}  # blocks stay inside a tile
 BSR_WARPS = 2  # a BSR block (16 x 128 on the H100's Llama shapes) a program
 CONFIG = Config(block_m=0, block_n=0, block_k=0, rebuild=True)
 
@@ -98,11 +100,12 @@ def rebuild(layout: str, tensors, dims, dtype: torch.dtype, device) -> torch.Ten
                                                               ROUND_BF16=round_bf16, num_warps=BSR_WARPS)
         return out
     out = torch.empty(n, k, dtype=dtype, device=device)
-    pointers, grid_cols, block_n, block_k, constexprs = kernel_arguments(layout, tensors, dims, BLOCKS)
+    blocks = LAYOUT_BLOCKS.get(layout, BLOCKS)
+    pointers, grid_cols, block_n, block_k, constexprs = kernel_arguments(layout, tensors, dims, blocks)
     grid = (triton.cdiv(n, block_n), triton.cdiv(k, block_k))
     rebuild_tiles_kernel[grid](out, *pointers, n, k, grid_cols, BLOCK_N=block_n, BLOCK_K=block_k,
-                               UPCAST=device.type != "cuda", ROUND_BF16=round_bf16,
-                               num_warps=GRID_WARPS if layout == "hybrid" else BLOCKS.num_warps, **constexprs)
+                               UPCAST=device.type != "cuda", ROUND_BF16=round_bf16, num_warps=blocks.num_warps,
+                               **constexprs)
     return out
 
 
