@@ -87,7 +87,7 @@ def test_runs_128_tiles_of_dense_nv24_and_zero_in_x_dtype(k, tile, int4_tiles, d
 @given(data=st.data())
 def test_matches_reference_gpu(data):
     n, k = data.draw(st.integers(1, 1200)), 128 * data.draw(st.integers(1, 12))
-    m = data.draw(st.integers(2, hybrid_mma.MAX_M))
+    m = data.draw(st.integers(1, hybrid_mma.MAX_M))
     dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
     grid = random_grid(n, k, data.draw(st.sampled_from([0.0, 0.3, 1.0])), data.draw(st.integers(0, 99)))
     packed = make_case("hybrid", n, k, dtype, 128, data.draw(st.sampled_from([0.3, 1.0])), data.draw(
@@ -96,13 +96,26 @@ def test_matches_reference_gpu(data):
     bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
     config = data.draw(st.sampled_from([hybrid_mma.default("hybrid", m), *hybrid_mma.candidates("hybrid", m)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
-    assert kernels.kernel_name(x, "hybrid", packed.tensors, packed.dims) == "mma"
+    mixed = packed.tensors[2].numel() > 0 and packed.tensors[3].numel() > 0
+    assert kernels.kernel_name(x, "hybrid", packed.tensors, packed.dims) == ("mma" if m > 1 or mixed else "decode")
     out = hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, bias, config, split_k=split)
     assert_matches_reference(out, x, packed, bias)
 
 
+@pytest.mark.parametrize("dense_share, mma", [(0.3, True), (0.0, False), (1.0, False)])
+def test_one_row_runs_here_where_dense_and_nv24_tiles_mix(dense_share, mma):
+    """At M = 1 the decode kernel keeps grids of one format (with ZERO tiles); mixed ones run here."""
+    packed = make_case("hybrid", 256, 1024, torch.bfloat16, 128, 1.0, 0, formats=random_grid(256, 1024, dense_share, 1),
+                       tile=128).pack()
+    assert all(t.numel() for t in packed.tensors[2:4]) == mma
+    x = types.SimpleNamespace(shape=(1, 1024), is_cuda=True, dtype=torch.bfloat16)  # what `supports` reads of x
+    assert hybrid_mma.supports("hybrid", x, packed.tensors) == mma
+    assert not hybrid_mma.supports("hybrid", types.SimpleNamespace(shape=(0, 1024), is_cuda=True,
+                                                                   dtype=torch.bfloat16), packed.tensors)
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("m", [2, 9, 16, 40, 64])
+@pytest.mark.parametrize("m", [1, 2, 9, 16, 40, 64])
 def test_every_candidate_on_a_llama_shape_gpu(m):
     packed = make_case("hybrid", 1024, 4096, torch.bfloat16, 128, 1.0, m, formats=random_grid(1024, 4096, 0.3, m),
                        tile=128).pack().to("cuda")
