@@ -49,7 +49,8 @@ def test_x_lands_in_dense_steps_with_16_byte_loads(block_m, num_warps):
 def test_loop_stays_in_registers(has_dense, has_nv24, block_n, num_warps, block_m, warps_m):
     """No shuffle or spill; 16-byte loads of the tiles, and of x for the DENSE steps (NV24's x: 4 bytes); x
     through shared memory, read 16 bytes an m-tile and 2 DENSE or 1 NV24 step; one mma a 16 x 16 DENSE or
-    16 x 32 NV24 block and 8 x rows; only the formats present are compiled."""
+    16 x 32 NV24 block and 8 x rows; only the formats present are compiled, each behind a branch on the tile's
+    format (the loop holds more than its back edge)."""
     ops = compiled_loop("mma_hybrid", block_n, num_warps, block_m, has_dense, has_nv24, warps_m)
     assert not {"LDL", "STL", "SHFL"} & {op.split(".")[0] for op in ops}
     tiles_a_warp, m_tiles_a_warp = block_n * warps_m // (16 * num_warps), block_m // 8 // warps_m
@@ -60,6 +61,7 @@ def test_loop_stays_in_registers(has_dense, has_nv24, block_n, num_warps, block_
     assert ops["LDS.128"] == 4 * m_tiles_a_warp * (has_dense + has_nv24)
     assert ops["HMMA.16816.F32.BF16"] == 8 * has_dense * tiles_a_warp * m_tiles_a_warp
     assert ops["HMMA.SP.16832.F32.BF16"] == 4 * has_nv24 * tiles_a_warp * m_tiles_a_warp
+    assert ops["BRA"] >= 2
 
 
 @pytest.mark.parametrize("m", [16, 64])
