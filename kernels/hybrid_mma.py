@@ -1,6 +1,6 @@
 """HYBRID grids of DENSE, NV24 and ZERO 128 x 128 tiles (PATCH's layout) at small M (2 to 64 rows of x, and one
-row where DENSE and NV24 tiles mix) on the GPU: NV24 tiles on the sparse tensor cores exactly as `nv24_mma` runs
-a chunk, DENSE tiles on mma.sync m16n8k16 in the same register layout LD, into one accumulator.
+row where DENSE and NV24 tiles mix or x is fp16) on the GPU: NV24 tiles on the sparse tensor cores exactly as
+`nv24_mma` runs a chunk, DENSE tiles on mma.sync m16n8k16 in the same register layout LD, into one accumulator.
 
 A program owns BLOCK_N rows of one tile row (BLOCK_N divides 128) and walks its slice of the tile columns; a
 tile column is one 128-input chunk. Per tile it reads the tile's format code and offset (two ahead), puts the
@@ -63,12 +63,13 @@ def default(layout: str, m: int) -> Config:
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
     """HYBRID grids of DENSE, NV24 and ZERO tiles of 128 over whole tile columns (K % 128 == 0), stored in x's
     dtype, times 2 to MAX_M rows of bf16 or fp16 x on CUDA (from the buffers' sizes and dtypes: no data read).
-    Also one row of x where the grid holds both DENSE and NV24 tiles: the decode kernel runs both formats'
-    arithmetic on every tile and is issue-bound there, this one runs each tile's own (RESULTS.md)."""
+    Also one row of x where the grid holds both DENSE and NV24 tiles (the decode kernel runs both formats'
+    arithmetic on every tile and is issue-bound there, this one runs each tile's own: RESULTS.md), or in fp16,
+    which the decode kernel does not take (the tile kernel would run it, slower)."""
     if layout != "hybrid" or tensors is None or not (1 <= x2d.shape[0] <= MAX_M and x2d.is_cuda):
         return False
     grid, dense, values = tensors[0], tensors[2], tensors[3]
-    if x2d.shape[0] == 1 and not (dense.numel() and values.numel()):
+    if x2d.shape[0] == 1 and x2d.dtype == torch.bfloat16 and not (dense.numel() and values.numel()):
         return False
     return (x2d.dtype in DTYPES and dense.dtype == x2d.dtype and x2d.shape[1] % TILE == 0
             and x2d.shape[1] == grid.shape[1] * TILE and not any(t.numel() for t in tensors[5:]))

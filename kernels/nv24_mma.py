@@ -1,8 +1,8 @@
-"""NV24 and NV24_INT4 at small M (2 to 64 rows of x) on the GPU: the stored 2:4 values are the A operand of the
-sparse tensor cores (mma.sp m16n8k32, inline PTX: Gluon has no sparse mma) and the stored metadata their sparsity
-metadata. Nothing is expanded: an NV24 weight costs its 1.125 bytes and about one instruction per 16 of them;
-NV24_INT4's kept values are dequantized into the A registers first (one PRMT, one subtraction and one FMA a
-pair, `kept_pair`).
+"""NV24 and NV24_INT4 at small M (2 to 64 rows of x; in fp16 from 1) on the GPU: the stored 2:4 values are
+the A operand of the sparse tensor cores (mma.sp m16n8k32, inline PTX: Gluon has no sparse mma) and the stored
+metadata their sparsity metadata. Nothing is expanded: an NV24 weight costs its 1.125 bytes and about one
+instruction per 16 of them; NV24_INT4's kept values are dequantized into the A registers first (one PRMT, one
+subtraction and one FMA a pair, `kept_pair`).
 
 As in `int4_mma` the product is transposed, out.T = W @ x.T, and K is renumbered inside each 128-input chunk so
 that every thread loads contiguous runs. A chunk of a row is 32 groups of 4 inputs, each group stored as one
@@ -80,8 +80,10 @@ def default(layout: str, m: int) -> Config:
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
     """NV24 and NV24_INT4 products of 2 to MAX_M rows of bf16 or fp16 x on CUDA, values (scales) stored in x's
     dtype, whose padded rows hold whole metadata words (NV24: K padded to 8 a multiple of 32; NV24_INT4 pads
-    to twice the group)."""
-    if layout not in DEFAULTS or not (2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES):
+    to twice the group). Also one row of fp16 x, where the decode kernels fall back to slower ones (NV24 to the
+    tile kernel, NV24_INT4 to its Triton decode kernel: RESULTS.md)."""
+    fewest = 1 if x2d.dtype == torch.float16 else 2
+    if layout not in DEFAULTS or not (fewest <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES):
         return False
     stored = None if tensors is None else tensors[1 if layout == "nv24_int4" else 0].dtype
     return stored in (None, x2d.dtype) and (layout == "nv24_int4" or padded_k(x2d.shape[1]) % 32 == 0)

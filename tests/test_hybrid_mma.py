@@ -99,18 +99,23 @@ def test_matches_reference_gpu(data):
     config = data.draw(st.sampled_from([hybrid_mma.default("hybrid", m), *hybrid_mma.candidates("hybrid", m)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
     mixed = packed.tensors[2].numel() > 0 and packed.tensors[3].numel() > 0
-    assert kernels.kernel_name(x, "hybrid", packed.tensors, packed.dims) == ("mma" if m > 1 or mixed else "decode")
+    one_row_here = mixed or dtype == torch.float16  # the decode kernel takes bf16 grids of one format
+    assert kernels.kernel_name(x, "hybrid", packed.tensors, packed.dims) == ("mma" if m > 1 or one_row_here
+                                                                             else "decode")
     out = hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, bias, config, split_k=split)
     assert_matches_reference(out, x, packed, bias)
 
 
-@pytest.mark.parametrize("dense_share, mma", [(0.3, True), (0.0, False), (1.0, False)])
-def test_one_row_runs_here_where_dense_and_nv24_tiles_mix(dense_share, mma):
-    """At M = 1 the decode kernel keeps grids of one format (with ZERO tiles); mixed ones run here."""
-    packed = make_case("hybrid", 256, 1024, torch.bfloat16, 128, 1.0, 0, formats=random_grid(256, 1024, dense_share, 1),
+@pytest.mark.parametrize("dense_share, dtype, mma", [(0.3, torch.bfloat16, True), (0.0, torch.bfloat16, False),
+                                                     (1.0, torch.bfloat16, False), (0.0, torch.float16, True),
+                                                     (1.0, torch.float16, True)])
+def test_one_row_runs_here_where_dense_and_nv24_tiles_mix(dense_share, dtype, mma):
+    """At M = 1 the decode kernel keeps bf16 grids of one format (with ZERO tiles); mixed ones, and fp16 ones
+    (which it does not take), run here."""
+    packed = make_case("hybrid", 256, 1024, dtype, 128, 1.0, 0, formats=random_grid(256, 1024, dense_share, 1),
                        tile=128).pack()
-    assert all(t.numel() for t in packed.tensors[2:4]) == mma
-    x = types.SimpleNamespace(shape=(1, 1024), is_cuda=True, dtype=torch.bfloat16)  # what `supports` reads of x
+    assert all(t.numel() for t in packed.tensors[2:4]) == (dense_share == 0.3)
+    x = types.SimpleNamespace(shape=(1, 1024), is_cuda=True, dtype=dtype)  # what `supports` reads of x
     assert hybrid_mma.supports("hybrid", x, packed.tensors) == mma
     assert not hybrid_mma.supports("hybrid", types.SimpleNamespace(shape=(0, 1024), is_cuda=True,
                                                                    dtype=torch.bfloat16), packed.tensors)

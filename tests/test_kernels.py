@@ -391,7 +391,8 @@ def test_decode_runs_the_streaming_kernels(layout, m, monkeypatch):
 
 
 def test_fp32_and_fp16_nv24_decode_takes_the_tile_kernel():
-    """The NV24 decode kernel reads bf16 bit patterns; other value dtypes take the tile kernel."""
+    """The NV24 decode kernel reads bf16 bit patterns; other value dtypes take the tile kernel (on the CPU; on
+    the GPU fp16 takes `nv24_mma`)."""
     x = torch.randn(1, 64)
     assert kernels.tuning.kernel_for("nv24", x)[0] == "tile"
     assert kernels.tuning.kernel_for("nv24", x.half())[0] == "tile"

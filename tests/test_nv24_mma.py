@@ -102,6 +102,16 @@ def test_runs_where_metadata_rows_are_whole_words_in_x_dtype(layout, k, stored, 
     assert nv24_mma.supports(layout, x, tensors) == runs
 
 
+@pytest.mark.parametrize("layout, dtype, runs", [
+    ("nv24", torch.float16, True), ("nv24", torch.bfloat16, False), ("nv24_int4", torch.float16, True),
+    ("nv24_int4", torch.bfloat16, False)])
+def test_one_row_runs_here_in_fp16_only(layout, dtype, runs):
+    """At M = 1 the decode kernels run bf16; fp16 would fall back to slower kernels."""
+    x = types.SimpleNamespace(shape=(1, 4096), is_cuda=True, dtype=dtype)  # what `supports` reads of x
+    tensors = [torch.empty(0, dtype=dtype)] * (4 if layout == "nv24_int4" else 2)
+    assert nv24_mma.supports(layout, x, tensors) == runs
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", ["nv24", "nv24_int4"])
 @GPU
@@ -109,7 +119,7 @@ def test_runs_where_metadata_rows_are_whole_words_in_x_dtype(layout, k, stored, 
 def test_matches_reference_gpu(layout, data):
     n = data.draw(st.integers(1, 2500))
     k = 32 * data.draw(st.integers(1, 80)) - data.draw(st.integers(0, 7 if layout == "nv24" else 31))
-    m = data.draw(st.integers(2, nv24_mma.MAX_M))
+    m = data.draw(st.integers(1, nv24_mma.MAX_M))
     dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
     group = data.draw(st.sampled_from([32, 64, 128])) if layout == "nv24_int4" else 0
     density = data.draw(st.sampled_from([0.3, 1.0]))
@@ -118,7 +128,9 @@ def test_matches_reference_gpu(layout, data):
     bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
     config = data.draw(st.sampled_from([nv24_mma.default(layout, m), *nv24_mma.candidates(layout, m)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
-    assert kernels.kernel_name(x, layout, packed.tensors, packed.dims) == "mma"
+    one_row_here = dtype == torch.float16  # the decode kernels take bf16
+    assert kernels.kernel_name(x, layout, packed.tensors, packed.dims) == ("mma" if m > 1 or one_row_here
+                                                                           else "decode")
     out = nv24_mma.matmul(x, layout, list(packed.tensors), packed.dims, bias, config, split_k=split)
     assert_matches_reference(out, x, packed, bias)
 
