@@ -109,7 +109,7 @@ def test_matches_reference_gpu(data):
 @pytest.mark.parametrize("dense_share, dtype, mma", [(0.3, torch.bfloat16, True), (0.0, torch.bfloat16, False),
                                                      (1.0, torch.bfloat16, False), (0.0, torch.float16, True),
                                                      (1.0, torch.float16, True)])
-def test_one_row_runs_here_where_dense_and_nv24_tiles_mix(dense_share, dtype, mma):
+def test_one_row_runs_here_where_tiles_mix_or_x_is_fp16(dense_share, dtype, mma):
     """At M = 1 the decode kernel keeps bf16 grids of one format (with ZERO tiles); mixed ones, and fp16 ones
     (which it does not take), run here."""
     packed = make_case("hybrid", 256, 1024, dtype, 128, 1.0, 0, formats=random_grid(256, 1024, dense_share, 1),
