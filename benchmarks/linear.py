@@ -17,7 +17,9 @@ move: its packed weight, x and the output, plus, where sparc's tuned choice rebu
 counts the dense 2 * M * N * K. Device ceilings come from the same run: a 1 GiB device-to-device copy (bytes
 read + written / time) and a bf16 8192^3 matmul. Before timing, each layout's output for the first weight is
 checked against x @ W.T, W the weight the layout stores (for sparc unpack(pack(W))): a miss marks the cell
-with *. A layout that cannot run a shape says why in its cell.
+with *. A layout that cannot run a shape says why in its cell. The last section puts each sparc format against
+its speedup target (TARGETS) on the Llama-3-8B shapes, with the share of the binding ceiling each layer reaches
+and the share its target would need.
 sparc's launch configurations come from the package's per-GPU table (`kernels/autotune.py`); with
 SPARC_AUTOTUNE=1 that check call tunes each new (kernel, layout, shape, M bucket) first and writes the table.
 """
@@ -68,6 +70,14 @@ LAYOUTS = {"cublas": "cuBLAS bf16", "cusparselt": "cuSPARSELt 2:4", "tinygemm": 
            "sparc hybrid all dense"}
 SPARC = ["nv24", "int4", "nv24_int4", "bsr_int4", "hybrid30", "hybrid_dense"]
 TOLERANCE = 1e-2  # |out - x @ W.T| <= TOLERANCE * (|x| @ |W|.T), as the kernel tests
+# speedup over cuBLAS bf16 that each sparc format aims for at TARGET_MS, on each of TARGET_SHAPES
+TARGET_MS = (1, 16, 64, 256, 2048)
+TARGET_SHAPES = ((4096, 4096), (14336, 4096), (4096, 14336))
+TARGETS = {"int4": (3.2, 2.8, 1.8, 1.0, 0.9), "nv24": (1.6, 1.5, 1.3, 1.0, 1.0), "nv24_int4": (4.3, 3.5, 2.0, 1.0, 0.9),
+           "bsr_int4": (6.0, 5.0, 3.0, 1.5, 1.6), "hybrid30": (1.35, 1.3, 1.2, 1.0, 1.0), "hybrid_dense": (0.95,) * 5}
+# share of the dense products a format keeps: 2:4 halves them, half the BSR blocks are dropped, HYBRID 30% keeps
+# its DENSE tiles whole and halves the rest
+KEPT_PRODUCTS = {"int4": 1.0, "nv24": 0.5, "nv24_int4": 0.5, "bsr_int4": 0.5, "hybrid30": 0.65, "hybrid_dense": 1.0}
 
 
 @dataclasses.dataclass
@@ -238,7 +248,8 @@ def time_per_layer(operands, x, replays: int, graphs: bool) -> float:
     return median_ms(graph.replay, replays, True) * 1e3 / len(operands)
 
 
-def ceilings() -> str:
+def ceilings() -> tuple[float, float] | str:
+    """(copy GB/s, bf16 matmul TFLOP/s) of this device, or why they could not be measured."""
     try:
         a = torch.empty(2**29, dtype=BF16, device="cuda")  # 1 GiB
         b = torch.empty_like(a)
@@ -248,7 +259,13 @@ def ceilings() -> str:
         flops = 2 * 8192**3 / median_ms(lambda: p @ q, 10, True) / 1e9
     except Exception as e:
         return failure(e)
-    return f"copy {copy:.0f} GB/s (bytes read + written), bf16 matmul {flops:.0f} TFLOP/s (8192^3)"
+    return copy, flops
+
+
+def describe_ceilings(ceiling) -> str:
+    if isinstance(ceiling, str):
+        return ceiling
+    return f"copy {ceiling[0]:.0f} GB/s (bytes read + written), bf16 matmul {ceiling[1]:.0f} TFLOP/s (8192^3)"
 
 
 def failure(e: BaseException) -> str:
@@ -292,6 +309,11 @@ def measure_shape(shape, args, device, graphs, log):
     return cells, stored
 
 
+def moved_bytes(operand: Operand, m: int, n: int, k: int, rebuilt: bool) -> int:
+    """What a layer must move: its packed weight, x and the output (+ the rebuilt bf16 weight written and read)."""
+    return operand.nbytes + 2 * m * k + 2 * m * n + (4 * n * k if rebuilt else 0)
+
+
 def rebuilds(operand: Operand, x: torch.Tensor) -> bool:
     """Whether sparc's tuned choice for this product rebuilds the weight and calls cuBLAS (`kernels.rebuild`)."""
     packed = operand.packed
@@ -315,7 +337,7 @@ def shape_section(shape, args, cells, stored) -> list[str]:
             us, note, rebuilt = cell
             speedup = f" ({base[0] / us:.2f}x)" if isinstance(base, tuple) else ""
             time_row.append(f"{us:.1f}{speedup}{' r' if rebuilt else ''}{'*' if note else ''}")
-            moved = stored[name][0].nbytes + 2 * m * k + 2 * m * n + (4 * n * k if rebuilt else 0)
+            moved = moved_bytes(stored[name][0], m, n, k, rebuilt)
             rate_row.append(f"{moved / us / 1e3:.0f} / {2 * m * n * k / us / 1e6:.1f}")
             if note:
                 notes.append(f"* {name} M={m}: output check failed ({note})")
@@ -333,6 +355,56 @@ def shape_section(shape, args, cells, stored) -> list[str]:
             "GB/s moved (packed weight + x + output; r: + the rebuilt bf16 weight written and read) / "
             "dense-equivalent TFLOP/s:", "", *head, *rates, "",
             "Packed weight bytes vs the format's ideal:", "", *size, ""]
+
+
+def floor_us(operand: Operand, name: str, m: int, n: int, k: int, ceiling) -> tuple[float, str]:
+    """(the least time a layer can take at the device's ceilings, which one binds): its own bytes (no rebuild)
+    at the copy rate, or the products it keeps at the dense bf16 matmul rate."""
+    by_bytes = moved_bytes(operand, m, n, k, False) / ceiling[0] / 1e3
+    by_flops = 2 * m * n * k * KEPT_PRODUCTS[name] / ceiling[1] / 1e6
+    return (by_bytes, "copy") if by_bytes >= by_flops else (by_flops, "matmul")
+
+
+def target_cell(results, shape, name: str, m: int, target: float, ceiling) -> tuple[str, bool | None]:
+    """('speedup (share of the binding ceiling reached; share the target needs)', met), met None if not run."""
+    if shape not in results:
+        return "-", None
+    cells, stored = results[shape]
+    cell, base = cells.get((name, m)), cells.get(("cublas", m))
+    if not isinstance(cell, tuple) or not isinstance(base, tuple) or stored.get(name) is None:
+        return "-", None
+    speedup, met = base[0] / cell[0], base[0] / cell[0] >= target
+    text = f"**{speedup:.2f}x**" if met else f"{speedup:.2f}x"
+    if isinstance(ceiling, tuple):
+        floor, bound = floor_us(stored[name][0], name, m, *shape, ceiling)
+        text += f" ({floor / cell[0]:.0%} of {bound}; needs {floor * target / base[0]:.0%})"
+    return text, met
+
+
+def targets_section(results, args, ceiling) -> list[str]:
+    """Every format's speedup on TARGET_SHAPES against its target at each of TARGET_MS, with how close the
+    layer runs to the ceiling that binds it and how close the target would have to."""
+    if not any(shape in results for shape in TARGET_SHAPES):
+        return []
+    rows, met_all, counted = [], 0, 0
+    for name, targets in TARGETS.items():
+        for m, target in zip(TARGET_MS, targets):
+            if name not in args.layouts or m not in args.m:
+                continue
+            texts, met = zip(*(target_cell(results, shape, name, m, target, ceiling) for shape in TARGET_SHAPES))
+            rows.append(f"| {LAYOUTS[name]} | {m} | {target:g}x | " + " | ".join(texts) + " |")
+            if None not in met:
+                counted += 1
+                met_all += all(met)
+    head = ["## Against the targets", "",
+            f"{met_all} of {counted} cells meet their target on all of "
+            f"{', '.join(f'{n} x {k}' for n, k in TARGET_SHAPES)} (bold: met on that shape). In brackets: the "
+            "share of the device ceiling the layer reaches, at whichever binds it (copy: its packed weight, x and "
+            "output at the copy rate; matmul: the products its format keeps at the dense bf16 rate), and the "
+            "share the target needs. Above 100%: the target asks for more than that ceiling.", "",
+            "| format | M | target | " + " | ".join(f"{n} x {k}" for n, k in TARGET_SHAPES) + " |",
+            "|---|---|---|---|---|---|"]
+    return head + rows + [""]
 
 
 def parse_args():
@@ -374,17 +446,19 @@ def main():
         where = f"{torch.cuda.get_device_name()} (sm_{major}{minor}), CUDA {torch.version.cuda}"
     else:
         where = f"CPU, TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')}"
+    ceiling = ceilings() if graphs else "not measured on the CPU"
     lines = ["## Linear layer benchmark (`benchmarks/linear.py`)", "",
              f"Device: {where}, torch {torch.__version__}, triton {triton.__version__}.  ",
-             f"Ceilings, same run: {ceilings() if graphs else 'not measured on the CPU'}.  ",
+             f"Ceilings, same run: {describe_ceilings(ceiling)}.  ",
              f"L = {args.L} distinct weights per measurement, copied until they take >= {args.min_mb:.0f} MiB; "
              f"{'one CUDA graph, ' if graphs else ''}median of {args.replays} replays, time per layer; "
              "bf16 activations, random weights, group 128.", ""]
     log(lines[2] + " " + lines[3])
-    failed = []
+    failed, results = [], {}
     for shape in args.shapes:
         log(f"shape {shape[0]} x {shape[1]}")
         cells, stored = measure_shape(shape, args, device, graphs, log)
+        results[shape] = cells, stored
         section = shape_section(shape, args, cells, stored)
         lines += section
         print("\n".join(section), flush=True)
@@ -392,6 +466,11 @@ def main():
             Path(args.out).write_text("\n".join(lines) + "\n")
         failed += [f"{shape} {name} M={m}: {cell if isinstance(cell, str) else cell[1]}"
                    for (name, m), cell in cells.items() if name in SPARC and (isinstance(cell, str) or cell[1])]
+    section = targets_section(results, args, ceiling)
+    lines += section
+    print("\n".join(section), flush=True)
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
     log("done")
     if args.smoke and failed:
         raise SystemExit("sparc layouts failed or missed the reference:\n" + "\n".join(failed))
