@@ -11,11 +11,13 @@ and the loads ahead are issued before it. Running both products on every tile, t
 up to 45% longer at M = 64 and up to 10% at M = 16 (RESULTS.md). The formats present in the grid are
 constexprs, so an all-DENSE grid holds no sparse code and an all-NV24 grid no dense code.
 
-A DENSE tile row is 64 int32 pairs. Inside it pair P = 16 c + 2 s + b is pair c + 4 b of mma step s (8 steps of
-16 inputs): thread c of a quad loads pairs 16 c .. 16 c + 15 of rows g and g + 8 (64 contiguous bytes each),
-which are its A registers for every step, and x's pairs 16 c + 2 s + i are its B registers i (2 a step):
-`x_to_dense_steps` puts each thread's 4 B registers of steps 2 j and 2 j + 1 side by side in plane j, read with
-one 16-byte load an m-tile before the two steps, as `nv24_mma` reads its steps. Warps split the x rows as there.
+A DENSE tile row is 64 int32 pairs. Inside it pair P = 16 j + 4 c + 2 t + b is pair c + 4 b of mma step 2 j + t
+(8 steps of 16 inputs): thread c of a quad loads pairs 16 j + 4 c .. 16 j + 4 c + 3 (j = 0 .. 3) of rows g and
+g + 8, which are its A registers for every step, so that each 16-byte load of a quad reads 64 contiguous bytes
+(whole sectors: 64 contiguous bytes a thread took 11 to 28% longer at M = 64, RESULTS.md). x's pairs 16 j + 4 c + 2 t +
+i are its B registers i of step 2 j + t: `x_to_dense_steps` puts each thread's 4 B registers of steps 2 j and
+2 j + 1 side by side in plane j, read with one 16-byte load an m-tile before the two steps, as `nv24_mma` reads
+its steps. Warps split the x rows as there.
 """
 from __future__ import annotations
 
@@ -85,8 +87,9 @@ def candidates(layout: str, m: int) -> list[Config]:
 
 
 def dense_layout(block_n: int, num_warps: int, warps_m: int = 1):
-    """LVD over a DENSE tile's pairs (BLOCK_N, 64): each thread's 16 contiguous pairs of rows g and g + 8, as the
-    module docstring says (the warps along M, the low warp bits, repeat them)."""
+    """LVD over a DENSE tile's pairs (BLOCK_N, 64), numbered 16 c + 4 j + e: thread c's 16 pairs of rows g and
+    g + 8 (stored at 16 j + 4 c + e, `dense_pair_at`), as the module docstring says (the warps along M, the low
+    warp bits, repeat them)."""
     w = num_warps // warps_m
     per_warp = block_n // (16 * w)
     return gl.DistributedLinearLayout(
@@ -96,16 +99,23 @@ def dense_layout(block_n: int, num_warps: int, warps_m: int = 1):
         shape=[block_n, 64])
 
 
-DENSE_X_BITS = dict(in_registers=(1, 2), in_lanes=(16, 32))  # `x_layout` for `x_to_dense_steps`
+DENSE_X_BITS = dict(in_registers=(1, 2), in_lanes=(4, 8), step_lanes=(16, 32))  # `x_layout` for `x_to_dense_steps`
+
+
+@gluon.jit
+def dense_pair_at(pairs):
+    """Where pair 16 c + 4 j + e of a thread's registers (c of its quad) is stored in a DENSE tile row: at
+    16 j + 4 c + e."""
+    return pairs % 4 + pairs // 4 % 4 * 16 + pairs // 16 * 4
 
 
 @gluon.jit
 def x_to_dense_steps(steps, x):
     """x's pairs (BLOCK_M, 64) of a chunk into shared memory (4 planes x BLOCK_M rows, 16): plane j holds pairs
-    16 c + 4 j + e of a row (dense steps 2 j and 2 j + 1) at 4 c + e, thread c's B registers side by side."""
+    16 j + 4 c + e of a row (dense steps 2 j and 2 j + 1) at 4 c + e, thread c's B registers side by side."""
     BM: gl.constexpr = x.shape[0]
-    v = gl.reshape(x, [BM, 2, 2, 2, 2, 2, 2])  # (row, c1, c0, j1, j0, e1, e0)
-    steps.store(gl.reshape(gl.permute(v, [3, 4, 0, 1, 2, 5, 6]), [4 * BM, 16]))
+    v = gl.reshape(x, [BM, 4, 16])  # (row, j, 4 c + e)
+    steps.store(gl.reshape(gl.permute(v, [1, 0, 2]), [4 * BM, 16]))
 
 
 @gluon.jit
@@ -214,7 +224,8 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
     end = gl.minimum(first + per_split, grid_cols)
 
     rows_d = first_row + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LVD))
-    dense_at = gl.expand_dims(rows_d * 64, 1) + gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, LVD)), 0)
+    pairs_d = dense_pair_at(gl.arange(0, 64, layout=gl.SliceLayout(0, LVD)))
+    dense_at = gl.expand_dims(rows_d * 64, 1) + gl.expand_dims(pairs_d, 0)
     dense_ok = gl.expand_dims(rows_d < rows_in, 1)
     rows_v = first_row + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LV))
     value_at = gl.expand_dims(rows_v * 32, 1) + gl.expand_dims(gl.arange(0, 32, layout=gl.SliceLayout(0, LV)), 0)

@@ -138,16 +138,17 @@ def step_layout(block_m: int, num_warps: int, warps_m: int = 1):
         block_bases=[], shape=[block_m, 16])
 
 
-def x_layout(block_m: int, num_warps: int, in_registers=(32, 2), in_lanes=(1, 16)):
+def x_layout(block_m: int, num_warps: int, in_registers=(32, 2), in_lanes=(1, 16), step_lanes=(4, 8)):
     """LG over x's pairs (BLOCK_M, 64 of a chunk) as the program loads them for `x_to_steps`: a thread's 4 pairs
     (those at pair bits in_registers) are the 4 registers (r1, r0) that one 16-byte store puts side by side, and
     the 8 lanes of a quarter warp cover c (pair bits in_lanes) and row bit 0, so that their stores fill all 32
-    banks (4-byte global loads, merged in L1; 16-byte ones where the registers are pair bits 0 and 1)."""
+    banks (4-byte global loads, merged in L1; 16-byte ones where the registers are pair bits 0 and 1); the other
+    lanes cover the remaining pair bits, step_lanes."""
     row_bits = list(bits(block_m))[1:]  # row bit 0 is a lane's
     warp_rows = [[1 << b, 0] for b in row_bits[:len(bits(num_warps))]]
     return gl.DistributedLinearLayout(
         reg_bases=[[0, in_registers[0]], [0, in_registers[1]]] + [[1 << b, 0] for b in row_bits[len(warp_rows):]],
-        lane_bases=[[0, in_lanes[0]], [0, in_lanes[1]], [1, 0], [0, 4], [0, 8]],  # c0, c1, row bit 0, the step
+        lane_bases=[[0, in_lanes[0]], [0, in_lanes[1]], [1, 0], [0, step_lanes[0]], [0, step_lanes[1]]],
         warp_bases=warp_rows + [[0, 0]] * (len(bits(num_warps)) - len(warp_rows)), block_bases=[],
         shape=[block_m, 64])
 
