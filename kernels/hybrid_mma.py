@@ -11,13 +11,13 @@ and the loads ahead are issued before it. Running both products on every tile, t
 up to 45% longer at M = 64 and up to 10% at M = 16 (RESULTS.md). The formats present in the grid are
 constexprs, so an all-DENSE grid holds no sparse code and an all-NV24 grid no dense code.
 
-A DENSE tile row is 64 int32 pairs. Inside it pair P = 16 j + 4 c + 2 t + b is pair c + 4 b of mma step 2 j + t
-(8 steps of 16 inputs): thread c of a quad loads pairs 16 j + 4 c .. 16 j + 4 c + 3 (j = 0 .. 3) of rows g and
-g + 8, which are its A registers for every step, so that each 16-byte load of a quad reads 64 contiguous bytes
-(whole sectors: 64 contiguous bytes a thread took 11 to 28% longer at M = 64, RESULTS.md). x's pairs 16 j + 4 c + 2 t +
-i are its B registers i of step 2 j + t: `x_to_dense_steps` puts each thread's 4 B registers of steps 2 j and
-2 j + 1 side by side in plane j, read with one 16-byte load an m-tile before the two steps, as `nv24_mma` reads
-its steps. Warps split the x rows as there.
+A DENSE tile row is 64 int32 pairs. Inside it pair P = 16 j + 4 c + 2 t + b is pair c + 4 b of mma step 2 j + t (8
+steps of 16 inputs): thread c of a quad loads pairs 16 j + 4 c .. 16 j + 4 c + 3 (j = 0 .. 3) of rows g and g + 8,
+which are its A registers for every step, so that each 16-byte load of a quad reads 64 contiguous bytes (whole
+sectors: 64 contiguous bytes a thread took 11 to 28% longer at M = 64, RESULTS.md). x's pairs 16 j + 4 c + 2 t + i
+are its B registers i of step 2 j + t: `x_to_dense_steps` puts each thread's 4 B registers of steps 2 j and 2 j + 1
+side by side in plane j, read with one 16-byte load an m-tile before the two steps, as `nv24_mma` reads its steps.
+Warps split the x rows as there.
 """
 from __future__ import annotations
 
