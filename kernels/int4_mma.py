@@ -1,5 +1,5 @@
-"""INT4 and BSR_INT4 at small M (2 to 16 rows of x) on the GPU: one pass over the weight, dequantized straight
-into the registers of the tensor cores' A operand (mma.sync m16n8k16, Gluon).
+"""INT4 and BSR_INT4 at small M (INT4 2 to 16 rows of x, BSR_INT4 2 to 64) on the GPU: one pass over the weight,
+dequantized straight into the registers of the tensor cores' A operand (mma.sync m16n8k16, Gluon).
 
 At small M a layer is still a stream of weight bytes: at M = 16 a 4096 x 4096 INT4 layer moves 8.9 MB of
 weights against 128 KB of x. The tile kernel's tl.dot gets its rebuilt weight block into the operand layout
@@ -47,7 +47,11 @@ from .gluon_decode import x_as_pairs
 from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch, sm_count
 
-MAX_M = 16  # at M = 64 the tile kernel is faster: x's prefetched registers crowd out the words' (RESULTS.md)
+MAX_M = 16  # x rows a program: at M = 64 x's prefetched registers would crowd out the words' (RESULTS.md)
+# BSR_INT4 up to 64 rows, in programs of MAX_M x rows; those of a block row run side by side, so its blocks come
+# from DRAM about once. 1.3 to 2.4x faster than the tile kernel on the Llama shapes, but for 14336 x 4096 at
+# M = 64 (6% slower, RESULTS.md). INT4 past 16 rows runs `int4_wgmma`.
+BSR_MAX_M = 64
 DTYPES = (torch.bfloat16, torch.float16)
 
 
@@ -72,17 +76,18 @@ WARPS_PER_SM = 12  # the split-K fill: at small M the grid, not the registers, s
 
 
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
-    """This kernel runs INT4 and BSR_INT4 products of 2 to MAX_M rows of bf16 or fp16 x on CUDA, whose scales
-    are stored in x's dtype (the tensors' dtypes are read, not their data)."""
+    """This kernel runs INT4 products of 2 to MAX_M rows and BSR_INT4 products of 2 to BSR_MAX_M rows of bf16 or
+    fp16 x on CUDA, whose scales are stored in x's dtype (the tensors' dtypes are read, not their data)."""
     scales = None if tensors is None else tensors[-2]
-    return (layout in DEFAULTS and 2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES
+    most = BSR_MAX_M if layout == "bsr_int4" else MAX_M
+    return (layout in DEFAULTS and 2 <= x2d.shape[0] <= most and x2d.is_cuda and x2d.dtype in DTYPES
             and (scales is None or scales.dtype == x2d.dtype))
 
 
 def candidates(layout: str, m: int) -> list[Config]:
     """The configs SPARC_AUTOTUNE=1 times. A thread holds 16 int32 pairs of x for each of its BLOCK_M / 8 x
     rows and 128-input chunks, twice (prefetch): at most 8 such runs, so wide blocks go with few x rows."""
-    chunks = [c for c in (1, 2) if block_m_for(m) // 8 * c <= 8]
+    chunks = [c for c in (1, 2) if x_rows_for(m) // 8 * c <= 8]
     if layout == "bsr_int4":
         return [Config(0, 128 * c, split, w) for c, split, w in itertools.product(chunks, (0, 2, 4, 8, 16), (1, 2, 4))]
     return [Config(16 * w * r, 128 * c, split, w) for w, r, c, split in
@@ -379,6 +384,11 @@ def block_m_for(m: int) -> int:
     return max(8, 1 << (m - 1).bit_length())
 
 
+def x_rows_for(m: int) -> int:
+    """x rows a program of this kernel: past MAX_M (BSR_INT4) several programs share a block row."""
+    return min(MAX_M, block_m_for(m))
+
+
 def split_for(config: Config, programs: int, steps: int, num_warps: int, device) -> int:
     """config.split_k, or (0) the slices that bring `programs` of num_warps warps to WARPS_PER_SM warps an SM,
     at most one a K step."""
@@ -389,10 +399,10 @@ def split_for(config: Config, programs: int, steps: int, num_warps: int, device)
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
            partials=None):
-    """x2d (M, K) @ W.T + bias for an INT4 or BSR_INT4 weight, 2 <= M <= MAX_M."""
+    """x2d (M, K) @ W.T + bias for an INT4 or BSR_INT4 weight that `supports` takes."""
     n, k, group = dims[0], dims[1], dims[2]
     m = x2d.shape[0]
-    block_m = block_m_for(m)
+    block_m = x_rows_for(m)
     if layout == "bsr_int4":
         row_ptr, col_idx, qweight, scales, mins = tensors
         block_n, warps = dims[3], min(config.num_warps, dims[3] // 16)

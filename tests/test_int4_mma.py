@@ -81,11 +81,14 @@ def test_loop_stays_in_registers(kernel, block_n, block_k, group, num_warps, blo
     assert sum(ops.values()) / weights_a_thread < most_per_weight
 
 
-@pytest.mark.parametrize("layout", ["int4", "bsr_int4"])
-@pytest.mark.parametrize("m, x_dtype, runs", [(16, torch.bfloat16, True), (1, torch.bfloat16, False),
-                                              (17, torch.bfloat16, False), (16, torch.float16, False)])
+@pytest.mark.parametrize("layout, m, x_dtype, runs", [
+    *[(layout, m, x_dtype, runs) for layout in ("int4", "bsr_int4") for m, x_dtype, runs in
+      [(16, torch.bfloat16, True), (1, torch.bfloat16, False), (16, torch.float16, False)]],
+    ("int4", 17, torch.bfloat16, False), ("bsr_int4", 17, torch.bfloat16, True), ("bsr_int4", 64, torch.bfloat16, True),
+    ("bsr_int4", 65, torch.bfloat16, False), ("bsr_int4", 64, torch.float16, False)])
 def test_runs_small_m_with_scales_in_x_dtype(layout, m, x_dtype, runs):
-    """Scales stored in bf16 meet fp16 x in the tile kernel: the fused dequantization computes in x's dtype."""
+    """INT4 to 16 rows, BSR_INT4 to 64. Scales stored in bf16 meet fp16 x in the tile kernel: the fused
+    dequantization computes in x's dtype."""
     packed = make_case(layout, 64, 256, torch.bfloat16, 128, 1.0, 0).pack()
     x = types.SimpleNamespace(shape=(m, 256), is_cuda=True, dtype=x_dtype)  # what `supports` reads of x
     assert int4_mma.supports(layout, x, packed.tensors) == runs
@@ -93,9 +96,10 @@ def test_runs_small_m_with_scales_in_x_dtype(layout, m, x_dtype, runs):
 
 @pytest.mark.parametrize("layout", ["int4", "bsr_int4"])
 def test_candidates_keep_x_in_few_registers(layout):
-    for m in (2, 9, 16):
+    for m in (2, 9, 16, 33, 64):
+        assert int4_mma.x_rows_for(m) == min(16, max(8, 1 << (m - 1).bit_length()))
         for config in int4_mma.candidates(layout, m):
-            assert int4_mma.block_m_for(m) // 8 * config.block_k // 128 <= 8
+            assert int4_mma.x_rows_for(m) // 8 * config.block_k // 128 <= 8
             assert config.block_n % (16 * config.num_warps) == 0 and config.block_k % 128 == 0
 
 
@@ -106,7 +110,7 @@ def test_candidates_keep_x_in_few_registers(layout):
 def test_matches_reference_gpu(layout, data):
     group = data.draw(st.sampled_from([32, 64, 128]))
     n, k = data.draw(st.integers(1, 2500)), data.draw(st.integers(1, 2500))
-    m = data.draw(st.integers(2, int4_mma.MAX_M))
+    m = data.draw(st.integers(2, int4_mma.BSR_MAX_M if layout == "bsr_int4" else int4_mma.MAX_M))
     dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
     options = dict(block_n=data.draw(st.sampled_from([16, 32, 64, 128])),
                    block_density=data.draw(st.sampled_from([0.0, 0.3, 1.0])))
@@ -121,8 +125,8 @@ def test_matches_reference_gpu(layout, data):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("layout", ["int4", "bsr_int4"])
-@pytest.mark.parametrize("m", [2, 9, 16])
+@pytest.mark.parametrize("layout, m", [("int4", 2), ("int4", 9), ("int4", 16), ("bsr_int4", 2), ("bsr_int4", 16),
+                                       ("bsr_int4", 64)])
 def test_every_candidate_on_a_llama_shape_gpu(layout, m):
     packed = make_case(layout, 1024, 4096, torch.bfloat16, 128, 1.0, m).pack().to("cuda")
     x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
