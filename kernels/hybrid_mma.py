@@ -1,4 +1,4 @@
-"""HYBRID grids of DENSE, NV24 and ZERO 128 x 128 tiles (PATCH's layout) at small M (2 to 64 rows of x, and one
+"""HYBRID grids of DENSE, NV24 and ZERO 128 x 128 tiles (PATCH's layout) at small M (2 to 128 rows of x, and one
 row where DENSE and NV24 tiles mix or x is fp16) on the GPU: NV24 tiles on the sparse tensor cores exactly as
 `nv24_mma` runs a chunk, DENSE tiles on mma.sync m16n8k16 in the same register layout LD, into one accumulator.
 
@@ -30,14 +30,17 @@ from triton.experimental.gluon import language as gl
 
 from sparc.ir import TileFormat
 
-from .int4_mma import bits, block_m_for, split_for, store_transposed
+from .int4_mma import bits, split_for, store_transposed, x_rows_for
 from .nv24_mma import (DTYPES, NO_INPUTS, STREAM, accumulate_steps, operand, operand_layouts, step_layout, steps_of,
                        word_addresses, x_addresses, x_layout, x_loads, x_to_steps)
 from .gluon_decode import x_as_pairs
 from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch
 
-MAX_M = 64
+MAX_M = 64  # x rows a program
+# past MAX_M rows programs split x's rows; at 128 rows up to 1.5x faster than the rebuild and cuBLAS, at 256
+# slower (RESULTS.md)
+MOST_M = 128
 TILE = 128
 CODE_DENSE = gl.constexpr(int(TileFormat.DENSE))
 CODE_NV24 = gl.constexpr(int(TileFormat.NV24))
@@ -64,11 +67,11 @@ def default(layout: str, m: int) -> Config:
 
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
     """HYBRID grids of DENSE, NV24 and ZERO tiles of 128 over whole tile columns (K % 128 == 0), stored in x's
-    dtype, times 2 to MAX_M rows of bf16 or fp16 x on CUDA (from the buffers' sizes and dtypes: no data read).
+    dtype, times 2 to MOST_M rows of bf16 or fp16 x on CUDA (from the buffers' sizes and dtypes: no data read).
     Also one row of x where the grid holds both DENSE and NV24 tiles (the decode kernel runs both formats'
     arithmetic on every tile and is issue-bound there, this one runs each tile's own: RESULTS.md), or in fp16,
     which the decode kernel does not take (the tile kernel would run it, slower)."""
-    if layout != "hybrid" or tensors is None or not (1 <= x2d.shape[0] <= MAX_M and x2d.is_cuda):
+    if layout != "hybrid" or tensors is None or not (1 <= x2d.shape[0] <= MOST_M and x2d.is_cuda):
         return False
     grid, dense, values = tensors[0], tensors[2], tensors[3]
     if x2d.shape[0] == 1 and x2d.dtype == torch.bfloat16 and not (dense.numel() and values.numel()):
@@ -82,7 +85,7 @@ def candidates(layout: str, m: int) -> list[Config]:
     also split the x rows (warps along N, warps along M)."""
     if m > 16:
         return [Config(16 * wn, split, wn * wm, wm) for (wn, wm), split in
-                itertools.product([(8, 1), (4, 2), (4, 1), (2, 2)], (0, 2, 4)) if wm <= block_m_for(m) // 8]
+                itertools.product([(8, 1), (4, 2), (4, 1), (2, 2)], (0, 2, 4)) if wm <= x_rows_for(m, MAX_M) // 8]
     return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4), (1, 2), (0, 2, 4))]
 
 
@@ -276,7 +279,7 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     """x2d (M, K) @ W.T + bias for a HYBRID weight that `supports` takes."""
     n, k = dims[0], dims[1]
     grid, offsets, dense, values, meta = tensors[:5]
-    m, block_m = x2d.shape[0], block_m_for(x2d.shape[0])
+    m, block_m = x2d.shape[0], x_rows_for(x2d.shape[0], MAX_M)
     if split_k is None:
         split_k = split_for(config, -(-m // block_m) * -(-n // config.block_n), grid.shape[1], config.num_warps,
                             x2d.device)

@@ -1,4 +1,4 @@
-"""INT4 and BSR_INT4 at small M (INT4 2 to 16 rows of x, BSR_INT4 2 to 64) on the GPU: one pass over the weight,
+"""INT4 and BSR_INT4 at small M (INT4 2 to 16 rows of x, BSR_INT4 2 to 128) on the GPU: one pass over the weight,
 dequantized straight into the registers of the tensor cores' A operand (mma.sync m16n8k16, Gluon).
 
 At small M a layer is still a stream of weight bytes: at M = 16 a 4096 x 4096 INT4 layer moves 8.9 MB of
@@ -48,10 +48,11 @@ from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch, sm_count
 
 MAX_M = 16  # x rows a program: at M = 64 x's prefetched registers would crowd out the words' (RESULTS.md)
-# BSR_INT4 up to 64 rows, in programs of MAX_M x rows; those of a block row run side by side, so its blocks come
-# from DRAM about once. 1.3 to 2.4x faster than the tile kernel on the Llama shapes, but for 14336 x 4096 at
-# M = 64 (6% slower, RESULTS.md). INT4 past 16 rows runs `int4_wgmma`.
-BSR_MAX_M = 64
+# BSR_INT4 up to 128 rows, in programs of MAX_M x rows; those of a block row run side by side, so its blocks come
+# from DRAM about once. Up to 64 rows 1.3 to 2.4x faster than the tile kernel on the Llama shapes, but for
+# 14336 x 4096 at M = 64 (6% slower); at 128 rows up to 1.3x faster than the rebuild and cuBLAS, at 256 slower
+# (RESULTS.md). INT4 past 16 rows runs `int4_wgmma`.
+BSR_MAX_M = 128
 DTYPES = (torch.bfloat16, torch.float16)
 
 
@@ -384,9 +385,9 @@ def block_m_for(m: int) -> int:
     return max(8, 1 << (m - 1).bit_length())
 
 
-def x_rows_for(m: int) -> int:
-    """x rows a program of this kernel: past MAX_M (BSR_INT4) several programs share a block row."""
-    return min(MAX_M, block_m_for(m))
+def x_rows_for(m: int, most: int = MAX_M) -> int:
+    """x rows a program (at most `most`, this kernel's MAX_M by default): past them, programs split x's rows."""
+    return min(most, block_m_for(m))
 
 
 def split_for(config: Config, programs: int, steps: int, num_warps: int, device) -> int:

@@ -1,4 +1,4 @@
-"""NV24 and NV24_INT4 at small M (2 to 64 rows of x; in fp16 from 1) on the GPU: the stored 2:4 values are
+"""NV24 and NV24_INT4 at small M (2 to 128 rows of x; in fp16 from 1) on the GPU: the stored 2:4 values are
 the A operand of the sparse tensor cores (mma.sp m16n8k32, inline PTX: Gluon has no sparse mma) and the stored
 metadata their sparsity metadata. Nothing is expanded: an NV24 weight costs its 1.125 bytes and about one
 instruction per 16 of them; NV24_INT4's kept values are dequantized into the A registers first (one PRMT, one
@@ -45,12 +45,15 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 from .gluon_decode import x_as_pairs
-from .int4_mma import bits, block_m_for, packed_twice, split_for, store_transposed
+from .int4_mma import bits, packed_twice, split_for, store_transposed, x_rows_for
 from .nv24 import padded_k
 from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch, register_cap
 
-MAX_M = 64
+MAX_M = 64  # x rows a program
+# past MAX_M rows programs split x's rows; at 128 rows up to 1.9x faster than the rebuild and cuBLAS, at 256
+# slower (RESULTS.md)
+MOST_M = 128
 DTYPES = (torch.bfloat16, torch.float16)
 BLOCK_K = 128
 STREAM = gl.constexpr("evict_first")  # weights are read once: L2 keeps x, which every program reads
@@ -78,12 +81,12 @@ def default(layout: str, m: int) -> Config:
 
 
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
-    """NV24 and NV24_INT4 products of 2 to MAX_M rows of bf16 or fp16 x on CUDA, values (scales) stored in x's
+    """NV24 and NV24_INT4 products of 2 to MOST_M rows of bf16 or fp16 x on CUDA, values (scales) stored in x's
     dtype, whose padded rows hold whole metadata words (NV24: K padded to 8 a multiple of 32; NV24_INT4 pads
     to twice the group). Also one row of fp16 x, where the decode kernels fall back to slower ones (NV24 to the
     tile kernel, NV24_INT4 to its Triton decode kernel: RESULTS.md)."""
     fewest = 1 if x2d.dtype == torch.float16 else 2
-    if layout not in DEFAULTS or not (fewest <= x2d.shape[0] <= MAX_M and x2d.is_cuda and x2d.dtype in DTYPES):
+    if layout not in DEFAULTS or not (fewest <= x2d.shape[0] <= MOST_M and x2d.is_cuda and x2d.dtype in DTYPES):
         return False
     stored = None if tensors is None else tensors[1 if layout == "nv24_int4" else 0].dtype
     return stored in (None, x2d.dtype) and (layout == "nv24_int4" or padded_k(x2d.shape[1]) % 32 == 0)
@@ -98,7 +101,7 @@ def candidates(layout: str, m: int) -> list[Config]:
         # NV24 in 128 registers: two programs an SM (NV24_INT4's dequantization would spill)
         capped = [Config(128, split, 8, 1, 128) for split in (0, 2, 4)] if layout == "nv24" else []
         return [Config(16 * wn * r, split, wn * wm, wm) for (wn, wm, r), split in
-                itertools.product(tilings, (0, 2, 4)) if wm <= block_m_for(m) // 8] + capped
+                itertools.product(tilings, (0, 2, 4)) if wm <= x_rows_for(m, MAX_M) // 8] + capped
     return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4), (1, 2), (0, 2, 4))]
 
 
@@ -386,9 +389,9 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
            partials=None):
-    """x2d (M, K) @ W.T + bias for an NV24 or NV24_INT4 weight, 2 <= M <= MAX_M."""
+    """x2d (M, K) @ W.T + bias for an NV24 or NV24_INT4 weight that `supports` takes."""
     n, k, group = dims[0], dims[1], dims[2]
-    m, block_m = x2d.shape[0], block_m_for(x2d.shape[0])
+    m, block_m = x2d.shape[0], x_rows_for(x2d.shape[0], MAX_M)
     if split_k is None:
         split_k = split_for(config, -(-m // block_m) * -(-n // config.block_n), -(-k // BLOCK_K), config.num_warps,
                             x2d.device)

@@ -64,11 +64,21 @@ def test_loop_stays_in_registers(has_dense, has_nv24, block_n, num_warps, block_
     assert ops["BRA"] >= 2
 
 
-@pytest.mark.parametrize("m", [16, 64])
+@pytest.mark.parametrize("m", [16, 64, 128])
 def test_candidates_fit_a_tile_row(m):
     for config in hybrid_mma.candidates("hybrid", m):
         warps_n = config.num_warps // config.warps_m
         assert config.block_n % (16 * warps_n) == 0 and hybrid_mma.TILE % config.block_n == 0
+        assert min(64, m) // 8 % config.warps_m == 0
+
+
+@pytest.mark.parametrize("m, runs", [(64, True), (128, True), (129, False)])
+def test_runs_to_128_rows_in_programs_of_64(m, runs):
+    packed = make_case("hybrid", 256, 512, torch.bfloat16, 128, 1.0, 0, formats=random_grid(256, 512, 0.5, 0),
+                       tile=128).pack()
+    x = types.SimpleNamespace(shape=(m, 512), is_cuda=True, dtype=torch.bfloat16)  # what `supports` reads of x
+    assert hybrid_mma.supports("hybrid", x, packed.tensors) == runs
+    assert hybrid_mma.x_rows_for(m, hybrid_mma.MAX_M) == min(64, 1 << (m - 1).bit_length())
 
 
 @pytest.mark.parametrize("k, tile, int4_tiles, dtype, runs", [
@@ -89,7 +99,7 @@ def test_runs_128_tiles_of_dense_nv24_and_zero_in_x_dtype(k, tile, int4_tiles, d
 @given(data=st.data())
 def test_matches_reference_gpu(data):
     n, k = data.draw(st.integers(1, 1200)), 128 * data.draw(st.integers(1, 12))
-    m = data.draw(st.integers(1, hybrid_mma.MAX_M))
+    m = data.draw(st.integers(1, hybrid_mma.MOST_M))
     dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
     grid = random_grid(n, k, data.draw(st.sampled_from([0.0, 0.3, 1.0])), data.draw(st.integers(0, 99)))
     packed = make_case("hybrid", n, k, dtype, 128, data.draw(st.sampled_from([0.3, 1.0])), data.draw(
@@ -122,7 +132,7 @@ def test_one_row_runs_here_where_tiles_mix_or_x_is_fp16(dense_share, dtype, mma)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m", [1, 2, 9, 16, 40, 64])
+@pytest.mark.parametrize("m", [1, 2, 9, 16, 40, 64, 100])
 def test_every_candidate_on_a_llama_shape_gpu(m):
     packed = make_case("hybrid", 1024, 4096, torch.bfloat16, 128, 1.0, m, formats=random_grid(1024, 4096, 0.3, m),
                        tile=128).pack().to("cuda")

@@ -84,10 +84,11 @@ def test_loop_stays_in_registers(kernel, block_n, block_k, group, num_warps, blo
 @pytest.mark.parametrize("layout, m, x_dtype, runs", [
     *[(layout, m, x_dtype, runs) for layout in ("int4", "bsr_int4") for m, x_dtype, runs in
       [(16, torch.bfloat16, True), (1, torch.bfloat16, False), (16, torch.float16, False)]],
-    ("int4", 17, torch.bfloat16, False), ("bsr_int4", 17, torch.bfloat16, True), ("bsr_int4", 64, torch.bfloat16, True),
-    ("bsr_int4", 65, torch.bfloat16, False), ("bsr_int4", 64, torch.float16, False)])
+    ("int4", 17, torch.bfloat16, False), ("bsr_int4", 17, torch.bfloat16, True),
+    ("bsr_int4", 128, torch.bfloat16, True), ("bsr_int4", 129, torch.bfloat16, False),
+    ("bsr_int4", 64, torch.float16, False)])
 def test_runs_small_m_with_scales_in_x_dtype(layout, m, x_dtype, runs):
-    """INT4 to 16 rows, BSR_INT4 to 64. Scales stored in bf16 meet fp16 x in the tile kernel: the fused
+    """INT4 to 16 rows, BSR_INT4 to 128. Scales stored in bf16 meet fp16 x in the tile kernel: the fused
     dequantization computes in x's dtype."""
     packed = make_case(layout, 64, 256, torch.bfloat16, 128, 1.0, 0).pack()
     x = types.SimpleNamespace(shape=(m, 256), is_cuda=True, dtype=x_dtype)  # what `supports` reads of x
@@ -96,7 +97,7 @@ def test_runs_small_m_with_scales_in_x_dtype(layout, m, x_dtype, runs):
 
 @pytest.mark.parametrize("layout", ["int4", "bsr_int4"])
 def test_candidates_keep_x_in_few_registers(layout):
-    for m in (2, 9, 16, 33, 64):
+    for m in (2, 9, 16, 33, 64, 128):
         assert int4_mma.x_rows_for(m) == min(16, max(8, 1 << (m - 1).bit_length()))
         for config in int4_mma.candidates(layout, m):
             assert int4_mma.x_rows_for(m) // 8 * config.block_k // 128 <= 8
@@ -126,7 +127,7 @@ def test_matches_reference_gpu(layout, data):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout, m", [("int4", 2), ("int4", 9), ("int4", 16), ("bsr_int4", 2), ("bsr_int4", 16),
-                                       ("bsr_int4", 64)])
+                                       ("bsr_int4", 64), ("bsr_int4", 128)])
 def test_every_candidate_on_a_llama_shape_gpu(layout, m):
     packed = make_case(layout, 1024, 4096, torch.bfloat16, 128, 1.0, m).pack().to("cuda")
     x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)

@@ -85,11 +85,18 @@ def test_capped_candidates_keep_their_registers():
         assert ops["HMMA.SP.16832.F32.BF16"] == 4 * (block_n * warps_m // (16 * num_warps)) * 8 // warps_m
 
 
-@pytest.mark.parametrize("m", [16, 64])
+@pytest.mark.parametrize("m", [16, 64, 128])
 def test_candidates_fit_the_warps(m):
     for config in nv24_mma.candidates("nv24", m):
         assert config.block_n % (16 * config.num_warps // config.warps_m) == 0
-        assert nv24_mma.block_m_for(m) // 8 % config.warps_m == 0
+        assert min(64, m) // 8 % config.warps_m == 0
+
+
+@pytest.mark.parametrize("m, runs", [(64, True), (128, True), (129, False)])
+def test_runs_to_128_rows_in_programs_of_64(m, runs):
+    x = types.SimpleNamespace(shape=(m, 4096), is_cuda=True, dtype=torch.bfloat16)  # what `supports` reads of x
+    assert nv24_mma.supports("nv24", x, [torch.empty(0, dtype=torch.bfloat16)] * 2) == runs
+    assert nv24_mma.x_rows_for(m, nv24_mma.MAX_M) == min(64, 1 << (m - 1).bit_length())
 
 
 @pytest.mark.parametrize("layout, k, stored, runs", [
@@ -119,7 +126,7 @@ def test_one_row_runs_here_in_fp16_only(layout, dtype, runs):
 def test_matches_reference_gpu(layout, data):
     n = data.draw(st.integers(1, 2500))
     k = 32 * data.draw(st.integers(1, 80)) - data.draw(st.integers(0, 7 if layout == "nv24" else 31))
-    m = data.draw(st.integers(1, nv24_mma.MAX_M))
+    m = data.draw(st.integers(1, nv24_mma.MOST_M))
     dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
     group = data.draw(st.sampled_from([32, 64, 128])) if layout == "nv24_int4" else 0
     density = data.draw(st.sampled_from([0.3, 1.0]))
@@ -137,7 +144,7 @@ def test_matches_reference_gpu(layout, data):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", ["nv24", "nv24_int4"])
-@pytest.mark.parametrize("m", [2, 9, 16, 40, 64])
+@pytest.mark.parametrize("m", [2, 9, 16, 40, 64, 100])
 def test_every_candidate_on_a_llama_shape_gpu(layout, m):
     packed = make_case(layout, 1024, 4096, torch.bfloat16, 128, 1.0, m).pack().to("cuda")
     x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
