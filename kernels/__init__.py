@@ -4,8 +4,8 @@ Each format lives in its own file with a pure-PyTorch reference (the ground trut
 piece that rebuilds its weight blocks; `hybrid.tile_grid_kernel` runs the tile formats (dense, nv24, int4,
 nv24_int4, zero and their hybrid grid), `bsr_int4.bsr_int4_kernel` the block-sparse one, and at M == 1 int4, nv24,
 nv24_int4, bsr_int4 and DENSE / NV24 / ZERO hybrid grids run weight-streaming kernels (`decode`; on the GPU their
-explicit-layout versions, `gluon_decode`); on the GPU INT4 at M = 2 to 16 and BSR_INT4 at M = 2 to 64 run
-`int4_mma`, at M = 2 to 64 NV24 and NV24_INT4 `nv24_mma` (sparse tensor cores), HYBRID grids of DENSE / NV24 / ZERO
+explicit-layout versions, `gluon_decode`); on the GPU INT4 at M = 2 to 16 and BSR_INT4 at M = 2 to 128 run
+`int4_mma`, at M = 2 to 128 NV24 and NV24_INT4 `nv24_mma` (sparse tensor cores), HYBRID grids of DENSE / NV24 / ZERO
 128-tiles `hybrid_mma` (from M = 1 where DENSE and NV24 tiles mix; all three from M = 1 in fp16, where the decode
 kernels are slower or absent), and on Hopper at M = 17 to 256 INT4 `int4_wgmma` (warpgroup mma).
 For large M a tuned choice (the default from M = 256) rebuilds the weight once in the activation dtype and
