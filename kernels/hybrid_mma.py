@@ -3,7 +3,8 @@ row where DENSE and NV24 tiles mix or x is fp16) on the GPU: NV24 tiles on the s
 `nv24_mma` runs a chunk, DENSE tiles on mma.sync m16n8k16 in the same register layout LD, into one accumulator.
 
 A program owns BLOCK_N rows of one tile row (BLOCK_N divides 128) and walks its slice of the tile columns; a
-tile column is one 128-input chunk. Per tile it reads the tile's format code and offset (two ahead), puts the
+tile column is one 128-input chunk. Where K % 128 != 0 the last column's tiles are narrower, stored with their
+own row length: the loop stops before that column, and `edge_tile` runs its tile with zero-filled loads. Per tile it reads the tile's format code and offset (two ahead), puts the
 x chunk into shared memory in each present format's step order, and loads the DENSE pairs or the NV24 values
 and metadata with the other format's loads masked off (no bytes move for them; ZERO tiles move none at all),
 one tile ahead. Only the tile's own product runs: the branch on its code is the same for the whole program,
@@ -66,9 +67,9 @@ def default(layout: str, m: int) -> Config:
 
 
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
-    """HYBRID grids of DENSE, NV24 and ZERO tiles of 128 over whole tile columns (K % 128 == 0), stored in x's
-    dtype, times 2 to MOST_M rows of bf16 or fp16 x on CUDA (from the buffers' sizes and dtypes: no data read).
-    Also one row of x where the grid holds both DENSE and NV24 tiles (the decode kernel runs both formats'
+    """HYBRID grids of DENSE, NV24 and ZERO tiles of 128 (the last tile column narrower where K % 128 != 0; K a
+    multiple of 8 and above 64, where no grid of 64-input tiles has as many columns), stored in x's dtype, times
+    2 to MOST_M rows of bf16 or fp16 x on CUDA (from the buffers' sizes and dtypes: no data read). Also one row of x where the grid holds both DENSE and NV24 tiles (the decode kernel runs both formats'
     arithmetic on every tile and is issue-bound there, this one runs each tile's own: RESULTS.md), or in fp16,
     which the decode kernel does not take (the tile kernel would run it, slower)."""
     if layout != "hybrid" or tensors is None or not (1 <= x2d.shape[0] <= MOST_M and x2d.is_cuda):
@@ -76,8 +77,9 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
     grid, dense, values = tensors[0], tensors[2], tensors[3]
     if x2d.shape[0] == 1 and x2d.dtype == torch.bfloat16 and not (dense.numel() and values.numel()):
         return False
-    return (x2d.dtype in DTYPES and dense.dtype == x2d.dtype and x2d.shape[1] % TILE == 0
-            and x2d.shape[1] == grid.shape[1] * TILE and not any(t.numel() for t in tensors[5:]))
+    k = x2d.shape[1]
+    return (x2d.dtype in DTYPES and dense.dtype == x2d.dtype and k % 8 == 0 and k > TILE // 2
+            and grid.shape[1] == -(-k // TILE) and not any(t.numel() for t in tensors[5:]))
 
 
 def candidates(layout: str, m: int) -> list[Config]:
@@ -205,13 +207,62 @@ def tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok, 
 
 
 @gluon.jit
+def edge_tile(acc, pairs_ptr, x_at, x_ok, xd_at, xd_ok, pairs_k, formats_ptr, offsets_ptr, dense_ptr, values_ptr,
+              meta_ptr, at, chunk, width, rows_d, pairs_d, rows_v, rows_w, rows_in, steps, dense_steps,
+              dtype: gl.constexpr, HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, LV: gl.constexpr,
+              LM: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr):
+    """acc + the tile at `at` of the last tile column (x's chunk `chunk`), `width` inputs wide (a multiple of 8
+    below TILE). It is stored as its own (rows x width) matrix: its rows are width / 2 DENSE pairs, width / 4
+    NV24 value pairs and width / 8 metadata bytes apart, and its offset is a multiple of 8 only. Past the width
+    the weights load as zeros (metadata NO_INPUTS) and x as zeros, so the full tile's steps run unchanged."""
+    code = gl.load(formats_ptr + at).to(gl.int32)
+    base = gl.load(offsets_ptr + at)
+    if HAS_DENSE:
+        if code == CODE_DENSE:
+            row_pairs = width // 2
+            ok = gl.expand_dims(rows_d < rows_in, 1) & gl.expand_dims(pairs_d < row_pairs, 0)
+            at_d = base // 2 + gl.expand_dims(rows_d * row_pairs, 1) + gl.expand_dims(pairs_d, 0)
+            pairs = gl.load(dense_ptr + at_d, mask=ok, other=0, eviction_policy=STREAM)
+            x_to_dense_steps(dense_steps, x_loads(pairs_ptr, xd_at, xd_ok, chunk, pairs_k))
+            acc = dense_accumulate_steps(acc, pairs, dense_steps, dtype, LS, LD)
+    if HAS_NV24:
+        if code == CODE_NV24:
+            row_pairs = width // 4
+            cols = gl.arange(0, 32, layout=gl.SliceLayout(0, LV))
+            ok = gl.expand_dims(rows_v < rows_in, 1) & gl.expand_dims(cols < row_pairs, 0)
+            at_v = base // 4 + gl.expand_dims(rows_v * row_pairs, 1) + gl.expand_dims(cols, 0)
+            values = gl.load(values_ptr + at_v, mask=ok, other=0, eviction_policy=STREAM)
+            words = edge_words(meta_ptr, base // 8, rows_w, rows_in, width // 8, LM)
+            x_to_steps(steps, x_loads(pairs_ptr, x_at, x_ok, chunk, pairs_k))
+            acc = accumulate_steps(acc, values, words, steps, dtype, LS, LD)
+    return acc
+
+
+@gluon.jit
+def edge_words(meta_ptr, byte_base, rows, rows_in, row_bytes, LM: gl.constexpr):
+    """An edge tile's metadata words (BLOCK_N, 4 lanes, 4 words) in LM, from rows of row_bytes bytes (not whole
+    words) that start at byte byte_base: word j of a row is its bytes 4 j .. 4 j + 3, NO_INPUTS past the row."""
+    bytes_ptr = meta_ptr.to(gl.pointer_type(gl.uint8), bitcast=True)
+    lane = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, LM)))
+    word = gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, LM))), 0), 1)
+    row_at = gl.expand_dims(gl.expand_dims(rows.to(gl.int64) * row_bytes, 1) + gl.expand_dims(lane * 0, 0), 2)
+    row_ok = gl.expand_dims(gl.expand_dims(rows < rows_in, 1) & gl.expand_dims(lane < 4, 0), 2)
+    words = gl.zeros([rows.shape[0], 4, 4], gl.int32, layout=LM)
+    for b in gl.static_range(4):
+        at = byte_base + row_at + 4 * word + b
+        byte = gl.load(bytes_ptr + at, mask=row_ok & (4 * word + b < row_bytes), other=0x44, eviction_policy=STREAM)
+        words = words | (byte.to(gl.int32) << (8 * b))
+    return words
+
+
+@gluon.jit
 def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_ptr, values_ptr, meta_ptr, M, N,
                       K, stride_xm, stride_xk, pairs_k, grid_cols, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
                       BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
                       DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
-                      HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr,
-                      LVD: gl.constexpr, LG: gl.constexpr, LGD: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr,
-                      MMA: gl.constexpr, PDL: gl.constexpr):
+                      HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, EDGE: gl.constexpr, LV: gl.constexpr,
+                      LM: gl.constexpr, LVD: gl.constexpr, LG: gl.constexpr, LGD: gl.constexpr, LS: gl.constexpr,
+                      LD: gl.constexpr, MMA: gl.constexpr, PDL: gl.constexpr):
     """formats (TN, TK) uint8 and offsets (TN, TK) int64 of the grid (`hybrid`), the DENSE buffer as int32
     pairs, the NV24 values as int32 pairs and metadata as int32 words; x as for `nv24_mma.nv24_mma_kernel`."""
     wait_for_inputs(PDL)
@@ -225,6 +276,7 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
     per_split = gl.cdiv(grid_cols, SPLIT_K)
     first = gl.program_id(1) * per_split
     end = gl.minimum(first + per_split, grid_cols)
+    loop_end = gl.minimum(end, grid_cols - 1) if EDGE else end  # the last column's tiles are narrower
 
     rows_d = first_row + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LVD))
     pairs_d = dense_pair_at(gl.arange(0, 64, layout=gl.SliceLayout(0, LVD)))
@@ -238,6 +290,7 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
     x_at, x_ok = x_addresses(pid_m, M, stride_xm, BLOCK_M, LG)  # x in NV24's step order
     xd_at, xd_ok = x_addresses(pid_m, M, stride_xm, BLOCK_M, LGD)  # and in the dense one
     plain: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+    steps, dense_steps = 0, 0  # shared x of the formats present
     if HAS_NV24:
         steps = gl.allocate_shared_memory(gl.int32, [4 * BLOCK_M, 16], plain)
     if HAS_DENSE:
@@ -245,19 +298,19 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
     entries = tile_row * grid_cols
 
     acc = gl.zeros([BLOCK_N // 16, BLOCK_M // 8, 8, 4, 2, 2], gl.float32, layout=LD)
-    code, base = tile_entry(formats_ptr, offsets_ptr, entries + first, first < end, BLOCK_K)
+    code, base = tile_entry(formats_ptr, offsets_ptr, entries + first, first < loop_end, BLOCK_K)
     pairs, values, words = tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok, value_at,
                                       value_ok, word_at, word_ok, HAS_DENSE, HAS_NV24)
     x_chunk = x_loads(pairs_ptr, x_at, x_ok & HAS_NV24, first, pairs_k)
     xd_chunk = x_loads(pairs_ptr, xd_at, xd_ok & HAS_DENSE, first, pairs_k)
     now = code
-    code, base = tile_entry(formats_ptr, offsets_ptr, entries + first + 1, first + 1 < end, BLOCK_K)
-    for col in range(first, end):  # tile entries two columns ahead, weights and x one
-        code_n, base_n = tile_entry(formats_ptr, offsets_ptr, entries + col + 2, col + 2 < end, BLOCK_K)
+    code, base = tile_entry(formats_ptr, offsets_ptr, entries + first + 1, first + 1 < loop_end, BLOCK_K)
+    for col in range(first, loop_end):  # tile entries two columns ahead, weights and x one
+        code_n, base_n = tile_entry(formats_ptr, offsets_ptr, entries + col + 2, col + 2 < loop_end, BLOCK_K)
         pairs_n, values_n, words_n = tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok,
                                                 value_at, value_ok, word_at, word_ok, HAS_DENSE, HAS_NV24)
-        x_next = x_loads(pairs_ptr, x_at, x_ok & HAS_NV24 & (col + 1 < end), col + 1, pairs_k)
-        xd_next = x_loads(pairs_ptr, xd_at, xd_ok & HAS_DENSE & (col + 1 < end), col + 1, pairs_k)
+        x_next = x_loads(pairs_ptr, x_at, x_ok & HAS_NV24 & (col + 1 < loop_end), col + 1, pairs_k)
+        xd_next = x_loads(pairs_ptr, xd_at, xd_ok & HAS_DENSE & (col + 1 < loop_end), col + 1, pairs_k)
         if HAS_DENSE:
             if now == CODE_DENSE:
                 x_to_dense_steps(dense_steps, xd_chunk)
@@ -268,10 +321,25 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
                 acc = accumulate_steps(acc, values, words, steps, dtype, LS, LD)
         pairs, values, words, now, code, base = pairs_n, values_n, words_n, code, code_n, base_n
         x_chunk, xd_chunk = x_next, xd_next
+    if EDGE:
+        if (first < end) & (end == grid_cols):
+            acc = edge_tile(acc, pairs_ptr, x_at, x_ok, xd_at, xd_ok, pairs_k, formats_ptr, offsets_ptr, dense_ptr,
+                            values_ptr, meta_ptr, entries + grid_cols - 1, grid_cols - 1,
+                            K - (grid_cols - 1) * BLOCK_K, rows_d, pairs_d, rows_v, rows_w, rows_in, steps,
+                            dense_steps, dtype, HAS_DENSE, HAS_NV24, LV, LM, LS, LD)
     acc = gl.reshape(gl.permute(acc, [0, 4, 2, 1, 3, 5]), [BLOCK_N, BLOCK_M])  # (n-tile, r1, g), (m-tile, c, r0)
     release_dependents(PDL)
     store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
                      BLOCK_N, SPLIT_K, MMA)
+
+
+def as_words(t: torch.Tensor) -> torch.Tensor:
+    """A buffer as int32 words from its start; an edge tile's metadata bytes may end inside a word, which the
+    kernel reads as bytes (`edge_words`)."""
+    if not t.numel():
+        return t.new_zeros(4).view(torch.int32)
+    flat = t.view(torch.uint8)
+    return flat[:flat.numel() // 4 * 4].view(torch.int32)
 
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
@@ -288,10 +356,10 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     tiling = Tiling(block_m, config.block_n, TILE, split_k)
     pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
     has_dense, has_nv24 = dense.numel() > 0, values.numel() > 0
-    words = [t.view(torch.int32) if t.numel() else t.new_zeros(4).view(torch.int32) for t in (dense, values, meta)]
+    words = [as_words(t) for t in (dense, values, meta)]
     return launch(hybrid_mma_kernel, pairs, n, k, bias, tiling, [grid, offsets, *words],
                   (pairs.shape[1] // 2, grid.shape[1]),
-                  dict(HAS_DENSE=has_dense, HAS_NV24=has_nv24, LV=lv, LM=lm,
+                  dict(HAS_DENSE=has_dense, HAS_NV24=has_nv24, EDGE=k % TILE != 0, LV=lv, LM=lm,
                        LVD=dense_layout(config.block_n, warps, warps_m), LG=x_layout(block_m, warps),
                        LGD=x_layout(block_m, warps, **DENSE_X_BITS), LS=step_layout(block_m, warps, warps_m), LD=ld,
                        MMA=mma, num_warps=warps), out, partials, dependent=True)

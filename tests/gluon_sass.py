@@ -3,7 +3,8 @@ python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without T
 `int4_mma`'s kernels with python tests/gluon_sass.py mma|mma_bsr BLOCK_N BLOCK_K GROUP NUM_WARPS BLOCK_M;
 `nv24_mma`'s with python tests/gluon_sass.py mma_nv24 BLOCK_N NUM_WARPS BLOCK_M [GROUP (NV24_INT4) [WARPS_M
 [MAX_REGISTERS]]],
-`hybrid_mma`'s with python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24 [WARPS_M],
+`hybrid_mma`'s with python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24 [WARPS_M
+[EDGE]],
 `int4_wgmma`'s with python tests/gluon_sass.py wgmma BLOCK_M BLOCK_N NUM_WARPS GROUP [MAX_REGISTERS].
 With --pdl first it prints where the kernel waits for the kernel before it and releases the next one instead.
 
@@ -96,11 +97,12 @@ def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0,
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, **cap))
 
 
-def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: int, has_nv24: int, warps_m: int = 1):
+def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: int, has_nv24: int, warps_m: int = 1,
+                       edge: int = 0):
     lv, lm, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps, warps_m=warps_m)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=hybrid_mma.TILE, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
-                      HAS_DENSE=bool(has_dense), HAS_NV24=bool(has_nv24), LV=lv, LM=lm,
+                      HAS_DENSE=bool(has_dense), HAS_NV24=bool(has_nv24), EDGE=bool(edge), LV=lv, LM=lm,
                       LVD=hybrid_mma.dense_layout(block_n, num_warps, warps_m),
                       LG=nv24_mma.x_layout(block_m, num_warps),
                       LGD=nv24_mma.x_layout(block_m, num_warps, **hybrid_mma.DENSE_X_BITS),
@@ -177,7 +179,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "wgmma":
         compiled = compile_int4_wgmma(*map(int, sys.argv[2:7]))
     elif sys.argv[1] == "mma_hybrid":
-        compiled = compile_hybrid_mma(*map(int, sys.argv[2:8]))
+        compiled = compile_hybrid_mma(*map(int, sys.argv[2:9]))
     elif sys.argv[1] == "mma_nv24":
         compiled = compile_nv24_mma(*map(int, sys.argv[2:8]))
     elif sys.argv[1] in ("mma", "mma_bsr"):

@@ -64,6 +64,17 @@ def test_loop_stays_in_registers(has_dense, has_nv24, block_n, num_warps, block_
     assert ops["BRA"] >= 2
 
 
+@pytest.mark.parametrize("has_dense, has_nv24", [(1, 1), (1, 0), (0, 1)])
+def test_a_narrower_last_column_leaves_the_loop_alone(has_dense, has_nv24):
+    """Where K % 128 != 0 the last tile column runs after the loop: the loop keeps its loads, shared reads and
+    mma, and nothing spills."""
+    aligned = compiled_loop("mma_hybrid", 64, 4, 16, has_dense, has_nv24, 1, 0)
+    edge = compiled_loop("mma_hybrid", 64, 4, 16, has_dense, has_nv24, 1, 1)
+    assert not {"LDL", "STL"} & {op.split(".")[0] for op in edge}
+    for op in ("LDG.E.EF.128", "LDG.E.128", "LDS.128", "STS.128", "HMMA.16816.F32.BF16", "HMMA.SP.16832.F32.BF16"):
+        assert edge[op] == aligned[op], op
+
+
 @pytest.mark.parametrize("m", [16, 64, 128])
 def test_candidates_fit_a_tile_row(m):
     for config in hybrid_mma.candidates("hybrid", m):
@@ -82,10 +93,13 @@ def test_runs_to_128_rows_in_programs_of_64(m, runs):
 
 
 @pytest.mark.parametrize("k, tile, int4_tiles, dtype, runs", [
-    (512, 128, False, torch.bfloat16, True), (500, 128, False, torch.bfloat16, False),
-    (512, 64, False, torch.bfloat16, False), (512, 128, True, torch.bfloat16, False),
-    (512, 128, False, torch.float16, False)])
+    (512, 128, False, torch.bfloat16, True), (504, 128, False, torch.bfloat16, True),
+    (72, 128, False, torch.bfloat16, True), (500, 128, False, torch.bfloat16, False),
+    (64, 128, False, torch.bfloat16, False), (512, 64, False, torch.bfloat16, False),
+    (504, 64, False, torch.bfloat16, False), (72, 64, False, torch.bfloat16, False),
+    (512, 128, True, torch.bfloat16, False), (512, 128, False, torch.float16, False)])
 def test_runs_128_tiles_of_dense_nv24_and_zero_in_x_dtype(k, tile, int4_tiles, dtype, runs):
+    """Also where K is not a multiple of 128 (a narrower last tile column), if K is one of 8 and above 64."""
     grid = random_grid(256, k, 0.5, 0, tile)
     if int4_tiles:
         grid[0, 0] = int(TileFormat.INT4)
@@ -98,7 +112,8 @@ def test_runs_128_tiles_of_dense_nv24_and_zero_in_x_dtype(k, tile, int4_tiles, d
 @GPU
 @given(data=st.data())
 def test_matches_reference_gpu(data):
-    n, k = data.draw(st.integers(1, 1200)), 128 * data.draw(st.integers(1, 12))
+    n = data.draw(st.integers(1, 1200))
+    k = 128 * data.draw(st.integers(1, 12)) - data.draw(st.sampled_from([0, 0, 8, 56]))  # last column narrower
     m = data.draw(st.integers(1, hybrid_mma.MOST_M))
     dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
     grid = random_grid(n, k, data.draw(st.sampled_from([0.0, 0.3, 1.0])), data.draw(st.integers(0, 99)))
@@ -141,3 +156,17 @@ def test_every_candidate_on_a_llama_shape_gpu(m):
     for config in hybrid_mma.candidates("hybrid", m):
         assert_matches_reference(hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, None, config),
                                  x, packed, None)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 16, 100])
+def test_every_candidate_where_the_last_column_is_narrower_gpu(m):
+    """SmolLM2-135M's MLP input, K = 576: four and a half tile columns."""
+    packed = make_case("hybrid", 1536, 576, torch.bfloat16, 128, 1.0, m, formats=random_grid(1536, 576, 0.3, m),
+                       tile=128).pack().to("cuda")
+    x = torch.randn(m, 576, device="cuda", dtype=torch.bfloat16)
+    assert tuning.kernel_for("hybrid", x, packed.tensors)[0] == "mma"
+    for config in hybrid_mma.candidates("hybrid", m):
+        for split in (None, 1, 5):
+            out = hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, None, config, split_k=split)
+            assert_matches_reference(out, x, packed, None)
