@@ -2,15 +2,15 @@
 row where DENSE and NV24 tiles mix or x is fp16) on the GPU: NV24 tiles on the sparse tensor cores exactly as
 `nv24_mma` runs a chunk, DENSE tiles on mma.sync m16n8k16 in the same register layout LD, into one accumulator.
 
-A program owns BLOCK_N rows of one tile row (BLOCK_N divides 128) and walks its slice of the tile columns; a
-tile column is one 128-input chunk. Where K % 128 != 0 the last column's tiles are narrower, stored with their
-own row length: the loop stops before that column, and `edge_tile` runs its tile with zero-filled loads. Per tile it reads the tile's format code and offset (two ahead), puts the
-x chunk into shared memory in each present format's step order, and loads the DENSE pairs or the NV24 values
-and metadata with the other format's loads masked off (no bytes move for them; ZERO tiles move none at all),
-one tile ahead. Only the tile's own product runs: the branch on its code is the same for the whole program,
-and the loads ahead are issued before it. Running both products on every tile, the absent one on zeros, took
-up to 45% longer at M = 64 and up to 10% at M = 16 (RESULTS.md). The formats present in the grid are
-constexprs, so an all-DENSE grid holds no sparse code and an all-NV24 grid no dense code.
+A program owns BLOCK_N rows of one tile row (BLOCK_N divides 128) and walks its slice of the tile columns; a tile
+column is one 128-input chunk. Where K % 128 != 0 the last column's tiles are narrower, stored with their own row
+length: the loop stops before that column, and `edge_tile` runs its tile with zero-filled loads. Per tile it reads
+the tile's format code and offset (two ahead), puts the x chunk into shared memory in each present format's step
+order, and loads the DENSE pairs or the NV24 values and metadata with the other format's loads masked off (no bytes
+move for them; ZERO tiles move none at all), one tile ahead. Only the tile's own product runs: the branch on its
+code is the same for the whole program, and the loads ahead are issued before it. Running both products on every
+tile, the absent one on zeros, took up to 45% longer at M = 64 and up to 10% at M = 16 (RESULTS.md). The formats
+present in the grid are constexprs, so an all-DENSE grid holds no sparse code and an all-NV24 grid no dense code.
 
 A DENSE tile row is 64 int32 pairs. Inside it pair P = 16 j + 4 c + 2 t + b is pair c + 4 b of mma step 2 j + t (8
 steps of 16 inputs): thread c of a quad loads pairs 16 j + 4 c .. 16 j + 4 c + 3 (j = 0 .. 3) of rows g and g + 8,
@@ -32,8 +32,9 @@ from triton.experimental.gluon import language as gl
 from sparc.ir import TileFormat
 
 from .int4_mma import bits, split_for, store_transposed, x_rows_for
-from .nv24_mma import (DTYPES, NO_INPUTS, STREAM, accumulate_steps, operand, operand_layouts, step_layout, steps_of,
-                       word_addresses, x_addresses, x_layout, x_loads, x_to_steps)
+from .nv24_mma import (DTYPES, NO_INPUTS, STREAM, accumulate_steps, as_words, byte_addresses, operand,
+                       operand_layouts, step_layout, steps_of, word_addresses, words_from_bytes, x_addresses, x_layout,
+                       x_loads, x_to_steps)
 from .gluon_decode import x_as_pairs
 from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch
@@ -68,10 +69,11 @@ def default(layout: str, m: int) -> Config:
 
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
     """HYBRID grids of DENSE, NV24 and ZERO tiles of 128 (the last tile column narrower where K % 128 != 0; K a
-    multiple of 8 and above 64, where no grid of 64-input tiles has as many columns), stored in x's dtype, times
-    2 to MOST_M rows of bf16 or fp16 x on CUDA (from the buffers' sizes and dtypes: no data read). Also one row of x where the grid holds both DENSE and NV24 tiles (the decode kernel runs both formats'
-    arithmetic on every tile and is issue-bound there, this one runs each tile's own: RESULTS.md), or in fp16,
-    which the decode kernel does not take (the tile kernel would run it, slower)."""
+    multiple of 8 and above 64, where no grid of 64-input tiles has as many columns), stored in x's dtype, times 2
+    to MOST_M rows of bf16 or fp16 x on CUDA (from the buffers' sizes and dtypes: no data read). Also one row of x
+    where the grid holds both DENSE and NV24 tiles (the decode kernel runs both formats' arithmetic on every tile
+    and is issue-bound there, this one runs each tile's own: RESULTS.md), or in fp16, which the decode kernel does
+    not take (the tile kernel would run it, slower)."""
     if layout != "hybrid" or tensors is None or not (1 <= x2d.shape[0] <= MOST_M and x2d.is_cuda):
         return False
     grid, dense, values = tensors[0], tensors[2], tensors[3]
@@ -232,27 +234,12 @@ def edge_tile(acc, pairs_ptr, x_at, x_ok, xd_at, xd_ok, pairs_k, formats_ptr, of
             ok = gl.expand_dims(rows_v < rows_in, 1) & gl.expand_dims(cols < row_pairs, 0)
             at_v = base // 4 + gl.expand_dims(rows_v * row_pairs, 1) + gl.expand_dims(cols, 0)
             values = gl.load(values_ptr + at_v, mask=ok, other=0, eviction_policy=STREAM)
-            words = edge_words(meta_ptr, base // 8, rows_w, rows_in, width // 8, LM)
+            byte_at, byte_ok = byte_addresses(rows_w, rows_w < rows_in, width // 8, LM)
+            bytes_ptr = meta_ptr.to(gl.pointer_type(gl.uint8), bitcast=True) + base // 8
+            words = words_from_bytes(bytes_ptr, byte_at, byte_ok, 0, width // 8)
             x_to_steps(steps, x_loads(pairs_ptr, x_at, x_ok, chunk, pairs_k))
             acc = accumulate_steps(acc, values, words, steps, dtype, LS, LD)
     return acc
-
-
-@gluon.jit
-def edge_words(meta_ptr, byte_base, rows, rows_in, row_bytes, LM: gl.constexpr):
-    """An edge tile's metadata words (BLOCK_N, 4 lanes, 4 words) in LM, from rows of row_bytes bytes (not whole
-    words) that start at byte byte_base: word j of a row is its bytes 4 j .. 4 j + 3, NO_INPUTS past the row."""
-    bytes_ptr = meta_ptr.to(gl.pointer_type(gl.uint8), bitcast=True)
-    lane = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, LM)))
-    word = gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, LM))), 0), 1)
-    row_at = gl.expand_dims(gl.expand_dims(rows.to(gl.int64) * row_bytes, 1) + gl.expand_dims(lane * 0, 0), 2)
-    row_ok = gl.expand_dims(gl.expand_dims(rows < rows_in, 1) & gl.expand_dims(lane < 4, 0), 2)
-    words = gl.zeros([rows.shape[0], 4, 4], gl.int32, layout=LM)
-    for b in gl.static_range(4):
-        at = byte_base + row_at + 4 * word + b
-        byte = gl.load(bytes_ptr + at, mask=row_ok & (4 * word + b < row_bytes), other=0x44, eviction_policy=STREAM)
-        words = words | (byte.to(gl.int32) << (8 * b))
-    return words
 
 
 @gluon.jit
@@ -331,15 +318,6 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
     release_dependents(PDL)
     store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
                      BLOCK_N, SPLIT_K, MMA)
-
-
-def as_words(t: torch.Tensor) -> torch.Tensor:
-    """A buffer as int32 words from its start; an edge tile's metadata bytes may end inside a word, which the
-    kernel reads as bytes (`edge_words`)."""
-    if not t.numel():
-        return t.new_zeros(4).view(torch.int32)
-    flat = t.view(torch.uint8)
-    return flat[:flat.numel() // 4 * 4].view(torch.int32)
 
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,

@@ -46,7 +46,6 @@ from triton.experimental.gluon import language as gl
 
 from .gluon_decode import x_as_pairs
 from .int4_mma import bits, packed_twice, split_for, store_transposed, x_rows_for
-from .nv24 import padded_k
 from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch, register_cap
 
@@ -58,6 +57,7 @@ DTYPES = (torch.bfloat16, torch.float16)
 BLOCK_K = 128
 STREAM = gl.constexpr("evict_first")  # weights are read once: L2 keeps x, which every program reads
 NO_INPUTS = gl.constexpr(0x44444444)  # every nibble 0b0100: groups that keep inputs 0 and 1 (their values are zero)
+NO_INPUTS_BYTE = gl.constexpr(0x44)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,14 +82,14 @@ def default(layout: str, m: int) -> Config:
 
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
     """NV24 and NV24_INT4 products of 2 to MOST_M rows of bf16 or fp16 x on CUDA, values (scales) stored in x's
-    dtype, whose padded rows hold whole metadata words (NV24: K padded to 8 a multiple of 32; NV24_INT4 pads
-    to twice the group). Also one row of fp16 x, where the decode kernels fall back to slower ones (NV24 to the
-    tile kernel, NV24_INT4 to its Triton decode kernel: RESULTS.md)."""
+    dtype (metadata rows of whole words or, NV24 where K padded to 8 is no multiple of 32, read bytewise). Also
+    one row of fp16 x, where the decode kernels fall back to slower ones (NV24 to the tile kernel, NV24_INT4 to
+    its Triton decode kernel: RESULTS.md)."""
     fewest = 1 if x2d.dtype == torch.float16 else 2
     if layout not in DEFAULTS or not (fewest <= x2d.shape[0] <= MOST_M and x2d.is_cuda and x2d.dtype in DTYPES):
         return False
     stored = None if tensors is None else tensors[1 if layout == "nv24_int4" else 0].dtype
-    return stored in (None, x2d.dtype) and (layout == "nv24_int4" or padded_k(x2d.shape[1]) % 32 == 0)
+    return stored in (None, x2d.dtype)
 
 
 def candidates(layout: str, m: int) -> list[Config]:
@@ -255,11 +255,12 @@ def b_step(steps, s: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr):
 
 @gluon.jit
 def weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at, row_at, chunk, value_ok, word_ok,
-                 row_values, row_words, row_groups, GROUP: gl.constexpr):
-    """(values, scales, minimums, metadata words) of chunk `chunk`, zero values and NO_INPUTS words past the row
-    or where not value_ok (BLOCK_N, 1) and word_ok (BLOCK_N, 1, 1). NV24 (GROUP 0): the pairs (BLOCK_N, 32);
-    NV24_INT4: the q words (BLOCK_N, 8), and each word's quantization group's scale and minimum, each packed
-    twice in an int32."""
+                 row_values, row_words, row_groups, GROUP: gl.constexpr, META_BYTES: gl.constexpr):
+    """(values, scales, minimums, metadata words) of chunk `chunk`, zero values and NO_INPUTS words past the row or
+    where not value_ok (BLOCK_N, 1) and word_ok (BLOCK_N, 1, 1). META_BYTES: the metadata rows are row_words bytes,
+    not whole words (word_at from `byte_addresses`), and each word is read as its 4 bytes. NV24 (GROUP 0): the
+    pairs (BLOCK_N, 32); NV24_INT4: the q words (BLOCK_N, 8), and each word's quantization group's scale and
+    minimum, each packed twice in an int32."""
     LV: gl.constexpr = value_at.type.layout
     per_chunk: gl.constexpr = value_at.shape[1]  # 32 pairs or 8 q words
     q = gl.arange(0, per_chunk, layout=gl.SliceLayout(0, LV))
@@ -272,11 +273,38 @@ def weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at, 
         ok = value_ok & gl.expand_dims((chunk * 128 + 16 * q) // (2 * GROUP) < row_groups, 0)
         scales = packed_twice(gl.load(scales_ptr + sm_at, mask=ok, other=0, eviction_policy=STREAM))
         mins = packed_twice(gl.load(mins_ptr + sm_at, mask=ok, other=0, eviction_policy=STREAM))
-    word = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, word_at.type.layout)))
-    word_in_row = gl.expand_dims(gl.expand_dims(chunk * 4 + word < row_words, 0), 1)
-    words = gl.load(meta_ptr + word_at + chunk * 4, mask=word_ok & word_in_row, other=NO_INPUTS,
-                    eviction_policy=STREAM)
+    if META_BYTES:
+        words = words_from_bytes(meta_ptr.to(gl.pointer_type(gl.uint8), bitcast=True), word_at, word_ok, chunk * 16,
+                                 row_words)
+    else:
+        word = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, word_at.type.layout)))
+        word_in_row = gl.expand_dims(gl.expand_dims(chunk * 4 + word < row_words, 0), 1)
+        words = gl.load(meta_ptr + word_at + chunk * 4, mask=word_ok & word_in_row, other=NO_INPUTS,
+                        eviction_policy=STREAM)
     return values, scales, mins, words
+
+
+@gluon.jit
+def byte_addresses(rows, rows_ok, row_bytes, LM: gl.constexpr):
+    """As `word_addresses`, for metadata rows of row_bytes bytes (not whole words): the byte where word j of a
+    row's first chunk starts."""
+    at, ok = word_addresses(rows, rows_ok, row_bytes, LM)
+    word = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, LM)))
+    return at + 3 * gl.expand_dims(gl.expand_dims(word, 0), 1), ok
+
+
+@gluon.jit
+def words_from_bytes(bytes_ptr, byte_at, ok, first, row_bytes):
+    """Metadata words (BLOCK_N, 4 lanes, 4 words) from rows of row_bytes bytes: word j is bytes first + 4 j ..
+    first + 4 j + 3 of its row (byte_at from `byte_addresses`), NO_INPUTS's bytes past the row or where not ok."""
+    word = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, byte_at.type.layout)))
+    in_row = first + 4 * gl.expand_dims(gl.expand_dims(word, 0), 1)
+    words = (byte_at * 0).to(gl.int32)
+    for b in gl.static_range(4):
+        byte = gl.load(bytes_ptr + byte_at + first + b, mask=ok & (in_row + b < row_bytes), other=NO_INPUTS_BYTE,
+                       eviction_policy=STREAM)
+        words = words | (byte.to(gl.int32) << (8 * b))
+    return words
 
 
 @gluon.jit
@@ -339,12 +367,14 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
                     stride_xk, pairs_k, row_values, row_words, row_groups, HAS_BIAS: gl.constexpr,
                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr,
                     USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
-                    ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr,
-                    LG: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr, PDL: gl.constexpr):
+                    ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, META_BYTES: gl.constexpr, LV: gl.constexpr,
+                    LM: gl.constexpr, LG: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr,
+                    PDL: gl.constexpr):
     """NV24 (GROUP 0): values_ptr the values (N, Kp / 2) as row_values = Kp / 4 int32 pairs a row, scales_ptr
     and mins_ptr unused. NV24_INT4 (GROUP: kept values a quantization group): values_ptr the q bytes (N, Kp / 4)
     as row_values = Kp / 16 int32 words a row, the scales and minimums (N, row_groups) as int16. meta_ptr: the
-    metadata (N, Kp / 8) as row_words = Kp / 32 int32 words a row; x (M, K) read as pairs_k int32 pairs a row
+    metadata (N, Kp / 8) as row_words = Kp / 32 int32 words a row (META_BYTES, where Kp % 32 != 0: as
+    row_words = Kp / 8 bytes a row); x (M, K) read as pairs_k int32 pairs a row
     (`x_as_pairs`, stride_xm even). `tiling.launch`'s arguments and the layouts of `operand_layouts` (LV over
     the q words for NV24_INT4), `x_layout` and `step_layout`."""
     wait_for_inputs(PDL)
@@ -362,19 +392,23 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
     row_at = gl.expand_dims(rows.to(gl.int64) * row_groups, 1)
     value_ok = gl.expand_dims(rows < N, 1)
     word_rows = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, gl.SliceLayout(2, LM)))
-    word_at, word_ok = word_addresses(word_rows, word_rows < N, row_words, LM)
+    if META_BYTES:
+        word_at, word_ok = byte_addresses(word_rows, word_rows < N, row_words, LM)
+    else:
+        word_at, word_ok = word_addresses(word_rows, word_rows < N, row_words, LM)
     x_at, x_ok = x_addresses(pid_m, M, stride_xm, BLOCK_M, LG)
     steps = gl.allocate_shared_memory(gl.int32, [4 * BLOCK_M, 16], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
 
     acc = gl.zeros([BLOCK_N // 16, BLOCK_M // 8, 8, 4, 2, 2], gl.float32, layout=LD)
     values, s2, m2, words = weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at, row_at,
-                                         first, value_ok, word_ok, row_values, row_words, row_groups, GROUP)
+                                         first, value_ok, word_ok, row_values, row_words, row_groups, GROUP,
+                                         META_BYTES)
     x_to_steps(steps, x_loads(pairs_ptr, x_at, x_ok, first, pairs_k))
     for chunk in range(first, end):
         live = chunk + 1 < end
         values_n, s2_n, m2_n, words_n = weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at,
                                                      row_at, chunk + 1, value_ok & live, word_ok & live, row_values,
-                                                     row_words, row_groups, GROUP)
+                                                     row_words, row_groups, GROUP, META_BYTES)
         x_n = x_loads(pairs_ptr, x_at, x_ok & live, chunk + 1, pairs_k)
         if GROUP:
             values = dequantized(values, s2, m2, dtype)
@@ -385,6 +419,15 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
     release_dependents(PDL)
     store_transposed(gl.convert_layout(acc, MMA), out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M,
                      BLOCK_N, SPLIT_K, MMA)
+
+
+def as_words(t: torch.Tensor) -> torch.Tensor:
+    """A buffer as int32 words from its start (4 zero words if empty). Where its bytes end inside a word, the
+    kernels read that word's bytes one by one (`words_from_bytes`)."""
+    if not t.numel():
+        return t.new_zeros(4).view(torch.int32)
+    flat = t.reshape(-1).view(torch.uint8)
+    return flat[:flat.numel() // 4 * 4].view(torch.int32)
 
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
@@ -406,7 +449,9 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     lv, lm, ld, mma = operand_layouts(config.block_n, block_m, warps, quantized=group > 0, warps_m=warps_m)
     tiling = Tiling(block_m, config.block_n, BLOCK_K, split_k)
     pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
-    return launch(nv24_mma_kernel, pairs, n, k, bias, tiling, [*pointers, meta.view(torch.int32)],
-                  (pairs.shape[1] // 2, pointers[0].shape[1], meta.shape[1] // 4, row_groups),
-                  dict(GROUP=group, LV=lv, LM=lm, LG=x_layout(block_m, warps), LS=step_layout(block_m, warps, warps_m),
-                       LD=ld, MMA=mma, num_warps=warps, **register_cap(config)), out, partials, dependent=True)
+    meta_bytes = meta.shape[1] % 4 != 0
+    return launch(nv24_mma_kernel, pairs, n, k, bias, tiling, [*pointers, as_words(meta)],
+                  (pairs.shape[1] // 2, pointers[0].shape[1], meta.shape[1] // (1 if meta_bytes else 4), row_groups),
+                  dict(GROUP=group, META_BYTES=meta_bytes, LV=lv, LM=lm, LG=x_layout(block_m, warps),
+                       LS=step_layout(block_m, warps, warps_m), LD=ld, MMA=mma, num_warps=warps,
+                       **register_cap(config)), out, partials, dependent=True)

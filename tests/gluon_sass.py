@@ -2,7 +2,7 @@
 python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without TRITON_INTERPRET);
 `int4_mma`'s kernels with python tests/gluon_sass.py mma|mma_bsr BLOCK_N BLOCK_K GROUP NUM_WARPS BLOCK_M;
 `nv24_mma`'s with python tests/gluon_sass.py mma_nv24 BLOCK_N NUM_WARPS BLOCK_M [GROUP (NV24_INT4) [WARPS_M
-[MAX_REGISTERS]]],
+[MAX_REGISTERS [META_BYTES]]]],
 `hybrid_mma`'s with python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24 [WARPS_M
 [EDGE]],
 `int4_wgmma`'s with python tests/gluon_sass.py wgmma BLOCK_M BLOCK_N NUM_WARPS GROUP [MAX_REGISTERS].
@@ -79,11 +79,11 @@ def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, blo
 
 
 def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0, warps_m: int = 1,
-                     max_registers: int = 0):
+                     max_registers: int = 0, meta_bytes: int = 0):
     lv, lm, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps, quantized=group > 0, warps_m=warps_m)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=nv24_mma.BLOCK_K, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
-                      GROUP=group, LV=lv, LM=lm, LG=nv24_mma.x_layout(block_m, num_warps),
+                      GROUP=group, META_BYTES=bool(meta_bytes), LV=lv, LM=lm, LG=nv24_mma.x_layout(block_m, num_warps),
                       LS=nv24_mma.step_layout(block_m, num_warps, warps_m), LD=ld, MMA=mma)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", values_ptr="*i32", scales_ptr="*i16",
                     mins_ptr="*i16", meta_ptr="*i32")
@@ -181,7 +181,7 @@ if __name__ == "__main__":
     elif sys.argv[1] == "mma_hybrid":
         compiled = compile_hybrid_mma(*map(int, sys.argv[2:9]))
     elif sys.argv[1] == "mma_nv24":
-        compiled = compile_nv24_mma(*map(int, sys.argv[2:8]))
+        compiled = compile_nv24_mma(*map(int, sys.argv[2:9]))
     elif sys.argv[1] in ("mma", "mma_bsr"):
         compiled = compile_int4_mma(*map(int, sys.argv[2:7]), "bsr_int4" if sys.argv[1] == "mma_bsr" else "int4")
     else:
