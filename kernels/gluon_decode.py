@@ -492,6 +492,9 @@ def hybrid_tile_loads(dense_ptr, values_ptr, meta_ptr, x_ptr, code, base, col, r
     width = gl.minimum(K - col * TILE, TILE)
     if ALIGNED:  # K % 8 == 0: every tile offset and width is a multiple of 8 weights. Rounding them says so to
         base, width = base // 8 * 8, width // 8 * 8  # the compiler (16-byte loads); a hint is lost in the loop
+        quads, halves = width // 4, width // 2
+    else:  # the last column may end in a partial group of 4 inputs (and pair)
+        quads, halves = gl.cdiv(width, 4), gl.cdiv(width, 2)
     dense = gl.zeros((1, 1), gl.bfloat16, layout=gl.SliceLayout(2, LW.parent))
     nibbles = gl.zeros((1, 1), gl.int32, layout=LW)
     words = gl.zeros((1, 1), gl.int32, layout=LW)
@@ -515,10 +518,10 @@ def hybrid_tile_loads(dense_ptr, values_ptr, meta_ptr, x_ptr, code, base, col, r
         word_rows = (base + rows_w[0].to(gl.int64) * (gl.cdiv(width, 8) * 8)) // 4
         if ALIGNED:
             word_rows = gl.multiple_of(word_rows, 2)
-        ok = gl.expand_dims(rows_w[1] & is_nv24, 1) & gl.expand_dims(groups < width // 4, 0)
+        ok = gl.expand_dims(rows_w[1] & is_nv24, 1) & gl.expand_dims(groups < quads, 0)
         words = gl.load(values_ptr + gl.expand_dims(word_rows, 1) + gl.expand_dims(groups, 0), mask=ok, other=0)
         pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
-        x_q = gl.load(pairs_ptr + col * (TILE // 2) + k_q, mask=(k_q < width // 2) & is_nv24, other=0)
+        x_q = gl.load(pairs_ptr + col * (TILE // 2) + k_q, mask=(k_q < halves) & is_nv24, other=0)
     return dense, x_d, nibbles, words, x_q
 
 

@@ -331,6 +331,22 @@ def test_kernel_matches_reference_gpu(layout, data):
                  device="cuda")
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("tile", [64, 128])
+@pytest.mark.parametrize("k", [673, 674, 675, 676])
+def test_hybrid_decode_reads_a_last_nv24_column_of_any_width_gpu(tile, k):
+    """The last tile column's width may end inside a group of 4 inputs (K % 4 != 0): its partial group's values
+    and x pair still count. DENSE and NV24 tiles in a checkerboard: both formats end a row of tiles."""
+    grid = (3, -(-k // tile))
+    formats = (np.add.outer(np.arange(grid[0]), np.arange(grid[1])) % 2).astype(np.uint8)  # a checkerboard
+    assert {TileFormat(f) for f in formats.flat} == {TileFormat.DENSE, TileFormat.NV24}
+    case = make_case("hybrid", 3 * tile - 5, k, torch.bfloat16, 64, 0.5, k, formats=formats, tile=tile)
+    packed = case.pack().to("cuda")
+    x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
+    assert kernels.kernel_name(x, "hybrid", packed.tensors, packed.dims) == "decode"
+    assert_matches_reference(kernels.matmul(x, "hybrid", packed.tensors, packed.dims, None), x, packed, None)
+
+
 def gpu_packed(layout: str) -> kernels.PackedWeight:
     formats = (np.arange(8 * 12) % 5).astype(np.uint8).reshape(8, 12)
     return make_case(layout, 1000, 1500, torch.bfloat16, 128, 0.5, 7, formats=formats, tile=128).pack().to("cuda")
