@@ -94,6 +94,7 @@ def triton_matmul(x: torch.Tensor, layout: str, tensors, dims, bias: torch.Tenso
     kernel, run = tuning.kernel_for(layout, x2d, tensors)
     if config is None:
         config = tuning.config_for(kernel, layout, x2d, list(tensors), dims, bias)
+    run = tuning.runner(run, config)
     out = run(x2d, layout, list(tensors), dims, bias, config, split_k=split_k, out=out, partials=partials)
     return out.reshape(*x.shape[:-1], n)
 

@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from sparc.errors import SparcError
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 M_BUCKETS = (1, 16, 64, 256, 2048)
 _TUNED: set[tuple[Path, str]] = set()  # (table, key) tuned by this process
@@ -137,5 +139,15 @@ def select(key: str, default, candidates: Sequence, run: Callable, device: torch
             _CHOSEN[index, key] = best
             return best
     fields = lookup(path, key)
-    _CHOSEN[index, key] = type(default)(**fields) if fields else default
+    _CHOSEN[index, key] = config_from(key, fields, [default, *candidates]) if fields else default
     return _CHOSEN[index, key]
+
+
+def config_from(key: str, fields: dict, configs: Sequence):
+    """The table's `fields` for `key` as a config of the first type among `configs` that has every one of them:
+    the kernel's own, or the rebuild's where the kernel's tuner also weighs it."""
+    for config in configs:
+        if set(fields) <= {field.name for field in dataclasses.fields(config)}:
+            return type(config)(**fields)
+    raise SparcError(f"sparc's tuned table holds {key} = {fields}, no config this kernel takes: rerun with "
+                     "SPARC_AUTOTUNE=1 to retune it")

@@ -116,9 +116,6 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config=None, spl
 
     n, k, group, block_n = dims
     config = config or default_config(x2d.shape[0])
-    if config.rebuild:
-        from . import rebuild
-        return rebuild.matmul(x2d, layout, tensors, dims, bias, out=out)
     if split_k is None and config.split_k:
         split_k = config.split_k
     block_m, stages = fit_shared(config, config.block_m, group, x2d)

@@ -262,8 +262,8 @@ def tile_grid_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_p
 class Config:
     """Launch configuration of `tile_grid_kernel` (and of `bsr_int4_kernel`, which takes block_n and block_k
     from its layout): block sizes, split-K (0: chosen from the SM count), the swapped product and the L2
-    grouping of row blocks. `rebuild`: instead of the tile kernel, the weight is rebuilt once and multiplied by
-    cuBLAS (`rebuild.matmul`; the other fields are then unused)."""
+    grouping of row blocks. `rebuild`: instead of any kernel, the weight is rebuilt once and multiplied by
+    cuBLAS (`rebuild.CONFIG`, which `tuning.runner` runs; the other fields are then unused)."""
     block_m: int
     block_n: int
     block_k: int
@@ -343,9 +343,6 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config |
     """x2d (M, K) @ W.T + bias for a pure tile format or a hybrid tile grid, through `tile_grid_kernel`."""
     n, k = dims[0], dims[1]
     config = config or default_config(x2d.shape[0])
-    if config.rebuild:
-        from . import rebuild
-        return rebuild.matmul(x2d, layout, tensors, dims, bias, out=out)
     pointers, grid_cols, block_n, block_k, constexprs = kernel_arguments(layout, tensors, dims, config)
     if split_k is None and config.split_k:
         split_k = config.split_k

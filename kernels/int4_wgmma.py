@@ -50,14 +50,12 @@ cta_barrier = gl.barrier if hasattr(gl, "barrier") else gl.thread_barrier  # tri
 class Config:
     """x rows a program (wgmma's N; fewer when M needs fewer), weight rows a program, split-K slices (0: as many
     as give every SM a program), warps (a warpgroup per 64 weight rows at most) and the registers a thread may
-    use (0: as many as the compiler takes). `rebuild`: the weight is rebuilt once and multiplied by cuBLAS
-    instead (`rebuild.matmul`), a candidate past 64 rows."""
+    use (0: as many as the compiler takes)."""
     block_m: int
     block_n: int
     split_k: int = 0
     num_warps: int = 8
     max_registers: int = 0
-    rebuild: bool = False
 
 
 def block_m_for(m: int, most: int) -> int:
@@ -79,11 +77,9 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
 
 
 def candidates(layout: str, m: int) -> list[Config]:
-    """The configs SPARC_AUTOTUNE=1 times: SHAPES up to the x rows M needs, times split-K; past 64 rows also the
-    rebuild."""
-    shapes = [Config(bm, bn, split, warps, registers) for (bm, bn, warps, registers), split
-              in itertools.product(SHAPES, (0, 1, 2, 4)) if bm <= block_m_for(m, 128)]
-    return shapes + [Config(0, 0, rebuild=True)] if m > 64 else shapes
+    """The configs SPARC_AUTOTUNE=1 times: SHAPES up to the x rows M needs, times split-K."""
+    return [Config(bm, bn, split, warps, registers) for (bm, bn, warps, registers), split
+            in itertools.product(SHAPES, (0, 1, 2, 4)) if bm <= block_m_for(m, 128)]
 
 
 def x_layout(block_m: int, num_warps: int):
@@ -170,8 +166,6 @@ def split_for(config: Config, programs: int, steps: int, device) -> int:
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
            partials=None):
     """x2d (M, K) @ W.T + bias for an INT4 weight, MIN_M <= M <= MAX_M."""
-    if config.rebuild:
-        return rebuild.matmul(x2d, layout, tensors, dims, bias, out=out)
     n, k, group = dims[0], dims[1], dims[2]
     qweight, scales, mins = tensors
     block_m = block_m_for(x2d.shape[0], config.block_m)

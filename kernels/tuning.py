@@ -5,9 +5,9 @@ grids of DENSE / NV24 / ZERO tiles), `mma` on the GPU for INT4 at M = 2 to 16, B
 and for NV24, NV24_INT4 (`nv24_mma`) and such HYBRID grids of 128-input tiles (`hybrid_mma`; the last tile
 column may be narrower) at M = 2 to 128 (from M = 1 the HYBRID grids that mix DENSE and NV24 tiles, and all
 three in fp16, which `decode` runs slower or not), `wgmma` on Hopper for INT4 at M = 17 to 256 (`int4_wgmma`),
-else the tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`), whose config may name `rebuild`
-(the weight rebuilt once, then cuBLAS): the default from M = 256, and a candidate from M = 65 (from 129 for the
-layouts above).
+else the tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`). A config may name `rebuild` (the
+weight rebuilt once, then cuBLAS): the tile kernels' default from M = 256, and from M = 65 a candidate of every
+kernel's tuner (`runner` runs it in the kernel's place).
 `config_for` returns the config the per-GPU table of `autotune` holds for (kernel, layout, N, K, M bucket; for
 HYBRID's decode and mma kernels the layout with its tile mix, `tuned_layout`), or the kernel's default; with
 SPARC_AUTOTUNE=1 it times `candidates` on the call's inputs first.
@@ -22,6 +22,7 @@ from . import autotune, bsr_int4, decode, hybrid, hybrid_mma, int4_mma, int4_wgm
 
 # the tensor-core kernel of each layout at small M
 MMA = {"int4": int4_mma, "bsr_int4": int4_mma, "nv24": nv24_mma, "nv24_int4": nv24_mma, "hybrid": hybrid_mma}
+REBUILD_CANDIDATE_M = 64  # past it every kernel's tuner weighs the rebuild
 
 
 def kernel_for(layout: str, x2d: torch.Tensor, tensors=None):
@@ -60,9 +61,9 @@ def candidates(kernel: str, layout: str, m: int) -> list:
         return [decode.Config(n, k, s, w) for n, k, s, w in
                 itertools.product((4, 8, 16, 32), (512, 1024, 2048), (1, 2), (4, 8))]
     if kernel == "mma":
-        return MMA[layout].candidates(layout, m)
+        return MMA[layout].candidates(layout, m) + rebuild_candidates(layout, m)
     if kernel == "wgmma":
-        return int4_wgmma.candidates(layout, m)
+        return int4_wgmma.candidates(layout, m) + rebuild_candidates(layout, m)
     if m == 1:  # the FMA path (BLOCK_M = 1) or one 16-row tensor-core tile
         return [hybrid.Config(1, n, 128, split, w, st) for n, split, w, st in
                 itertools.product((16, 32, 64), (0, 1), (4, 8), (2, 3))] + [hybrid.Config(16, 64, 128, 0, 4, 3, True)]
@@ -75,14 +76,28 @@ def candidates(kernel: str, layout: str, m: int) -> list:
              [(128, 128, 64, 8, 3, False), (128, 128, 64, 8, 3, True), (128, 256, 64, 8, 3, False),
               (128, 128, 128, 8, 3, False), (64, 128, 64, 4, 4, False), (128, 128, 64, 4, 4, True),
               (64, 256, 64, 8, 3, True), (128, 256, 64, 8, 4, True)]]
-    if rebuild.supports(layout):
-        large.append(rebuild.CONFIG)
+    large += rebuild_candidates(layout, m)
     if m > 256:
         return large
     # M = 256 fills few programs with large tiles: smaller tiles and split-K too
     return large + [hybrid.Config(bm, bn, 64, 0, w, st, swap) for bm, bn, w, st, swap in
                     [(64, 64, 4, 4, False), (64, 128, 4, 4, False), (128, 64, 4, 4, True), (128, 128, 8, 3, True),
                      (64, 64, 4, 4, True)]]
+
+
+def rebuild_candidates(layout: str, m: int) -> list:
+    """The rebuild, which the tensor-core kernels' tuners also weigh past 64 x rows (where cuBLAS may beat them
+    on an odd shape)."""
+    return [rebuild.CONFIG] if m > REBUILD_CANDIDATE_M and rebuild.supports(layout) else []
+
+
+def runner(run, config):
+    """`run`, the kernel's matmul, or the rebuild where `config` names it (the tile kernels also take it)."""
+    return run_rebuilt if getattr(config, "rebuild", False) else run
+
+
+def run_rebuilt(x2d: torch.Tensor, layout: str, tensors, dims, bias, config, split_k=None, out=None, partials=None):
+    return rebuild.matmul(x2d, layout, tensors, dims, bias, out=out)
 
 
 TUNING_BYTES = 200 * 2**20  # weight bytes each timed run streams: 4x the H100's L2, so none comes from L2
@@ -100,7 +115,7 @@ def timed_run(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
             size = max(1, sum(t.numel() * t.element_size() for t in tensors))
             copies.extend([t.clone() for t in tensors] for _ in range(min(63, TUNING_BYTES // size)))
         for weights in copies:
-            matmul(x2d, layout, weights, dims, bias, config)
+            runner(matmul, config)(x2d, layout, weights, dims, bias, config)
     return run
 
 

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from sparc.ir import TileFormat
-from sparc.kernels import autotune, decode, hybrid, int4_wgmma, pack, tuning
+from sparc import kernels
+from sparc.errors import SparcError
+from sparc.kernels import autotune, decode, hybrid, int4_wgmma, nv24_mma, pack, rebuild, tuning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +141,47 @@ def test_shipped_tables_hold_valid_configs():
             assert layout in ("int4", "nv24", "nv24_int4", "bsr_int4", "hybrid", "dense") or (
                 kernel in ("decode", "mma") and re.fullmatch(r"hybrid-dense(0|[1-9]0|100)", layout))
             assert int(bucket[1:]) in autotune.M_BUCKETS and len(shape.split("x")) == 2
-            (tuning.MMA[layout.split("-")[0]].Config if kernel == "mma" else classes[kernel])(**fields)
+            own = tuning.MMA[layout.split("-")[0]].Config if kernel == "mma" else classes[kernel]
+            default = tuning.default(kernel, layout.split("-")[0], 2)
+            config = autotune.config_from(key, fields, [default, rebuild.CONFIG])
+            assert config == rebuild.CONFIG if fields.get("rebuild") else type(config) is own
+
+
+def test_a_table_entry_builds_the_config_type_that_has_its_fields(monkeypatch, tmp_path):
+    """A tensor-core kernel's key may hold its own config or the rebuild's; fields no candidate takes are an
+    error that says how to retune."""
+    fake_cuda(monkeypatch, tmp_path)
+    monkeypatch.delenv("SPARC_AUTOTUNE", raising=False)
+    own = nv24_mma.Config(128, 2, 8, 1, 128)
+    default, candidates = nv24_mma.default("nv24", 100), tuning.candidates("mma", "nv24", 100)
+    assert own in candidates and rebuild.CONFIG in candidates
+    device = torch.device("cuda", 0)
+    for key, config in (("own", own), ("rebuilt", rebuild.CONFIG)):
+        autotune.store(tmp_path / "Fake_GPU.json", key, dataclasses.asdict(config), "Fake GPU")
+        assert autotune.select(key, default, candidates, None, device, directory=tmp_path) == config
+    autotune.store(tmp_path / "Fake_GPU.json", "stale", {"block_n": 64, "stages": 3}, "Fake GPU")
+    with pytest.raises(SparcError, match="stale.*SPARC_AUTOTUNE=1"):
+        autotune.select("stale", default, candidates, None, device, directory=tmp_path)
+    autotune._device_table.cache_clear()
+
+
+@pytest.mark.parametrize("kernel, layout", [("mma", "nv24"), ("mma", "nv24_int4"), ("mma", "hybrid"),
+                                            ("mma", "bsr_int4"), ("wgmma", "int4"), ("tile", "nv24")])
+def test_every_tuner_weighs_the_rebuild_past_64_rows(kernel, layout):
+    for m in (2, 16, 64):
+        assert rebuild.CONFIG not in tuning.candidates(kernel, layout, m)
+    for m in (65, 128, 256):
+        assert rebuild.CONFIG in tuning.candidates(kernel, layout, m)
+
+
+def test_a_rebuild_config_runs_the_rebuild_whatever_the_kernel():
+    assert tuning.runner(nv24_mma.matmul, rebuild.CONFIG) is tuning.run_rebuilt
+    assert tuning.runner(nv24_mma.matmul, nv24_mma.Config(64)) is nv24_mma.matmul
+    weight = torch.randn(24, 40)
+    packed = pack("nv24", weight, torch.tensor([1.0, 0.0, 1.0, 0.0]).repeat(24, 10), torch.float32, 32)
+    x = torch.randn(70, 40)
+    out = kernels.triton_matmul(x, "nv24", packed.tensors, packed.dims, None, config=rebuild.CONFIG)
+    torch.testing.assert_close(out, x @ kernels.unpack(packed).T)
 
 
 @pytest.mark.parametrize("kernel, layout, m", [("decode", "int4", 1), ("decode", "bsr_int4", 1), ("tile", "nv24", 16),

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from sparc import kernels
-from sparc.kernels import int4_wgmma
+from sparc.kernels import int4_wgmma, tuning
 from test_int4_mma import compiled_loop, elements
 from test_kernels import GPU, assert_matches_reference, make_case
 
@@ -57,11 +57,11 @@ def test_runs_int4_from_17_to_256_rows_on_hopper(m, k, layout, x_dtype, runs, mo
 
 def test_candidates_and_default_are_shapes_that_fit_and_past_64_rows_the_rebuild():
     for m in (17, 40, 64, 100, 256):
-        chosen = [c for c in int4_wgmma.candidates("int4", m) if not c.rebuild]
+        chosen = int4_wgmma.candidates("int4", m)
         assert chosen and all((c.block_m, c.block_n, c.num_warps, c.max_registers) in int4_wgmma.SHAPES
                               for c in chosen)
         assert all(c.block_m <= max(32, 1 << (m - 1).bit_length()) for c in chosen)
-        assert any(c.rebuild for c in int4_wgmma.candidates("int4", m)) == (m > 64)
+        assert tuning.candidates("wgmma", "int4", m) == chosen + ([kernels.rebuild.CONFIG] if m > 64 else [])
         default = int4_wgmma.default("int4", m)  # untuned shapes get a shape that does not spill
         assert (default.block_m, default.block_n, default.num_warps, default.max_registers) in int4_wgmma.SHAPES
 
@@ -77,8 +77,7 @@ def test_matches_reference_gpu(data):
     packed = make_case("int4", n, k, dtype, group, 1.0, data.draw(st.integers(0, 99))).pack().to("cuda")
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
-    config = data.draw(st.sampled_from([int4_wgmma.default("int4", m),
-                                        *(c for c in int4_wgmma.candidates("int4", m) if not c.rebuild)]))
+    config = data.draw(st.sampled_from([int4_wgmma.default("int4", m), *int4_wgmma.candidates("int4", m)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
     assert kernels.kernel_name(x, "int4", packed.tensors, packed.dims) == "wgmma"
     out = int4_wgmma.matmul(x, "int4", list(packed.tensors), packed.dims, bias, config, split_k=split)
