@@ -29,7 +29,6 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
 
-from . import rebuild
 from .int4_mma import MAX_M as MMA_MAX_M
 from .int4_mma import (as_operand_a, bits, dequantize, operand_layouts, renumbered, step_range, store_transposed,
                        weight_loads, word_offsets)

@@ -338,7 +338,7 @@ def test_hybrid_decode_reads_a_last_nv24_column_of_any_width_gpu(tile, k):
     """The last tile column's width may end inside a group of 4 inputs (K % 4 != 0): its partial group's values
     and x pair still count. DENSE and NV24 tiles in a checkerboard: both formats end a row of tiles."""
     grid = (3, -(-k // tile))
-    formats = (np.add.outer(np.arange(grid[0]), np.arange(grid[1])) % 2).astype(np.uint8)  # a checkerboard
+    formats = (np.add.outer(np.arange(grid[0]), np.arange(grid[1])) % 2).astype(np.uint8)
     assert {TileFormat(f) for f in formats.flat} == {TileFormat.DENSE, TileFormat.NV24}
     case = make_case("hybrid", 3 * tile - 5, k, torch.bfloat16, 64, 0.5, k, formats=formats, tile=tile)
     packed = case.pack().to("cuda")
