@@ -3,7 +3,9 @@
 `configs/<device name>.json` (the name with every run of other characters than letters and digits turned into
 one '_', e.g. NVIDIA_H100_80GB_HBM3.json) maps a key "<kernel>/<layout>/<N>x<K>/m<bucket>" to the fields of that
 kernel's config dataclass; the bucket is the smallest of M_BUCKETS at least M (the last one past it). At run
-time `select` looks the key up and falls back to the kernel's default: no tuning, no timing, no host sync.
+time `select` looks the key up; a shape the table lacks takes the config of the nearest tuned shape of the same
+kernel, layout and M bucket, N and K each within NEAREST_FACTOR (logged once), else the kernel's default: no
+tuning, no timing, no host sync.
 With SPARC_AUTOTUNE=1 on a CUDA device, the first call of a key in a process times every candidate config on
 the call's own inputs (`graph_bench` over copies of the weight, see `tuning.timed_run`), keeps the fastest and
 writes the table back, printing each candidate's time to stderr. Never under the Triton interpreter
@@ -14,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 import re
@@ -27,8 +30,10 @@ from sparc.errors import SparcError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 M_BUCKETS = (1, 16, 64, 256, 2048)
+NEAREST_FACTOR = 2  # a tuned shape's config serves shapes whose N and K are each within this factor of its own
 _TUNED: set[tuple[Path, str]] = set()  # (table, key) tuned by this process
 _CHOSEN: dict[tuple[int, str], object] = {}  # (device index, key) -> config, so a call costs one dict lookup
+log = logging.getLogger("sparc")
 
 
 def m_bucket(m: int) -> int:
@@ -37,6 +42,28 @@ def m_bucket(m: int) -> int:
 
 def config_key(kernel: str, layout: str, n: int, k: int, m: int) -> str:
     return f"{kernel}/{layout}/{n}x{k}/m{m_bucket(m)}"
+
+
+def shape_of(key: str) -> tuple[str, int, int] | None:
+    """(the key without its shape, N, K) of a key "<kernel>/<layout>/<N>x<K>/m<bucket>"; None for other keys."""
+    match = re.fullmatch(r"([^/]+/[^/]+)/(\d+)x(\d+)/(m\d+)", key)
+    return match and (f"{match[1]}/{match[4]}", int(match[2]), int(match[3]))
+
+
+def nearest_key(configs, key: str) -> str | None:
+    """The key among `configs` of key's kernel, layout and M bucket whose shape is nearest key's (the least
+    |log(N' / N)| + |log(K' / K)|), of those with N' and K' each within NEAREST_FACTOR of N and K; None if none."""
+    own = shape_of(key)
+    if own is None or 0 in own[1:]:
+        return None
+    near = []
+    for other in configs:
+        shape = shape_of(other)
+        if shape and shape[0] == own[0]:
+            gaps = [abs(math.log(size / wanted)) for size, wanted in zip(shape[1:], own[1:])]
+            if max(gaps) <= math.log(NEAREST_FACTOR):
+                near.append((sum(gaps), other))
+    return min(near)[1] if near else None
 
 
 def device_file(device_name: str, directory: Path | None = None) -> Path:
@@ -139,6 +166,9 @@ def select(key: str, default, candidates: Sequence, run: Callable, device: torch
             _CHOSEN[index, key] = best
             return best
     fields = lookup(path, key)
+    if fields is None and (near := nearest_key(_read(path), key)) is not None:
+        log.info("sparc: %s has no tuned config on %s; it takes %s's (SPARC_AUTOTUNE=1 tunes it)", key, name, near)
+        fields = lookup(path, near)
     _CHOSEN[index, key] = config_from(key, fields, [default, *candidates]) if fields else default
     return _CHOSEN[index, key]
 

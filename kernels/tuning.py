@@ -9,8 +9,9 @@ else the tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`). A
 weight rebuilt once, then cuBLAS): the tile kernels' default from M = 256, and from M = 65 a candidate of every
 kernel's tuner (`runner` runs it in the kernel's place).
 `config_for` returns the config the per-GPU table of `autotune` holds for (kernel, layout, N, K, M bucket; for
-HYBRID's decode and mma kernels the layout with its tile mix, `tuned_layout`), or the kernel's default; with
-SPARC_AUTOTUNE=1 it times `candidates` on the call's inputs first.
+HYBRID's decode and mma kernels the layout with its tile mix, `tuned_layout`), else that of the nearest tuned
+shape (`autotune.nearest_key`), else the kernel's default; with SPARC_AUTOTUNE=1 it times `candidates` on the
+call's inputs first.
 """
 from __future__ import annotations
 

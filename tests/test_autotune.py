@@ -98,6 +98,41 @@ def test_select_reads_the_table_without_tuning(monkeypatch, tmp_path):
     autotune._device_table.cache_clear()
 
 
+@pytest.mark.parametrize("key, expected", [
+    ("mma/nv24/3584x3584/m16", "mma/nv24/4096x4096/m16"),  # nearer than 5000x3000
+    ("mma/nv24/18944x3584/m16", "mma/nv24/14336x4096/m16"),
+    ("mma/nv24/2048x2048/m16", "mma/nv24/4096x4096/m16"),  # a factor of 2 in both
+    ("mma/nv24/2047x4096/m16", None),  # past a factor of 2 in N
+    ("mma/nv24/4096x4096/m64", None),  # another M bucket
+    ("mma/nv24_int4/4096x4096/m16", None),  # another layout
+    ("decode/nv24/4096x4096/m16", None),  # another kernel
+    ("mma/hybrid-dense30/4000x4000/m16", "mma/hybrid-dense30/4096x4096/m16"),  # the mix is part of the layout
+])
+def test_nearest_key_takes_the_closest_shape_of_the_same_kernel_layout_and_bucket(key, expected):
+    configs = {"mma/nv24/4096x4096/m16": {}, "mma/nv24/5000x3000/m16": {}, "mma/nv24/14336x4096/m16": {},
+               "mma/nv24/4096x4096/m256": {}, "mma/hybrid-dense30/4096x4096/m16": {},
+               "mma/hybrid-dense100/4000x4000/m16": {}}
+    assert autotune.nearest_key(configs, key) == expected
+
+
+def test_select_gives_an_untuned_shape_the_nearest_tuned_config_and_logs_it(monkeypatch, tmp_path, caplog):
+    path = fake_cuda(monkeypatch, tmp_path)
+    monkeypatch.delenv("SPARC_AUTOTUNE", raising=False)
+    autotune.store(path, "mma/nv24/4096x4096/m16", {"a": 7, "b": 1}, "Fake GPU")
+    autotune.store(path, "mma/nv24/1024x1024/m16", {"a": 8, "b": 1}, "Fake GPU")
+    device = torch.device("cuda", 0)
+    with caplog.at_level("INFO", logger="sparc"):
+        for _ in range(2):
+            assert autotune.select("mma/nv24/3584x3584/m16", Fake(1), [Fake(2)], None, device,
+                                   directory=tmp_path) == Fake(7, 1)
+        assert autotune.select("mma/nv24/640x4096/m16", Fake(1), [Fake(2)], None, device,
+                               directory=tmp_path) == Fake(1)  # N within 2x of 1024 but K 4x
+    assert [r.getMessage() for r in caplog.records] == [
+        "sparc: mma/nv24/3584x3584/m16 has no tuned config on Fake GPU; it takes mma/nv24/4096x4096/m16's "
+        "(SPARC_AUTOTUNE=1 tunes it)"]
+    autotune._device_table.cache_clear()
+
+
 def test_select_tunes_once_and_writes_the_table(monkeypatch, tmp_path, capsys):
     path = fake_cuda(monkeypatch, tmp_path)
     monkeypatch.setenv("SPARC_AUTOTUNE", "1")
