@@ -422,11 +422,12 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
 
 
 def as_words(t: torch.Tensor) -> torch.Tensor:
-    """A buffer as int32 words from its start (4 zero words if empty). Where its bytes end inside a word, the
-    kernels read that word's bytes one by one (`words_from_bytes`)."""
-    if not t.numel():
-        return t.new_zeros(4).view(torch.int32)
+    """A buffer as int32 words from its start. Where its bytes end inside a word, the kernels read that word's
+    bytes one by one (`words_from_bytes`). A buffer of less than one word (none, or an NV24 metadata buffer of 1 to
+    3 bytes) becomes a zero-padded copy of 4 words: a view of no words would hand the kernel a null pointer."""
     flat = t.reshape(-1).view(torch.uint8)
+    if flat.numel() < 4:
+        return torch.cat([flat, flat.new_zeros(16 - flat.numel())]).view(torch.int32)
     return flat[:flat.numel() // 4 * 4].view(torch.int32)
 
 

@@ -133,6 +133,35 @@ def test_one_row_runs_here_in_fp16_only(layout, dtype, runs):
     assert nv24_mma.supports(layout, x, tensors) == runs
 
 
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 7, 16])
+def test_as_words_keeps_every_byte_behind_a_real_pointer(size):
+    """A buffer of less than one word (a 1 x 3 NV24 weight's metadata is 1 byte) must not become an empty view,
+    whose data pointer is null: the kernel reads its bytes through it."""
+    buffer = torch.arange(1, size + 1, dtype=torch.uint8).reshape(1, -1) if size else torch.empty(0, dtype=torch.uint8)
+    words = nv24_mma.as_words(buffer)
+    assert words.dtype == torch.int32 and words.data_ptr() != 0
+    if size >= 4:  # a view of the whole words; the kernel reads the bytes of a last partial word past it
+        assert words.data_ptr() == buffer.data_ptr() and words.numel() == size // 4
+        assert torch.equal(words.view(torch.uint8), buffer.reshape(-1)[: size // 4 * 4])
+    else:  # a copy, zero-padded to 4 words
+        assert words.numel() == 4 and torch.equal(words.view(torch.uint8)[:size], buffer.reshape(-1))
+        assert not words.view(torch.uint8)[size:].any()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n, k", [(1, 3), (1, 24), (2, 8), (3, 5)])
+@pytest.mark.parametrize("split", [None, 1, 4])
+def test_a_weight_of_less_than_one_metadata_word_gpu(n, k, split):
+    """Hypothesis found a 1 x 3 fp16 weight at M = 2 that read its metadata through a null pointer."""
+    packed = make_case("nv24", n, k, torch.float16, 0, 1.0, k).pack().to("cuda")
+    assert packed.tensors[1].numel() < 4
+    x = torch.randn(2, k, device="cuda", dtype=torch.float16)
+    bias = torch.randn(n, device="cuda", dtype=torch.float16)
+    assert kernels.kernel_name(x, "nv24", packed.tensors, packed.dims) == "mma"
+    out = kernels.triton_matmul(x, "nv24", packed.tensors, packed.dims, bias, split_k=split)
+    assert_matches_reference(out, x, packed, bias)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", ["nv24", "nv24_int4"])
 @GPU
