@@ -36,6 +36,7 @@ from .nv24_mma import (DTYPES, NO_INPUTS, STREAM, accumulate_steps, as_words, by
                        operand_layouts, step_layout, steps_of, word_addresses, words_from_bytes, x_addresses, x_layout,
                        x_loads, x_to_steps)
 from .gluon_decode import x_as_pairs
+from .l2_prefetch import ask_l2_span
 from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch
 
@@ -52,11 +53,13 @@ CODE_ZERO = gl.constexpr(int(TileFormat.ZERO))
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Weight rows per program (a multiple of 16 * the warps along N dividing 128), split-K slices over the tile
-    columns (0: as many as fill the GPU), warps, and how many of them split the x rows."""
+    columns (0: as many as fill the GPU), warps, how many of them split the x rows, and how many tile columns
+    ahead the program's rows of a tile are asked into L2 (0: not at all, `l2_prefetch`)."""
     block_n: int
     split_k: int = 0
     num_warps: int = 4
     warps_m: int = 1
+    prefetch: int = 0
 
 
 DEFAULTS = {"hybrid": Config(64, 0, 4)}
@@ -209,6 +212,22 @@ def tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok, 
 
 
 @gluon.jit
+def ask_tile_l2(formats_ptr, offsets_ptr, dense_ptr, values_ptr, meta_ptr, at, live, first_row, rows,
+                TILE: gl.constexpr, HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr):
+    """Ask L2 for the program's `rows` rows from first_row of the tile at `at` (unless not `live`): a tile is
+    stored whole, so they are one span of bytes of its format (DENSE 256 a row, NV24 128 of values and 16 of
+    metadata)."""
+    code, base = tile_entry(formats_ptr, offsets_ptr, at, live, TILE)
+    start = base + first_row * TILE  # in weights
+    if HAS_DENSE:
+        ask_l2_span(dense_ptr + start // 2, rows * (2 * TILE), (code == CODE_DENSE).to(gl.int32))
+    if HAS_NV24:
+        is_nv24 = (code == CODE_NV24).to(gl.int32)
+        ask_l2_span(values_ptr + start // 4, rows * TILE, is_nv24)
+        ask_l2_span(meta_ptr + start // 32, rows * (TILE // 8), is_nv24)
+
+
+@gluon.jit
 def edge_tile(acc, pairs_ptr, x_at, x_ok, xd_at, xd_ok, pairs_k, formats_ptr, offsets_ptr, dense_ptr, values_ptr,
               meta_ptr, at, chunk, width, rows_d, pairs_d, rows_v, rows_w, rows_in, steps, dense_steps,
               dtype: gl.constexpr, HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, LV: gl.constexpr,
@@ -249,9 +268,10 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
                       DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
                       HAS_DENSE: gl.constexpr, HAS_NV24: gl.constexpr, EDGE: gl.constexpr, LV: gl.constexpr,
                       LM: gl.constexpr, LVD: gl.constexpr, LG: gl.constexpr, LGD: gl.constexpr, LS: gl.constexpr,
-                      LD: gl.constexpr, MMA: gl.constexpr, PDL: gl.constexpr):
+                      LD: gl.constexpr, MMA: gl.constexpr, PDL: gl.constexpr, PREFETCH: gl.constexpr = 0):
     """formats (TN, TK) uint8 and offsets (TN, TK) int64 of the grid (`hybrid`), the DENSE buffer as int32
-    pairs, the NV24 values as int32 pairs and metadata as int32 words; x as for `nv24_mma.nv24_mma_kernel`."""
+    pairs, the NV24 values as int32 pairs and metadata as int32 words; x as for `nv24_mma.nv24_mma_kernel`.
+    PREFETCH: tile columns ahead that the program's rows of a tile are asked into L2."""
     wait_for_inputs(PDL)
     dtype: gl.constexpr = x_ptr.dtype.element_ty
     pairs_ptr = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
@@ -293,6 +313,10 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
     now = code
     code, base = tile_entry(formats_ptr, offsets_ptr, entries + first + 1, first + 1 < loop_end, BLOCK_K)
     for col in range(first, loop_end):  # tile entries two columns ahead, weights and x one
+        if PREFETCH:
+            ask_tile_l2(formats_ptr, offsets_ptr, dense_ptr, values_ptr, meta_ptr, entries + col + PREFETCH,
+                        col + PREFETCH < loop_end, first_row, gl.minimum(rows_in - first_row, BLOCK_N), BLOCK_K,
+                        HAS_DENSE, HAS_NV24)
         code_n, base_n = tile_entry(formats_ptr, offsets_ptr, entries + col + 2, col + 2 < loop_end, BLOCK_K)
         pairs_n, values_n, words_n = tile_loads(dense_ptr, values_ptr, meta_ptr, code, base, dense_at, dense_ok,
                                                 value_at, value_ok, word_at, word_ok, HAS_DENSE, HAS_NV24)
@@ -340,4 +364,4 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
                   dict(HAS_DENSE=has_dense, HAS_NV24=has_nv24, EDGE=k % TILE != 0, LV=lv, LM=lm,
                        LVD=dense_layout(config.block_n, warps, warps_m), LG=x_layout(block_m, warps),
                        LGD=x_layout(block_m, warps, **DENSE_X_BITS), LS=step_layout(block_m, warps, warps_m), LD=ld,
-                       MMA=mma, num_warps=warps), out, partials, dependent=True)
+                       MMA=mma, num_warps=warps, PREFETCH=config.prefetch), out, partials, dependent=True)

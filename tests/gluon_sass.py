@@ -20,7 +20,7 @@ from triton.compiler import compile as triton_compile
 from triton.experimental.gluon._runtime import GluonASTSource
 from triton.tools.disasm import get_sass
 
-from sparc.kernels import decode, gluon_decode, hybrid_mma, int4_mma, int4_wgmma, nv24_mma
+from sparc.kernels import decode, gluon_decode, hybrid_mma, int4_mma, int4_wgmma, l2_prefetch, nv24_mma
 
 
 POINTERS = {"int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
@@ -60,11 +60,12 @@ def compile_decode(layout: str, block_n: int, block_k: int, group: int, num_warp
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
 
 
-def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, block_m: int, layout: str = "int4"):
+def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, block_m: int, layout: str = "int4",
+                     prefetch: int = 0):
     lw, lx, mma = int4_mma.operand_layouts(block_n, block_k, block_m, group, num_warps)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=1, USE_DOT=True,
                       DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1, GROUP=group, LW=lw,
-                      LX=lx, MMA=mma)
+                      LX=lx, MMA=mma, PREFETCH=prefetch, LP=l2_prefetch.row_layout(num_warps))
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16")
     if layout == "bsr_int4":
         pointers.update(row_ptr="*i32", col_ptr="*i16")
@@ -79,12 +80,13 @@ def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, blo
 
 
 def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0, warps_m: int = 1,
-                     max_registers: int = 0, meta_bytes: int = 0):
+                     max_registers: int = 0, meta_bytes: int = 0, prefetch: int = 0):
     lv, lm, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps, quantized=group > 0, warps_m=warps_m)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=nv24_mma.BLOCK_K, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
                       GROUP=group, META_BYTES=bool(meta_bytes), LV=lv, LM=lm, LG=nv24_mma.x_layout(block_m, num_warps),
-                      LS=nv24_mma.step_layout(block_m, num_warps, warps_m), LD=ld, MMA=mma)
+                      LS=nv24_mma.step_layout(block_m, num_warps, warps_m), LD=ld, MMA=mma, PREFETCH=prefetch,
+                      LP=l2_prefetch.row_layout(num_warps))
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", values_ptr="*i32", scales_ptr="*i16",
                     mins_ptr="*i16", meta_ptr="*i32")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32", row_values="i32",
@@ -98,7 +100,7 @@ def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0,
 
 
 def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: int, has_nv24: int, warps_m: int = 1,
-                       edge: int = 0):
+                       edge: int = 0, prefetch: int = 0):
     lv, lm, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps, warps_m=warps_m)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=hybrid_mma.TILE, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
@@ -106,7 +108,7 @@ def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: in
                       LVD=hybrid_mma.dense_layout(block_n, num_warps, warps_m),
                       LG=nv24_mma.x_layout(block_m, num_warps),
                       LGD=nv24_mma.x_layout(block_m, num_warps, **hybrid_mma.DENSE_X_BITS),
-                      LS=nv24_mma.step_layout(block_m, num_warps, warps_m), LD=ld, MMA=mma)
+                      LS=nv24_mma.step_layout(block_m, num_warps, warps_m), LD=ld, MMA=mma, PREFETCH=prefetch)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8", offsets_ptr="*i64",
                     dense_ptr="*i32", values_ptr="*i32", meta_ptr="*i32")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32", grid_cols="i32",
@@ -118,11 +120,13 @@ def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: in
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
 
-def compile_int4_wgmma(block_m: int, block_n: int, num_warps: int, group: int, max_registers: int = 0):
+def compile_int4_wgmma(block_m: int, block_n: int, num_warps: int, group: int, max_registers: int = 0,
+                       prefetch: int = 0):
     lw, lx, mma, shared = int4_wgmma.layouts(block_m, block_n, group, num_warps)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=int4_wgmma.BLOCK_K, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
-                      GROUP=group, LW=lw, LX=lx, MMA=mma, XS=shared)
+                      GROUP=group, LW=lw, LX=lx, MMA=mma, XS=shared, PREFETCH=prefetch,
+                      LP=l2_prefetch.row_layout(num_warps))
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", q_ptr="*i32", scales_ptr="*i16",
                     mins_ptr="*i16")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32",
@@ -177,13 +181,14 @@ if __name__ == "__main__":
         report = dependent_launch
         sys.argv.pop(1)
     if sys.argv[1] == "wgmma":
-        compiled = compile_int4_wgmma(*map(int, sys.argv[2:7]))
+        compiled = compile_int4_wgmma(*map(int, sys.argv[2:8]))
     elif sys.argv[1] == "mma_hybrid":
-        compiled = compile_hybrid_mma(*map(int, sys.argv[2:9]))
+        compiled = compile_hybrid_mma(*map(int, sys.argv[2:10]))
     elif sys.argv[1] == "mma_nv24":
-        compiled = compile_nv24_mma(*map(int, sys.argv[2:9]))
+        compiled = compile_nv24_mma(*map(int, sys.argv[2:10]))
     elif sys.argv[1] in ("mma", "mma_bsr"):
-        compiled = compile_int4_mma(*map(int, sys.argv[2:7]), "bsr_int4" if sys.argv[1] == "mma_bsr" else "int4")
+        compiled = compile_int4_mma(*map(int, sys.argv[2:7]), "bsr_int4" if sys.argv[1] == "mma_bsr" else "int4",
+                                    *map(int, sys.argv[7:8]))
     else:
         compiled = compile_decode(sys.argv[1], *map(int, sys.argv[2:6]))
     print(json.dumps(report(get_sass(compiled.asm["cubin"]))))
