@@ -1,12 +1,12 @@
 """A/B of the L2 prefetch distance (`kernels/l2_prefetch.py`) on the tensor-core kernels that take it, with
 `linear.py`'s operands and timing (CUDA graphs over >= 4x L2 of weights, median of replays, time per layer).
 
-    python benchmarks/prefetch_ab.py [--shapes 4096x4096,14336x4096] [--m 16,64] [--layouts nv24,int4]
+    python benchmarks/prefetch_ab.py [--shapes 4096x4096,14336x4096] [--cells nv24=16,64/int4=16,64,256]
                                      [--distances 0,2,4,8] [--rounds 2]
 
 Each layout packs its weights once; every distance then runs on the same operands, with the tuned config of
 each cell and only its `prefetch` field replaced; rounds repeat the whole sweep (spread). Every output is
-checked against x @ W.T before it is timed. Kernels whose config has no `prefetch` field run as tuned in every
+checked against x @ W.T before it is timed (a miss is marked *). Kernels whose config has no `prefetch` field run as tuned in every
 column (a control for the spread).
 """
 from __future__ import annotations
@@ -35,8 +35,8 @@ def config_with_distance(*args, **kwargs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", default="4096x4096,14336x4096,4096x14336")
-    parser.add_argument("--m", default="16,64,128,256")
-    parser.add_argument("--layouts", default="nv24,nv24_int4,int4")
+    parser.add_argument("--cells", default="nv24=16,64,128/nv24_int4=16,64/int4=16,64,256/bsr_int4=16,64/"
+                        "hybrid30=1,16,64/hybrid_dense=16,64", help="layout=M,M,.../...")
     parser.add_argument("--distances", default="0,2,4,8")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--L", type=int, default=8)
@@ -53,25 +53,25 @@ def main():
         n, k = (int(v) for v in shape.split("x"))
         torch.manual_seed(n * 7919 + k)
         weights = [torch.randn(n, k, device="cuda").to(linear.BF16) for _ in range(args.L)]
-        for layout in args.layouts.split(","):
+        for cell in args.cells.split("/"):
+            layout, ms = cell.split("=")
             gen = torch.Generator().manual_seed(n * 31 + k)
             operands = [linear.BUILDERS[layout](weights[0], gen)]
             count = min(512, max(args.L, math.ceil(min_mb * 2**20 / operands[0].nbytes)))
             operands += [linear.BUILDERS[layout](weights[i % args.L], gen) for i in range(1, count)]
             reference = operands[0].weight().float()
-            for m in (int(v) for v in args.m.split(",")):
+            for m in (int(v) for v in ms.split(",")):
                 x = torch.randn(m, k, device="cuda").to(linear.BF16)
                 packed = operands[0].packed
                 kernel = linear.kernels.kernel_name(x, layout, packed.tensors, packed.dims)
-                times = {d: [] for d in distances}
+                times, misses = {d: [] for d in distances}, {}
                 for _ in range(args.rounds):
                     for d in distances:
                         DISTANCE[0] = d
-                        miss = linear.check(operands[0].run(x), x, reference)
-                        if miss:
-                            raise SystemExit(f"{shape} {layout} M={m} d={d}: {miss}")
+                        if miss := linear.check(operands[0].run(x), x, reference):
+                            misses[d] = f" * {miss}"
                         times[d].append(linear.time_per_layer(operands, x, args.replays, True))
-                cells = [f"{min(t):.1f} ({max(t) - min(t):.1f})" for t in times.values()]
+                cells = [f"{min(t):.1f} ({max(t) - min(t):.1f}){misses.get(d, '')}" for d, t in times.items()]
                 print(f"| {shape} | {layout} | {m} | {kernel} | " + " | ".join(cells) + " |", flush=True)
             del operands, reference
             torch.cuda.empty_cache()

@@ -64,13 +64,15 @@ NO_INPUTS_BYTE = gl.constexpr(0x44)
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Weight rows per program (a multiple of 16 * the warps along N), split-K slices (0: as many as fill the
-    GPU), warps, how many of them split the x rows (the rest split the weight rows), and the registers a thread
-    may use (0: as many as the compiler takes)."""
+    GPU), warps, how many of them split the x rows (the rest split the weight rows), the registers a thread may
+    use (0: as many as the compiler takes) and how many chunks ahead the weight is asked into L2 (0: not at all,
+    `l2_prefetch`)."""
     block_n: int
     split_k: int = 0
     num_warps: int = 4
     warps_m: int = 1
     max_registers: int = 0
+    prefetch: int = 0
 
 
 DEFAULTS = {"nv24": Config(64, 0, 4), "nv24_int4": Config(64, 0, 4)}
