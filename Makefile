@@ -16,5 +16,7 @@ $(READY): pyproject.toml Makefile
 demo: $(READY)
 	cd benchmarks && ../$(VENV)/bin/python demo.py
 
+# pytest's own script, not `python -m pytest`: that puts the repository root on sys.path, where the folder
+# kernels/ would shadow the `kernels` package that transformers imports
 test: $(READY)
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider

@@ -29,13 +29,24 @@ def keep_source_names(gm: torch.fx.GraphModule) -> None:
         node.meta["source_name"] = source_name(node)
 
 
-def qualified_name(source: str) -> str | None:
-    """`L['self']._modules['mlp']._parameters['weight']` -> `mlp.weight`; None for sources outside the module."""
+# a forward wrapped as (*args, **kwargs) (transformers' decorators): the module is its first positional argument
+_WRAPPED_MODULE = re.compile(r"L\['args'\]\[0\](?=\._(?:modules|parameters|buffers)\[)")
+
+
+def module_root(source: str) -> str | None:
+    """The part of `source` that names the traced module, or None for sources outside it."""
     for root in ("L['self']", "L['fn']", "L['mod']"):
         if source.startswith(root):
-            rest = source[len(root):]
-            return ".".join(next(g for g in m.groups() if g is not None) for m in _SOURCE_TOKEN.finditer(rest))
-    return None
+            return root
+    return "L['args'][0]" if _WRAPPED_MODULE.match(source) else None
+
+
+def qualified_name(source: str) -> str | None:
+    """`L['self']._modules['mlp']._parameters['weight']` -> `mlp.weight`; None for sources outside the module."""
+    root = module_root(source)
+    if root is None:
+        return None
+    return ".".join(next(g for g in m.groups() if g is not None) for m in _SOURCE_TOKEN.finditer(source[len(root):]))
 
 
 def placeholders(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
@@ -46,14 +57,16 @@ def is_user_input(source: str | None) -> bool:
     return source is not None and qualified_name(source) is None and source.startswith("L[")
 
 
-def frame_locals(item, user_sources: list[str]) -> dict:
+def frame_locals(item, user_sources: list[str], module_first: bool = False) -> dict:
     """The frame locals a calibration item stands for: a tensor is the first positional argument,
-    a dict the keyword arguments, a tuple the positional arguments."""
+    a dict the keyword arguments, a tuple the positional arguments (after the module where the traced frame is
+    a wrapper that takes it as its first argument)."""
+    before = (None,) if module_first else ()
     if isinstance(item, dict):
-        return {"args": (), "kwargs": item, **item}
+        return {"args": before, "kwargs": item, **item}
     args = tuple(item) if isinstance(item, (tuple, list)) else (item,)
     named = sorted({re.match(r"L\['([^']+)'\]", s).group(1) for s in user_sources} - {"args", "kwargs"})
-    return {"args": args, "kwargs": {}, **dict(zip(named, args))}
+    return {"args": before + args, "kwargs": {}, **dict(zip(named, args))}
 
 
 def graph_inputs(gm: torch.fx.GraphModule, example_inputs: list, item) -> list:
@@ -62,7 +75,8 @@ def graph_inputs(gm: torch.fx.GraphModule, example_inputs: list, item) -> list:
     nodes = placeholders(gm)
     sources = [source_name(n) for n in nodes]
     user = [s for s in sources if is_user_input(s)]
-    local_values = frame_locals(item, user)
+    module_first = any(s is not None and module_root(s) == "L['args'][0]" for s in sources)
+    local_values = frame_locals(item, user, module_first)
     values = []
     for node, source, example in zip(nodes, sources, example_inputs):
         if not is_user_input(source):
