@@ -89,11 +89,15 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
 
 def candidates(layout: str, m: int) -> list[Config]:
     """Past 16 x rows one row tile a warp (a DENSE tile row takes twice an NV24 one's registers), and the warps
-    also split the x rows (warps along N, warps along M)."""
+    also split the x rows (warps along N, warps along M); up to 16 rows with and without the L2 prefetch."""
     if m > 16:
         return [Config(16 * wn, split, wn * wm, wm) for (wn, wm), split in
                 itertools.product([(8, 1), (4, 2), (4, 1), (2, 2)], (0, 2, 4)) if wm <= x_rows_for(m, MAX_M) // 8]
-    return [Config(16 * w * r, split, w) for w, r, split in itertools.product((2, 4), (1, 2), (0, 2, 4))]
+    return [Config(16 * w * r, split, w, 1, ahead) for w, r, split, ahead in
+            itertools.product((2, 4), (1, 2), (0, 2, 4), PREFETCH_DISTANCES)]
+
+
+PREFETCH_DISTANCES = (0, 2)  # tile columns ahead, up to 16 x rows; past them, and further ahead, always slower
 
 
 def dense_layout(block_n: int, num_warps: int, warps_m: int = 1):

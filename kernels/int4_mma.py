@@ -44,7 +44,6 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 from .gluon_decode import x_as_pairs
-from .l2_prefetch import ask_l2, ask_l2_span, prefetched_rows, row_layout
 from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch, sm_count
 
@@ -60,13 +59,11 @@ DTYPES = (torch.bfloat16, torch.float16)
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Weight rows per program (16 a warp tile), inputs per K block (a multiple of 128), split-K slices (0: as
-    many as fill the GPU), warps and how many K blocks ahead the weight is asked into L2 (0: not at all,
-    `l2_prefetch`)."""
+    many as fill the GPU) and warps."""
     block_n: int
     block_k: int
     split_k: int = 0
     num_warps: int = 4
-    prefetch: int = 0
 
 
 DEFAULTS = {"int4": Config(128, 128, 0, 4), "bsr_int4": Config(0, 128, 0, 4)}  # BSR_INT4: block_n is the format's
@@ -272,12 +269,10 @@ def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N,
                     HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                     SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
                     PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, LW: gl.constexpr,
-                    LX: gl.constexpr, MMA: gl.constexpr, PDL: gl.constexpr, PREFETCH: gl.constexpr = 0,
-                    LP: gl.constexpr = None):
+                    LX: gl.constexpr, MMA: gl.constexpr, PDL: gl.constexpr):
     """q_ptr: int32 words (N, Kp / 8) of the INT4 weight; scales and mins (N, Kp / GROUP) as int16; x (M, K)
     read as pairs_k = ceil(K / 2) int32 pairs a row (`x_as_pairs`; stride_xm even; an argument, so that its
-    alignment is known). `tiling.launch`'s arguments plus the layouts of `operand_layouts`; PREFETCH: K blocks
-    ahead that the weight is asked into L2, LP `l2_prefetch.row_layout`."""
+    alignment is known). `tiling.launch`'s arguments plus the layouts of `operand_layouts`."""
     wait_for_inputs(PDL)
     G: gl.constexpr = BLOCK_K // GROUP
     W: gl.constexpr = GROUP // 8
@@ -294,12 +289,7 @@ def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N,
     s2, m2, words = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at, word_at,
                                  row_ok & gl.expand_dims(groups < row_groups, 0))
     x = x_loads(pairs_ptr, x_at, x_groups, GROUP // 2, x_ok, pairs_k)
-    if PREFETCH:
-        prows = prefetched_rows(pid_n, N, BLOCK_N, LP)
     for step in range(first, end):
-        if PREFETCH:
-            ask_words_l2(q_ptr, scales_ptr, mins_ptr, prows * row_groups + gl.minimum(step + PREFETCH, end - 1) * G,
-                         G, W)
         ahead = step + 1 - first
         live = step + 1 < end
         s2_n, m2_n, words_n = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at + ahead * G, word_at + ahead * (G * W),
@@ -309,27 +299,6 @@ def int4_mma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, N,
         s2, m2, words, x = s2_n, m2_n, words_n, x_n
     release_dependents(PDL)
     store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
-
-
-@gluon.jit
-def ask_words_l2(q_ptr, scales_ptr, mins_ptr, group_at, G: gl.constexpr, W: gl.constexpr):
-    """Ask L2 for a K block of G groups of the weight rows (one a thread) whose first group is group_at: its
-    words (64 bytes a row and group of 128) and the lines of its scales and minimums."""
-    for g in gl.static_range(0, G * W, 32):  # a line holds 32 words
-        ask_l2(q_ptr, group_at * W + g)
-    ask_l2(scales_ptr, group_at)
-    ask_l2(mins_ptr, group_at)
-
-
-@gluon.jit
-def ask_blocks_l2(q_ptr, scales_ptr, mins_ptr, block, live, G: gl.constexpr, BLOCK_N: gl.constexpr,
-                  W: gl.constexpr):
-    """Ask L2 for the G kept blocks from `block` (unless not `live`): stored one after the other, they are one
-    span of words, one of scales and one of minimums."""
-    ask = live.to(gl.int32)
-    ask_l2_span(q_ptr + block.to(gl.int64) * (BLOCK_N * W), G * BLOCK_N * W * 4, ask)
-    ask_l2_span(scales_ptr + block.to(gl.int64) * BLOCK_N, G * BLOCK_N * 2, ask)
-    ask_l2_span(mins_ptr + block.to(gl.int64) * BLOCK_N, G * BLOCK_N * 2, ask)
 
 
 @gluon.jit
@@ -354,12 +323,11 @@ def bsr_int4_mma_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scale
                         BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
                         DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
                         GROUP: gl.constexpr, LW: gl.constexpr, LX: gl.constexpr, MMA: gl.constexpr,
-                        PDL: gl.constexpr, PREFETCH: gl.constexpr = 0, LP: gl.constexpr = None):
+                        PDL: gl.constexpr):
     """BSR_INT4 (`bsr_int4`'s tensors, words as int32, scales and mins as int16) with BLOCK_N = block_n:
     program (pid, pid_k) owns one block row and the pid_k-th of SPLIT_K runs of its kept blocks (row pointers
     read on the device), G = BLOCK_K / GROUP blocks a step, each the words of one LW group and the x pairs at
-    its column (column indices load two steps ahead, the rest one). x as for `int4_mma_kernel`; PREFETCH: steps
-    ahead that the kept blocks are asked into L2."""
+    its column (column indices load two steps ahead, the rest one). x as for `int4_mma_kernel`."""
     wait_for_inputs(PDL)
     G: gl.constexpr = BLOCK_K // GROUP
     W: gl.constexpr = GROUP // 8
@@ -385,9 +353,6 @@ def bsr_int4_mma_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, scale
     x = x_loads(pairs_ptr, x_at, bsr_columns(col_ptr, first + g_x, end), GROUP // 2, x_ok, pairs_k)
     cols_n = bsr_columns(col_ptr, first + G + g_x, end)
     for block in range(first, end, G):  # columns two steps ahead: x's loads never wait for theirs
-        if PREFETCH:
-            ask_blocks_l2(q_ptr, scales_ptr, mins_ptr, block + PREFETCH * G, block + PREFETCH * G + G <= end, G,
-                          BLOCK_N, W)
         cols_nn = bsr_columns(col_ptr, block + 2 * G + g_x, end)
         s2_n, m2_n, words_n = bsr_weight_loads(q_ptr, scales_ptr, mins_ptr, block + G + g_w, end, rows, in_group,
                                                BLOCK_N, W)
@@ -455,5 +420,4 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     tiling = Tiling(block_m, block_n, config.block_k, split_k)
     pairs = x_as_pairs(x2d if x2d.stride(0) % 2 == 0 else x2d.contiguous())
     return launch(kernel, pairs, n, k, bias, tiling, pointers, (pairs.shape[1] // 2,),
-                  dict(GROUP=group, LW=lw, LX=lx, MMA=mma, num_warps=warps, PREFETCH=config.prefetch,
-                       LP=row_layout(warps)), out, partials, dependent=True)
+                  dict(GROUP=group, LW=lw, LX=lx, MMA=mma, num_warps=warps), out, partials, dependent=True)

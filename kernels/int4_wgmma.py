@@ -30,9 +30,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
 
 from .int4_mma import MAX_M as MMA_MAX_M
-from .int4_mma import (as_operand_a, ask_words_l2, bits, dequantize, operand_layouts, renumbered, step_range,
-                       store_transposed, weight_loads, word_offsets)
-from .l2_prefetch import prefetched_rows, row_layout
+from .int4_mma import (as_operand_a, bits, dequantize, operand_layouts, renumbered, step_range, store_transposed,
+                       weight_loads, word_offsets)
 from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch, register_cap, sm_count
 
@@ -49,15 +48,13 @@ cta_barrier = gl.barrier if hasattr(gl, "barrier") else gl.thread_barrier  # tri
 @dataclasses.dataclass(frozen=True)
 class Config:
     """x rows a program (wgmma's N; fewer when M needs fewer), weight rows a program, split-K slices (0: as many
-    as give every SM a program), warps (a warpgroup per 64 weight rows at most), the registers a thread may
-    use (0: as many as the compiler takes) and how many steps ahead the weight is asked into L2 (0: not at all,
-    `l2_prefetch`)."""
+    as give every SM a program), warps (a warpgroup per 64 weight rows at most) and the registers a thread may
+    use (0: as many as the compiler takes)."""
     block_m: int
     block_n: int
     split_k: int = 0
     num_warps: int = 8
     max_registers: int = 0
-    prefetch: int = 0
 
 
 def block_m_for(m: int, most: int) -> int:
@@ -118,11 +115,9 @@ def int4_wgmma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, 
                       HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                       SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr,
                       PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, LW: gl.constexpr,
-                      LX: gl.constexpr, MMA: gl.constexpr, XS: gl.constexpr, PDL: gl.constexpr,
-                      PREFETCH: gl.constexpr = 0, LP: gl.constexpr = None):
+                      LX: gl.constexpr, MMA: gl.constexpr, XS: gl.constexpr, PDL: gl.constexpr):
     """q_ptr: int32 words (N, Kp / 8) of the INT4 weight; scales and mins (N, Kp / GROUP) as int16; x (M, K)
-    contiguous along K. `tiling.launch`'s arguments plus the layouts of `layouts`; PREFETCH: steps ahead that the
-    weight is asked into L2, LP `row_layout`."""
+    contiguous along K. `tiling.launch`'s arguments plus the layouts of `layouts`."""
     wait_for_inputs(PDL)
     G: gl.constexpr = BLOCK_K // GROUP
     W: gl.constexpr = GROUP // 8
@@ -143,12 +138,7 @@ def int4_wgmma_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M, 
     xs.index(0).store(x_step(x_ptr, x_at, x_ok, cols, first, K))
     hopper.fence_async_shared()
     cta_barrier()
-    if PREFETCH:
-        prows = prefetched_rows(pid_n, N, BLOCK_N, LP)
     for step in range(first, end):
-        if PREFETCH:
-            ask_words_l2(q_ptr, scales_ptr, mins_ptr, prows * row_groups + gl.minimum(step + PREFETCH, end - 1) * G,
-                         G, W)
         ahead = step + 1 - first
         live = step + 1 < end
         s2_n, m2_n, words_n = weight_loads(q_ptr, scales_ptr, mins_ptr, sm_at + ahead * G, word_at + ahead * (G * W),
@@ -187,5 +177,4 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     pointers = [qweight.view(torch.int32), scales.view(torch.int16), mins.view(torch.int16)]
     return launch(int4_wgmma_kernel, x, n, k, bias, tiling, pointers, (),
                   dict(GROUP=group, LW=lw, LX=lx, MMA=mma, XS=shared, num_warps=config.num_warps,
-                       PREFETCH=config.prefetch, LP=row_layout(config.num_warps), **register_cap(config)), out,
-                  partials, dependent=True)
+                       **register_cap(config)), out, partials, dependent=True)

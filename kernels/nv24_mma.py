@@ -46,7 +46,6 @@ from triton.experimental.gluon import language as gl
 
 from .gluon_decode import x_as_pairs
 from .int4_mma import bits, packed_twice, split_for, store_transposed, x_rows_for
-from .l2_prefetch import ask_l2, prefetched_rows, row_layout
 from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch, register_cap
 
@@ -64,15 +63,13 @@ NO_INPUTS_BYTE = gl.constexpr(0x44)
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Weight rows per program (a multiple of 16 * the warps along N), split-K slices (0: as many as fill the
-    GPU), warps, how many of them split the x rows (the rest split the weight rows), the registers a thread may
-    use (0: as many as the compiler takes) and how many chunks ahead the weight is asked into L2 (0: not at all,
-    `l2_prefetch`)."""
+    GPU), warps, how many of them split the x rows (the rest split the weight rows), and the registers a thread
+    may use (0: as many as the compiler takes)."""
     block_n: int
     split_k: int = 0
     num_warps: int = 4
     warps_m: int = 1
     max_registers: int = 0
-    prefetch: int = 0
 
 
 DEFAULTS = {"nv24": Config(64, 0, 4), "nv24_int4": Config(64, 0, 4)}
@@ -288,21 +285,6 @@ def weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at, 
 
 
 @gluon.jit
-def ask_weight_l2(values_ptr, scales_ptr, mins_ptr, meta_ptr, rows, chunk, row_values, row_words, row_groups,
-                  PER_CHUNK: gl.constexpr, GROUP: gl.constexpr, META_BYTES: gl.constexpr):
-    """Ask L2 for chunk `chunk` of the weight `rows` (one a thread): its values (NV24: 128 bytes a row, one
-    line), metadata and (NV24_INT4) scales and minimums, as `weight_loads` reads them."""
-    ask_l2(values_ptr, rows * row_values + chunk * PER_CHUNK)
-    if META_BYTES:
-        ask_l2(meta_ptr.to(gl.pointer_type(gl.uint8), bitcast=True), rows * row_words + chunk * 16)
-    else:
-        ask_l2(meta_ptr, rows * row_words + chunk * 4)
-    if GROUP:
-        ask_l2(scales_ptr, rows * row_groups + (chunk * 128) // (2 * GROUP))
-        ask_l2(mins_ptr, rows * row_groups + (chunk * 128) // (2 * GROUP))
-
-
-@gluon.jit
 def byte_addresses(rows, rows_ok, row_bytes, LM: gl.constexpr):
     """As `word_addresses`, for metadata rows of row_bytes bytes (not whole words): the byte where word j of a
     row's first chunk starts."""
@@ -387,7 +369,7 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
                     USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
                     ROUND_BF16: gl.constexpr, GROUP: gl.constexpr, META_BYTES: gl.constexpr, LV: gl.constexpr,
                     LM: gl.constexpr, LG: gl.constexpr, LS: gl.constexpr, LD: gl.constexpr, MMA: gl.constexpr,
-                    PDL: gl.constexpr, PREFETCH: gl.constexpr = 0, LP: gl.constexpr = None):
+                    PDL: gl.constexpr):
     """NV24 (GROUP 0): values_ptr the values (N, Kp / 2) as row_values = Kp / 4 int32 pairs a row, scales_ptr
     and mins_ptr unused. NV24_INT4 (GROUP: kept values a quantization group): values_ptr the q bytes (N, Kp / 4)
     as row_values = Kp / 16 int32 words a row, the scales and minimums (N, row_groups) as int16. meta_ptr: the
@@ -422,12 +404,7 @@ def nv24_mma_kernel(x_ptr, out_ptr, bias_ptr, values_ptr, scales_ptr, mins_ptr, 
                                          first, value_ok, word_ok, row_values, row_words, row_groups, GROUP,
                                          META_BYTES)
     x_to_steps(steps, x_loads(pairs_ptr, x_at, x_ok, first, pairs_k))
-    if PREFETCH:
-        prows = prefetched_rows(pid_n, N, BLOCK_N, LP)
     for chunk in range(first, end):
-        if PREFETCH:
-            ask_weight_l2(values_ptr, scales_ptr, mins_ptr, meta_ptr, prows, gl.minimum(chunk + PREFETCH, end - 1),
-                          row_values, row_words, row_groups, LV.shape[1], GROUP, META_BYTES)
         live = chunk + 1 < end
         values_n, s2_n, m2_n, words_n = weight_loads(values_ptr, scales_ptr, mins_ptr, meta_ptr, value_at, word_at,
                                                      row_at, chunk + 1, value_ok & live, word_ok & live, row_values,
@@ -478,5 +455,4 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
                   (pairs.shape[1] // 2, pointers[0].shape[1], meta.shape[1] // (1 if meta_bytes else 4), row_groups),
                   dict(GROUP=group, META_BYTES=meta_bytes, LV=lv, LM=lm, LG=x_layout(block_m, warps),
                        LS=step_layout(block_m, warps, warps_m), LD=ld, MMA=mma, num_warps=warps,
-                       PREFETCH=config.prefetch, LP=row_layout(warps), **register_cap(config)), out, partials,
-                  dependent=True)
+                       **register_cap(config)), out, partials, dependent=True)

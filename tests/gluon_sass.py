@@ -4,7 +4,7 @@ python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without T
 `nv24_mma`'s with python tests/gluon_sass.py mma_nv24 BLOCK_N NUM_WARPS BLOCK_M [GROUP (NV24_INT4) [WARPS_M
 [MAX_REGISTERS [META_BYTES]]]],
 `hybrid_mma`'s with python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24 [WARPS_M
-[EDGE]],
+[EDGE [PREFETCH]]],
 `int4_wgmma`'s with python tests/gluon_sass.py wgmma BLOCK_M BLOCK_N NUM_WARPS GROUP [MAX_REGISTERS].
 With --pdl first it prints where the kernel waits for the kernel before it and releases the next one instead.
 
@@ -20,7 +20,7 @@ from triton.compiler import compile as triton_compile
 from triton.experimental.gluon._runtime import GluonASTSource
 from triton.tools.disasm import get_sass
 
-from sparc.kernels import decode, gluon_decode, hybrid_mma, int4_mma, int4_wgmma, l2_prefetch, nv24_mma
+from sparc.kernels import decode, gluon_decode, hybrid_mma, int4_mma, int4_wgmma, nv24_mma
 
 
 POINTERS = {"int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
@@ -60,12 +60,11 @@ def compile_decode(layout: str, block_n: int, block_k: int, group: int, num_warp
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
 
 
-def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, block_m: int, layout: str = "int4",
-                     prefetch: int = 0):
+def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, block_m: int, layout: str = "int4"):
     lw, lx, mma = int4_mma.operand_layouts(block_n, block_k, block_m, group, num_warps)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=1, USE_DOT=True,
                       DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1, GROUP=group, LW=lw,
-                      LX=lx, MMA=mma, PREFETCH=prefetch, LP=l2_prefetch.row_layout(num_warps))
+                      LX=lx, MMA=mma)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16")
     if layout == "bsr_int4":
         pointers.update(row_ptr="*i32", col_ptr="*i16")
@@ -80,13 +79,12 @@ def compile_int4_mma(block_n: int, block_k: int, group: int, num_warps: int, blo
 
 
 def compile_nv24_mma(block_n: int, num_warps: int, block_m: int, group: int = 0, warps_m: int = 1,
-                     max_registers: int = 0, meta_bytes: int = 0, prefetch: int = 0):
+                     max_registers: int = 0, meta_bytes: int = 0):
     lv, lm, ld, mma = nv24_mma.operand_layouts(block_n, block_m, num_warps, quantized=group > 0, warps_m=warps_m)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=nv24_mma.BLOCK_K, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
                       GROUP=group, META_BYTES=bool(meta_bytes), LV=lv, LM=lm, LG=nv24_mma.x_layout(block_m, num_warps),
-                      LS=nv24_mma.step_layout(block_m, num_warps, warps_m), LD=ld, MMA=mma, PREFETCH=prefetch,
-                      LP=l2_prefetch.row_layout(num_warps))
+                      LS=nv24_mma.step_layout(block_m, num_warps, warps_m), LD=ld, MMA=mma)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", values_ptr="*i32", scales_ptr="*i16",
                     mins_ptr="*i16", meta_ptr="*i32")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32", pairs_k="i32", row_values="i32",
@@ -120,13 +118,11 @@ def compile_hybrid_mma(block_n: int, num_warps: int, block_m: int, has_dense: in
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
 
-def compile_int4_wgmma(block_m: int, block_n: int, num_warps: int, group: int, max_registers: int = 0,
-                       prefetch: int = 0):
+def compile_int4_wgmma(block_m: int, block_n: int, num_warps: int, group: int, max_registers: int = 0):
     lw, lx, mma, shared = int4_wgmma.layouts(block_m, block_n, group, num_warps)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=int4_wgmma.BLOCK_K, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
-                      GROUP=group, LW=lw, LX=lx, MMA=mma, XS=shared, PREFETCH=prefetch,
-                      LP=l2_prefetch.row_layout(num_warps))
+                      GROUP=group, LW=lw, LX=lx, MMA=mma, XS=shared)
     pointers = dict(x_ptr="*bf16", out_ptr="*bf16", bias_ptr="*bf16", q_ptr="*i32", scales_ptr="*i16",
                     mins_ptr="*i16")
     signature = dict(pointers, M="i32", N="i32", K="i32", stride_xm="i32",
@@ -181,14 +177,13 @@ if __name__ == "__main__":
         report = dependent_launch
         sys.argv.pop(1)
     if sys.argv[1] == "wgmma":
-        compiled = compile_int4_wgmma(*map(int, sys.argv[2:8]))
+        compiled = compile_int4_wgmma(*map(int, sys.argv[2:7]))
     elif sys.argv[1] == "mma_hybrid":
         compiled = compile_hybrid_mma(*map(int, sys.argv[2:10]))
     elif sys.argv[1] == "mma_nv24":
-        compiled = compile_nv24_mma(*map(int, sys.argv[2:10]))
+        compiled = compile_nv24_mma(*map(int, sys.argv[2:9]))
     elif sys.argv[1] in ("mma", "mma_bsr"):
-        compiled = compile_int4_mma(*map(int, sys.argv[2:7]), "bsr_int4" if sys.argv[1] == "mma_bsr" else "int4",
-                                    *map(int, sys.argv[7:8]))
+        compiled = compile_int4_mma(*map(int, sys.argv[2:7]), "bsr_int4" if sys.argv[1] == "mma_bsr" else "int4")
     else:
         compiled = compile_decode(sys.argv[1], *map(int, sys.argv[2:6]))
     print(json.dumps(report(get_sass(compiled.asm["cubin"]))))
