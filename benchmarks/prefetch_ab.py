@@ -1,13 +1,13 @@
-"""A/B of the L2 prefetch distance (`kernels/l2_prefetch.py`) on the tensor-core kernels that take it, with
-`linear.py`'s operands and timing (CUDA graphs over >= 4x L2 of weights, median of replays, time per layer).
+"""A/B of the L2 prefetch distance (`kernels/l2_prefetch.py`) of `hybrid_mma`, with `linear.py`'s operands and
+timing (CUDA graphs over >= 4x L2 of weights, median of replays, time per layer).
 
-    python benchmarks/prefetch_ab.py [--shapes 4096x4096,14336x4096] [--cells nv24=16,64/int4=16,64,256]
-                                     [--distances 0,2,4,8] [--rounds 2]
+    python benchmarks/prefetch_ab.py [--shapes 4096x4096,14336x4096] [--cells hybrid30=1,16/hybrid_dense=16]
+                                     [--distances 0,2] [--rounds 2]
 
 Each layout packs its weights once; every distance then runs on the same operands, with the tuned config of
 each cell and only its `prefetch` field replaced; rounds repeat the whole sweep (spread). Every output is
-checked against x @ W.T before it is timed (a miss is marked *). Kernels whose config has no `prefetch` field run as tuned in every
-column (a control for the spread).
+checked against x @ W.T before it is timed (a miss is marked *). A layout whose kernel has no `prefetch` field
+runs as tuned in every column (a control for the spread).
 """
 from __future__ import annotations
 
@@ -35,9 +35,8 @@ def config_with_distance(*args, **kwargs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", default="4096x4096,14336x4096,4096x14336")
-    parser.add_argument("--cells", default="nv24=16,64,128/nv24_int4=16,64/int4=16,64,256/bsr_int4=16,64/"
-                        "hybrid30=1,16,64/hybrid_dense=16,64", help="layout=M,M,.../...")
-    parser.add_argument("--distances", default="0,2,4,8")
+    parser.add_argument("--cells", default="hybrid30=1,16,64/hybrid_dense=16,64", help="layout=M,M,.../...")
+    parser.add_argument("--distances", default="0,2,5")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--L", type=int, default=8)
     parser.add_argument("--replays", type=int, default=30)
@@ -46,9 +45,9 @@ def main():
     distances = [int(d) for d in args.distances.split(",")]
     min_mb = 4 * torch.cuda.get_device_properties(0).L2_cache_size / 2**20
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; us per layer, best of {args.rounds} "
-          "rounds (spread in brackets); kernel as tuned")
-    print("| shape | layout | M | kernel | " + " | ".join(f"d={d}" for d in distances) + " |")
-    print("|---|---|---|---|" + "---|" * len(distances))
+          "rounds (spread in brackets)")
+    print("| shape | layout | M | " + " | ".join(f"d={d}" for d in distances) + " |")
+    print("|---|---|---|" + "---|" * len(distances))
     for shape in args.shapes.split(","):
         n, k = (int(v) for v in shape.split("x"))
         torch.manual_seed(n * 7919 + k)
@@ -62,8 +61,6 @@ def main():
             reference = operands[0].weight().float()
             for m in (int(v) for v in ms.split(",")):
                 x = torch.randn(m, k, device="cuda").to(linear.BF16)
-                packed = operands[0].packed
-                kernel = linear.kernels.kernel_name(x, layout, packed.tensors, packed.dims)
                 times, misses = {d: [] for d in distances}, {}
                 for _ in range(args.rounds):
                     for d in distances:
@@ -72,7 +69,7 @@ def main():
                             misses[d] = f" * {miss}"
                         times[d].append(linear.time_per_layer(operands, x, args.replays, True))
                 cells = [f"{min(t):.1f} ({max(t) - min(t):.1f}){misses.get(d, '')}" for d, t in times.items()]
-                print(f"| {shape} | {layout} | {m} | {kernel} | " + " | ".join(cells) + " |", flush=True)
+                print(f"| {shape} | {layout} | {m} | " + " | ".join(cells) + " |", flush=True)
             del operands, reference
             torch.cuda.empty_cache()
 
