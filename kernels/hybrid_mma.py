@@ -11,6 +11,8 @@ move for them; ZERO tiles move none at all), one tile ahead. Only the tile's own
 code is the same for the whole program, and the loads ahead are issued before it. Running both products on every
 tile, the absent one on zeros, took up to 45% longer at M = 64 and up to 10% at M = 16 (RESULTS.md). The formats
 present in the grid are constexprs, so an all-DENSE grid holds no sparse code and an all-NV24 grid no dense code.
+Where the tuner found it faster (up to 16 x rows), thread 0 also asks L2 for the program's rows of the tile two
+columns ahead, one bulk prefetch a span (`l2_prefetch`).
 
 A DENSE tile row is 64 int32 pairs. Inside it pair P = 16 j + 4 c + 2 t + b is pair c + 4 b of mma step 2 j + t (8
 steps of 16 inputs): thread c of a quad loads pairs 16 j + 4 c .. 16 j + 4 c + 3 (j = 0 .. 3) of rows g and g + 8,
@@ -87,6 +89,9 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
             and grid.shape[1] == -(-k // TILE) and not any(t.numel() for t in tensors[5:]))
 
 
+PREFETCH_DISTANCES = (0, 2)  # tile columns ahead, up to 16 x rows; past them, and further ahead, slower (RESULTS.md)
+
+
 def candidates(layout: str, m: int) -> list[Config]:
     """Past 16 x rows one row tile a warp (a DENSE tile row takes twice an NV24 one's registers), and the warps
     also split the x rows (warps along N, warps along M); up to 16 rows with and without the L2 prefetch."""
@@ -95,9 +100,6 @@ def candidates(layout: str, m: int) -> list[Config]:
                 itertools.product([(8, 1), (4, 2), (4, 1), (2, 2)], (0, 2, 4)) if wm <= x_rows_for(m, MAX_M) // 8]
     return [Config(16 * w * r, split, w, 1, ahead) for w, r, split, ahead in
             itertools.product((2, 4), (1, 2), (0, 2, 4), PREFETCH_DISTANCES)]
-
-
-PREFETCH_DISTANCES = (0, 2)  # tile columns ahead, up to 16 x rows; past them, and further ahead, always slower
 
 
 def dense_layout(block_n: int, num_warps: int, warps_m: int = 1):
