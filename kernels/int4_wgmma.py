@@ -15,9 +15,11 @@ columns and K = 128 is issued on x's tile; while it runs, the next x tile goes t
 the program waits for the wgmma and crosses a CTA barrier (the next wgmma reads what every warp stored). No
 register of an A operand changes while its wgmma runs: ptxas would serialize every wgmma of the kernel.
 Program (pid, pid_k) owns BLOCK_N weight rows (64 a warpgroup, more repeat in registers), BLOCK_M x rows and the
-pid_k-th of SPLIT_K slices of K; the epilogue is `int4_mma`'s. Past 64 rows the tuner weighs it against the
-rebuild and cuBLAS, which win past 256 (RESULTS.md). Gluon does not run under TRITON_INTERPRET: on the CPU the
-tile kernel runs, and tests/test_int4_wgmma.py compiles this one for sm_90 on any machine.
+pid_k-th of SPLIT_K slices of K; the epilogue is `int4_mma`'s. A config with shared-memory stages runs the
+warp-specialized variant instead (`int4_wgmma_ws`), whose dequantization overlaps its wgmma; the tuner weighs
+both, and past 64 rows also the rebuild and cuBLAS, which win past 256 (RESULTS.md). Gluon does not run under
+TRITON_INTERPRET: on the CPU the tile kernel runs, and tests/test_int4_wgmma.py compiles both for sm_90 on any
+machine.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from triton.experimental.gluon.language.nvidia import hopper
 from .int4_mma import MAX_M as MMA_MAX_M
 from .int4_mma import (as_operand_a, bits, dequantize, operand_layouts, renumbered, step_range, store_transposed,
                        weight_loads, word_offsets)
+from . import int4_wgmma_ws
 from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch, register_cap, sm_count
 
@@ -42,19 +45,26 @@ BLOCK_K = 128  # one renumbered chunk a step
 # 64 x 128 in 128 registers a thread puts two programs on an SM
 SHAPES = [(32, 64, 4, 0), (32, 128, 8, 0), (32, 256, 8, 0), (64, 64, 4, 0), (64, 128, 8, 0), (64, 128, 8, 128),
           (64, 256, 8, 0), (128, 128, 8, 0)]
+# (x rows, weight rows, warps that multiply, shared-memory stages, warps that dequantize) of `int4_wgmma_ws`'s
+# programs: each fits the 227 KB of shared memory with one program an SM
+WS_SHAPES = [(32, 128, 4, 4, 4), (64, 64, 4, 4, 4), (64, 128, 4, 4, 4), (64, 128, 4, 4, 8), (128, 64, 4, 4, 4),
+             (128, 128, 4, 3, 4), (128, 128, 4, 3, 8), (128, 128, 8, 3, 4), (256, 128, 8, 2, 4)]
 cta_barrier = gl.barrier if hasattr(gl, "barrier") else gl.thread_barrier  # triton 3.7 renamed it
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """x rows a program (wgmma's N; fewer when M needs fewer), weight rows a program, split-K slices (0: as many
-    as give every SM a program), warps (a warpgroup per 64 weight rows at most) and the registers a thread may
-    use (0: as many as the compiler takes)."""
+    as give every SM a program), warps (a warpgroup per 64 weight rows at most), the registers a thread may
+    use (0: as many as the compiler takes), and for the warp-specialized kernel (`int4_wgmma_ws`; stages 0:
+    this module's kernel) its shared-memory stages and the warps that dequantize (num_warps multiply)."""
     block_m: int
     block_n: int
     split_k: int = 0
     num_warps: int = 8
     max_registers: int = 0
+    stages: int = 0
+    producers: int = 0
 
 
 def block_m_for(m: int, most: int) -> int:
@@ -76,9 +86,12 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
 
 
 def candidates(layout: str, m: int) -> list[Config]:
-    """The configs SPARC_AUTOTUNE=1 times: SHAPES up to the x rows M needs, times split-K."""
-    return [Config(bm, bn, split, warps, registers) for (bm, bn, warps, registers), split
-            in itertools.product(SHAPES, (0, 1, 2, 4)) if bm <= block_m_for(m, 128)]
+    """The configs SPARC_AUTOTUNE=1 times: SHAPES and WS_SHAPES up to the x rows M needs, times split-K."""
+    most = block_m_for(m, 256)
+    return ([Config(bm, bn, split, warps, registers) for (bm, bn, warps, registers), split
+             in itertools.product(SHAPES, (0, 1, 2, 4)) if bm <= min(most, 128)]
+            + [Config(bm, bn, split, warps, 0, stages, producers) for (bm, bn, warps, stages, producers), split
+               in itertools.product(WS_SHAPES, (0, 1, 2, 4)) if bm <= most])
 
 
 def x_layout(block_m: int, num_warps: int):
@@ -171,6 +184,8 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     if split_k is None:
         programs = -(-x2d.shape[0] // block_m) * -(-n // config.block_n)
         split_k = split_for(config, programs, -(-k // BLOCK_K), x2d.device)
+    if config.stages:
+        return int4_wgmma_ws.matmul(x2d, tensors, dims, bias, block_m, config, split_k, out, partials)
     lw, lx, mma, shared = layouts(block_m, config.block_n, group, config.num_warps)
     tiling = Tiling(block_m, config.block_n, BLOCK_K, split_k)
     x = x2d if x2d.stride(1) == 1 else x2d.contiguous()

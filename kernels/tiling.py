@@ -201,12 +201,12 @@ def register_cap(config) -> dict:
 
 
 def launch(kernel, x2d: torch.Tensor, n: int, k: int, bias, tiling: Tiling, pointers, extra_args, constexprs,
-           out=None, partials=None, dependent: bool = False) -> torch.Tensor:
+           out=None, partials=None, dependent: bool = False, x_arg=None) -> torch.Tensor:
     """Run `kernel` over the output grid (then the split-K reduction) and return out (M, N).
 
-    The kernel's arguments: x, out (or partials), bias, `pointers`, M, N, K, x's strides, `extra_args`, then
-    the tiling's constexprs, HAS_BIAS and `constexprs`; a `dependent` kernel also takes PDL and, where the
-    device has it, launches dependently (`pdl`)."""
+    The kernel's arguments: x (or `x_arg`, such as x's TMA descriptor), out (or partials), bias, `pointers`,
+    M, N, K, x's strides, `extra_args`, then the tiling's constexprs, HAS_BIAS and `constexprs`; a `dependent`
+    kernel also takes PDL and, where the device has it, launches dependently (`pdl`)."""
     m = x2d.shape[0]
     out, partials = output_buffers(x2d, n, tiling, out, partials)
     target = out if tiling.split_k == 1 else partials
@@ -214,8 +214,9 @@ def launch(kernel, x2d: torch.Tensor, n: int, k: int, bias, tiling: Tiling, poin
     if dependent:
         constexprs = dict(constexprs, PDL=pdl, launch_pdl=pdl)
     with torch.cuda.device(x2d.device) if x2d.is_cuda else contextlib.nullcontext():
-        kernel[tiling.grid(m, n)](x2d, target, bias, *pointers, m, n, k, x2d.stride(0), x2d.stride(1), *extra_args,
-                                  HAS_BIAS=bias is not None, **tiling.constexprs(x2d), **constexprs)
+        kernel[tiling.grid(m, n)](x2d if x_arg is None else x_arg, target, bias, *pointers, m, n, k, x2d.stride(0),
+                                  x2d.stride(1), *extra_args, HAS_BIAS=bias is not None, **tiling.constexprs(x2d),
+                                  **constexprs)
         if tiling.split_k > 1:
             grid = (triton.cdiv(m * n, REDUCE_BLOCK),)
             reduce_splits_kernel[grid](partials, bias, out, m * n, n, HAS_BIAS=bias is not None,

@@ -5,8 +5,10 @@ python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without T
 [MAX_REGISTERS [META_BYTES]]]],
 `hybrid_mma`'s with python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24 [WARPS_M
 [EDGE [PREFETCH]]],
-`int4_wgmma`'s with python tests/gluon_sass.py wgmma BLOCK_M BLOCK_N NUM_WARPS GROUP [MAX_REGISTERS].
-With --pdl first it prints where the kernel waits for the kernel before it and releases the next one instead.
+`int4_wgmma`'s with python tests/gluon_sass.py wgmma BLOCK_M BLOCK_N NUM_WARPS GROUP [MAX_REGISTERS],
+`int4_wgmma_ws`'s with python tests/gluon_sass.py wgmma_ws BLOCK_M BLOCK_N NUM_WARPS GROUP STAGES PRODUCERS.
+With --pdl first it prints where the kernel waits for the kernel before it and releases the next one instead,
+with --loops the counts of every loop, the smallest first.
 
 Specialized as the launcher specializes a Llama layer: aligned pointers, N and K multiples of 16, x contiguous."""
 import collections
@@ -18,9 +20,11 @@ import torch
 from triton.backends.compiler import GPUTarget
 from triton.compiler import compile as triton_compile
 from triton.experimental.gluon._runtime import GluonASTSource
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+from triton.runtime.jit import mangle_type
 from triton.tools.disasm import get_sass
 
-from sparc.kernels import decode, gluon_decode, hybrid_mma, int4_mma, int4_wgmma, nv24_mma
+from sparc.kernels import decode, gluon_decode, hybrid_mma, int4_mma, int4_wgmma, int4_wgmma_ws, nv24_mma
 
 
 POINTERS = {"int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
@@ -135,6 +139,24 @@ def compile_int4_wgmma(block_m: int, block_n: int, num_warps: int, group: int, m
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, **cap))
 
 
+def compile_int4_wgmma_ws(block_m: int, block_n: int, num_warps: int, group: int, stages: int, producers: int):
+    lw, mma, shared = int4_wgmma_ws.layouts(block_m, block_n, group, num_warps, producers)
+    constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=int4_wgmma_ws.BLOCK_K, SPLIT_K=1,
+                      USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
+                      GROUP=group, STAGES=stages, PRODUCERS=producers,
+                      PRODUCER_REGISTERS=int4_wgmma_ws.PRODUCER_REGISTERS[producers], LW=lw, MMA=mma, WS=shared)
+    x_desc = TensorDescriptor.from_tensor(torch.empty(block_m, 4096, dtype=torch.bfloat16),
+                                          [block_m, int4_wgmma_ws.BLOCK_K], shared)
+    pointers = dict(out_ptr="*bf16", bias_ptr="*bf16", q_ptr="*i32", scales_ptr="*i16", mins_ptr="*i16")
+    signature = dict(x_desc=mangle_type(x_desc), **pointers, M="i32", N="i32", K="i32", stride_xm="i32",
+                     **{name: "constexpr" for name in constexprs})
+    kernel = int4_wgmma_ws.int4_wgmma_ws_kernel
+    aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in [*pointers, "N", "K"]}
+    source = GluonASTSource(kernel, signature, constexprs, aligned)
+    cap = int4_wgmma_ws.register_cap(num_warps + producers)
+    return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, maxnreg=cap))
+
+
 def loop_span(lines: list[str]) -> tuple[int, int]:
     """First and last line of the longest backward branch's body: the K loop."""
     labels = {line.strip()[:-1]: i for i, line in enumerate(lines) if re.match(r"^\.?L\w+:$", line.strip())}
@@ -147,6 +169,16 @@ def loop_span(lines: list[str]) -> tuple[int, int]:
 def opcode(line: str) -> str | None:
     m = re.match(r"^\S+\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)", line.strip())
     return m and m.group(1)
+
+
+def loops(sass: str) -> list[collections.Counter]:
+    """Instruction counts of every loop (each backward branch's body), the smallest first: a warp-specialized
+    kernel has one K loop a partition."""
+    lines = sass.splitlines()
+    labels = {line.strip()[:-1]: i for i, line in enumerate(lines) if re.match(r"^\.?L\w+:$", line.strip())}
+    spans = sorted((i - labels[m.group(1)], labels[m.group(1)], i) for i, line in enumerate(lines)
+                   if (m := re.search(r"BRA (\.?L\w+)", line)) and labels.get(m.group(1), i) < i)
+    return [collections.Counter(op for line in lines[start:end + 1] if (op := opcode(line))) for _, start, end in spans]
 
 
 def main_loop(sass: str) -> collections.Counter:
@@ -176,7 +208,12 @@ if __name__ == "__main__":
     if sys.argv[1] == "--pdl":
         report = dependent_launch
         sys.argv.pop(1)
-    if sys.argv[1] == "wgmma":
+    elif sys.argv[1] == "--loops":
+        report = loops
+        sys.argv.pop(1)
+    if sys.argv[1] == "wgmma_ws":
+        compiled = compile_int4_wgmma_ws(*map(int, sys.argv[2:8]))
+    elif sys.argv[1] == "wgmma":
         compiled = compile_int4_wgmma(*map(int, sys.argv[2:7]))
     elif sys.argv[1] == "mma_hybrid":
         compiled = compile_hybrid_mma(*map(int, sys.argv[2:10]))

@@ -2,7 +2,12 @@
 compiled on the CPU (no GPU needed), and on the GPU the results against the reference."""
 import collections
 import itertools
+import json
+import os
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,6 +46,37 @@ def test_loop_runs_wgmma_on_registers(block_m, block_n, num_warps, registers, gr
     assert not {"LDL", "STL"} & {op.split(".")[0] for op in ops}
 
 
+def compiled_loops(*config) -> list[collections.Counter]:
+    """Instruction counts of every loop of `int4_wgmma_ws`'s kernel compiled for sm_90, the smallest first."""
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    script = Path(__file__).with_name("gluon_sass.py")
+    done = subprocess.run([sys.executable, str(script), "--loops", "wgmma_ws", *map(str, config)], env=env,
+                          capture_output=True, text=True, check=True)
+    return [collections.Counter(loop) for loop in json.loads(done.stdout.splitlines()[-1])]
+
+
+@pytest.mark.parametrize("block_m, block_n, num_warps, stages, producers", int4_wgmma.WS_SHAPES)
+@pytest.mark.parametrize("group", [128, 32])
+def test_warp_specialized_loops(block_m, block_n, num_warps, stages, producers, group):
+    """The producer's K loop loads a step's words 16 bytes at a time, stores the dequantized block 16 bytes at
+    a time, asks the TMA for x and fences once; the consumer's issues 8 wgmma of K = 16 per 64 weight rows a
+    warpgroup holds, waits for all but one and has no fence; no spill anywhere."""
+    loops = compiled_loops(block_m, block_n, num_warps, 128 if group == 128 else group, stages, producers)
+    producer = next(loop for loop in loops if loop["STS.128"])
+    consumer = next(loop for loop in loops if loop["HGMMA.64"])
+    weights_a_thread = block_n * 128 // (32 * producers)
+    assert producer["LDG.E.128"] == weights_a_thread // 32 and producer["STS.128"] == weights_a_thread // 8
+    assert producer["UTMALDG.2D"] == 1 and producer["MEMBAR.ALL.CTA"] == 1 and not producer["HGMMA.64"]
+    assert consumer["HGMMA.64"] == 8 * block_n // (16 * num_warps) and consumer["WARPGROUP.DEPBAR.LE"] == 1
+    assert not consumer["MEMBAR.ALL.CTA"]
+    assert not {"LDL", "STL"} & {op.split(".")[0] for loop in loops for op in loop}
+
+
+def test_warp_specialized_stages_fit_shared_memory():
+    for block_m, block_n, num_warps, stages, producers in int4_wgmma.WS_SHAPES:
+        assert stages * 2 * 128 * (block_m + block_n) <= 227 * 1024
+
+
 @pytest.mark.parametrize("m, k, layout, x_dtype, runs", [
     (17, 256, "int4", torch.bfloat16, True), (256, 256, "int4", torch.float16, False),
     (256, 256, "int4", torch.bfloat16, True), (16, 256, "int4", torch.bfloat16, False),
@@ -59,7 +95,10 @@ def test_candidates_and_default_are_shapes_that_fit_and_past_64_rows_the_rebuild
     for m in (17, 40, 64, 100, 256):
         chosen = int4_wgmma.candidates("int4", m)
         assert chosen and all((c.block_m, c.block_n, c.num_warps, c.max_registers) in int4_wgmma.SHAPES
-                              for c in chosen)
+                              for c in chosen if not c.stages)
+        assert all((c.block_m, c.block_n, c.num_warps, c.stages, c.producers) in int4_wgmma.WS_SHAPES
+                   for c in chosen if c.stages)
+        assert any(c.stages for c in chosen)
         assert all(c.block_m <= max(32, 1 << (m - 1).bit_length()) for c in chosen)
         assert tuning.candidates("wgmma", "int4", m) == chosen + ([kernels.rebuild.CONFIG] if m > 64 else [])
         default = int4_wgmma.default("int4", m)  # untuned shapes get a shape that does not spill
@@ -77,7 +116,9 @@ def test_matches_reference_gpu(data):
     packed = make_case("int4", n, k, dtype, group, 1.0, data.draw(st.integers(0, 99))).pack().to("cuda")
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
-    config = data.draw(st.sampled_from([int4_wgmma.default("int4", m), *int4_wgmma.candidates("int4", m)]))
+    # the M bucket's table config may have more x rows than M needs: the kernel then runs fewer
+    config = data.draw(st.sampled_from([int4_wgmma.default("int4", m), *int4_wgmma.candidates("int4", m),
+                                        *int4_wgmma.candidates("int4", int4_wgmma.MAX_M)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
     assert kernels.kernel_name(x, "int4", packed.tensors, packed.dims) == "wgmma"
     out = int4_wgmma.matmul(x, "int4", list(packed.tensors), packed.dims, bias, config, split_k=split)
