@@ -32,7 +32,8 @@ from triton.experimental.gluon.language.nvidia import hopper
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .int4_mma import dequantized_pair, halves, operand_layouts, step_range, store_transposed, weight_loads, word_offsets
+from .int4_mma import (dequantized_pair, halves, operand_layouts, step_range, store_transposed, weight_loads,
+                       word_offsets)
 from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch
 
