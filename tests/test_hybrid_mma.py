@@ -125,8 +125,8 @@ def test_matches_reference_gpu(data):
     split = data.draw(st.sampled_from([None, 1, 3]))
     mixed = packed.tensors[2].numel() > 0 and packed.tensors[3].numel() > 0
     one_row_here = mixed or dtype == torch.float16  # the decode kernel takes bf16 grids of one format
-    assert kernels.kernel_name(x, "hybrid", packed.tensors, packed.dims) == ("mma" if m > 1 or one_row_here
-                                                                             else "decode")
+    # the kernel the product dispatches to (past 64 rows the tuned config of the nearest shape may be the rebuild)
+    assert tuning.kernel_for("hybrid", x, packed.tensors)[0] == ("mma" if m > 1 or one_row_here else "decode")
     out = hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, bias, config, split_k=split)
     assert_matches_reference(out, x, packed, bias)
 

@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from sparc import kernels
-from sparc.kernels import int4_mma
+from sparc.kernels import int4_mma, tuning
 from test_kernels import GPU, assert_matches_reference, make_case
 
 CONFIGS = [(64, 256, 128, 4, 16), (32, 512, 128, 2, 16), (64, 128, 128, 4, 64), (64, 256, 32, 4, 16),
@@ -120,7 +120,8 @@ def test_matches_reference_gpu(layout, data):
     bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
     config = data.draw(st.sampled_from([int4_mma.default(layout, m), *int4_mma.candidates(layout, m)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
-    assert kernels.kernel_name(x, layout, packed.tensors, packed.dims) == "mma"
+    # the kernel the product dispatches to (past 64 rows the tuned config of the nearest shape may be the rebuild)
+    assert tuning.kernel_for(layout, x, packed.tensors)[0] == "mma"
     out = int4_mma.matmul(x, layout, list(packed.tensors), packed.dims, bias, config, split_k=split)
     assert_matches_reference(out, x, packed, bias)
 

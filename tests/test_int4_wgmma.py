@@ -120,7 +120,8 @@ def test_matches_reference_gpu(data):
     config = data.draw(st.sampled_from([int4_wgmma.default("int4", m), *int4_wgmma.candidates("int4", m),
                                         *int4_wgmma.candidates("int4", int4_wgmma.MAX_M)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
-    assert kernels.kernel_name(x, "int4", packed.tensors, packed.dims) == "wgmma"
+    # the kernel the product dispatches to (past 64 rows the tuned config of the nearest shape may be the rebuild)
+    assert tuning.kernel_for("int4", x, packed.tensors)[0] == "wgmma"
     out = int4_wgmma.matmul(x, "int4", list(packed.tensors), packed.dims, bias, config, split_k=split)
     assert_matches_reference(out, x, packed, bias)
 

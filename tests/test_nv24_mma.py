@@ -179,8 +179,8 @@ def test_matches_reference_gpu(layout, data):
     config = data.draw(st.sampled_from([nv24_mma.default(layout, m), *nv24_mma.candidates(layout, m)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
     one_row_here = dtype == torch.float16  # the decode kernels take bf16
-    assert kernels.kernel_name(x, layout, packed.tensors, packed.dims) == ("mma" if m > 1 or one_row_here
-                                                                           else "decode")
+    # the kernel the product dispatches to (past 64 rows the tuned config of the nearest shape may be the rebuild)
+    assert tuning.kernel_for(layout, x, packed.tensors)[0] == ("mma" if m > 1 or one_row_here else "decode")
     out = nv24_mma.matmul(x, layout, list(packed.tensors), packed.dims, bias, config, split_k=split)
     assert_matches_reference(out, x, packed, bias)
 
