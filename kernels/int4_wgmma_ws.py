@@ -37,7 +37,8 @@ from .int4_mma import (dequantized_pair, halves, operand_layouts, step_range, st
 from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch
 
-BLOCK_K = 128  # inputs a stage
+BLOCK_K = 128  # inputs a weight stage (x's stages hold half)
+SHARED_BYTES = 200 * 1024  # the stages' share of an SM's 227 KB
 PRODUCER_REGISTERS = {4: 152, 8: 96}  # a producer thread's registers, by the producer's warps
 
 
@@ -66,25 +67,47 @@ def dequantize_in_order(words, s2, m2, dtype: gl.constexpr):
 
 
 @gluon.jit
-def multiply(ws, xs, ready, empty, first, end, BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr,
-             STAGES: gl.constexpr, MMA: gl.constexpr):
-    """The consumer: acc (BLOCK_N, BLOCK_M) over the slice's steps, one wgmma in flight."""
+def ask_x(x_desc, xs, x_ready, half, wanted, halves, pid_m, first, BLOCK_M: gl.constexpr,
+          X_STAGES: gl.constexpr):
+    """Asks the TMA engine for x's (BLOCK_M, 64) block `half` of the slice into its stage, if wanted and in the
+    slice."""
+    stage = half % X_STAGES
+    live = wanted & (half < halves)
+    mbarrier.expect(x_ready.index(stage), x_desc.block_type.nbytes, pred=live)
+    tma.async_copy_global_to_shared(x_desc, [pid_m * BLOCK_M, first * 128 + half * 64], x_ready.index(stage),
+                                    xs.index(stage), pred=live)
+
+
+@gluon.jit
+def multiply(x_desc, ws, xs, w_ready, w_empty, x_ready, first, end, pid_m, BLOCK_N: gl.constexpr,
+             BLOCK_M: gl.constexpr, STAGES: gl.constexpr, X_STAGES: gl.constexpr, MMA: gl.constexpr):
+    """The consumer: acc (BLOCK_N, BLOCK_M) over the slice's steps, one wgmma of 64 inputs in flight; it asks
+    for x itself, X_STAGES halves ahead, as each wgmma retires."""
     acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
+    halves = 2 * (end - first)
+    for early in gl.static_range(X_STAGES):
+        ask_x(x_desc, xs, x_ready, early, True, halves, pid_m, first, BLOCK_M, X_STAGES)
     for step in range(first, end):
         i = step - first
         stage = i % STAGES
-        mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
-        acc = hopper.warpgroup_mma(ws.index(stage), xs.index(stage).permute((1, 0)), acc, is_async=True)
-        acc = hopper.warpgroup_mma_wait(1, deps=[acc])
-        mbarrier.arrive(empty.index((i + STAGES - 1) % STAGES), count=1, pred=i > 0)
+        mbarrier.wait(w_ready.index(stage), (i // STAGES) & 1)
+        for h in gl.static_range(2):
+            half = 2 * i + h
+            mbarrier.wait(x_ready.index(half % X_STAGES), (half // X_STAGES) & 1)
+            acc = hopper.warpgroup_mma(ws.index(stage).slice(64 * h, 64, dim=1),
+                                       xs.index(half % X_STAGES).permute((1, 0)), acc, is_async=True)
+            acc = hopper.warpgroup_mma_wait(1, deps=[acc])
+            # the wgmma of half - 1 retired: its x stage takes half - 1 + X_STAGES
+            ask_x(x_desc, xs, x_ready, half - 1 + X_STAGES, half > 0, halves, pid_m, first, BLOCK_M, X_STAGES)
+            if h == 0:  # and with it the last of step i - 1's weights
+                mbarrier.arrive(w_empty.index((i + STAGES - 1) % STAGES), count=1, pred=i > 0)
     return (hopper.warpgroup_mma_wait(0, deps=[acc]),)  # a tuple: triton 3.6 flattens the partition's results
 
 
 @gluon.jit
-def produce(x_desc, q_ptr, scales_ptr, mins_ptr, ws, xs, ready, empty, first, end, pid_m, pid_n, N, K,
-            BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, GROUP: gl.constexpr,
-            STAGES: gl.constexpr, LW: gl.constexpr):
-    """The producer: each step's dequantized weight block and x block into its stage."""
+def produce(q_ptr, scales_ptr, mins_ptr, ws, w_ready, w_empty, first, end, pid_n, N, K, BLOCK_N: gl.constexpr,
+            BLOCK_K: gl.constexpr, GROUP: gl.constexpr, STAGES: gl.constexpr, LW: gl.constexpr):
+    """The producer: each step's dequantized weight block into its stage."""
     G: gl.constexpr = BLOCK_K // GROUP
     W: gl.constexpr = GROUP // 8
     dtype: gl.constexpr = ws.dtype
@@ -99,13 +122,10 @@ def produce(x_desc, q_ptr, scales_ptr, mins_ptr, ws, xs, ready, empty, first, en
                                            row_ok & gl.expand_dims((groups + ahead * G < row_groups)
                                                                    & (step + 1 < end), 0))
         w = dequantize_in_order(words, s2, m2, dtype)
-        mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1)
-        mbarrier.expect(ready.index(stage), x_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(x_desc, [pid_m * BLOCK_M, step * BLOCK_K], ready.index(stage),
-                                        xs.index(stage))
+        mbarrier.wait(w_empty.index(stage), ((i // STAGES) & 1) ^ 1)
         ws.index(stage).store(w)
         hopper.fence_async_shared()  # waits for the next step's words too (module docstring)
-        mbarrier.arrive(ready.index(stage), count=1)
+        mbarrier.arrive(w_ready.index(stage), count=1)
         s2, m2, words = s2_n, m2_n, words_n
 
 
@@ -114,27 +134,31 @@ def int4_wgmma_ws_kernel(x_desc, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr,
                          HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                          BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
                          DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
-                         GROUP: gl.constexpr, STAGES: gl.constexpr, PRODUCERS: gl.constexpr,
+                         GROUP: gl.constexpr, STAGES: gl.constexpr, X_STAGES: gl.constexpr, PRODUCERS: gl.constexpr,
                          PRODUCER_REGISTERS: gl.constexpr, LW: gl.constexpr, MMA: gl.constexpr, WS: gl.constexpr,
                          PDL: gl.constexpr):
-    """x_desc: a TMA descriptor of x (M, K) in (BLOCK_M, BLOCK_K = 128) blocks; q_ptr: int32 words (N, Kp / 8);
-    scales and mins (N, Kp / GROUP) as int16. `tiling.launch`'s arguments (x's strides unused) plus STAGES and
-    the layouts of `layouts`."""
+    """x_desc: a TMA descriptor of x (M, K) in (BLOCK_M, 64) blocks; q_ptr: int32 words (N, Kp / 8); scales and
+    mins (N, Kp / GROUP) as int16. `tiling.launch`'s arguments (x's strides unused) plus the stages and the
+    layouts of `layouts`."""
     wait_for_inputs(PDL)
     grid_m = gl.cdiv(M, BLOCK_M)
     pid_m, pid_n = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
     first, end = step_range(K, BLOCK_K, SPLIT_K)
     ws = gl.allocate_shared_memory(x_desc.dtype, [STAGES, BLOCK_N, BLOCK_K], WS)
-    xs = gl.allocate_shared_memory(x_desc.dtype, [STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    xs = gl.allocate_shared_memory(x_desc.dtype, [X_STAGES, BLOCK_M, BLOCK_K // 2], x_desc.layout)
+    w_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    w_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    x_ready = gl.allocate_shared_memory(gl.int64, [X_STAGES, 1], mbarrier.MBarrierLayout())
     for stage in gl.static_range(STAGES):
-        mbarrier.init(ready.index(stage), count=2)  # the producer's arrival and the TMA's (with its bytes)
-        mbarrier.init(empty.index(stage), count=1)
+        mbarrier.init(w_ready.index(stage), count=1)
+        mbarrier.init(w_empty.index(stage), count=1)
+    for stage in gl.static_range(X_STAGES):
+        mbarrier.init(x_ready.index(stage), count=1)
     acc, = gl.warp_specialize([
-        (multiply, (ws, xs, ready, empty, first, end, BLOCK_N, BLOCK_M, STAGES, MMA)),
-        (produce, (x_desc, q_ptr, scales_ptr, mins_ptr, ws, xs, ready, empty, first, end, pid_m, pid_n, N, K,
-                   BLOCK_N, BLOCK_M, BLOCK_K, GROUP, STAGES, LW)),
+        (multiply, (x_desc, ws, xs, w_ready, w_empty, x_ready, first, end, pid_m, BLOCK_N, BLOCK_M, STAGES,
+                    X_STAGES, MMA)),
+        (produce, (q_ptr, scales_ptr, mins_ptr, ws, w_ready, w_empty, first, end, pid_n, N, K, BLOCK_N, BLOCK_K,
+                   GROUP, STAGES, LW)),
     ], [PRODUCERS], [PRODUCER_REGISTERS])
     release_dependents(PDL)
     store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
@@ -149,6 +173,11 @@ def layouts(block_m: int, block_n: int, group: int, num_warps: int, producers: i
     return lw, mma, shared
 
 
+def x_stages(block_m: int, block_n: int, stages: int) -> int:
+    """x's stages of 64 inputs: as many as SHARED_BYTES holds next to the weights' stages, at most 8."""
+    return min(8, (SHARED_BYTES - stages * block_n * 2 * BLOCK_K) // (block_m * BLOCK_K))
+
+
 def register_cap(warps: int) -> int:
     """The registers a thread may hold at launch so that `warps` warps fit the register file (65536), before
     the producer gives some to the consumer."""
@@ -159,7 +188,7 @@ def x_descriptor(x2d: torch.Tensor, block_m: int, shared) -> TensorDescriptor:
     """x's TMA descriptor: 16-byte aligned base and row stride (a fresh contiguous copy otherwise)."""
     if x2d.stride(1) != 1 or x2d.data_ptr() % 16 or (x2d.stride(0) * x2d.element_size()) % 16:
         x2d = x2d.clone(memory_format=torch.contiguous_format)
-    return TensorDescriptor.from_tensor(x2d, [block_m, BLOCK_K], shared)
+    return TensorDescriptor.from_tensor(x2d, [block_m, BLOCK_K // 2], shared)
 
 
 def matmul(x2d: torch.Tensor, tensors, dims, bias, block_m: int, config, split_k: int, out=None, partials=None):
@@ -169,7 +198,8 @@ def matmul(x2d: torch.Tensor, tensors, dims, bias, block_m: int, config, split_k
     lw, mma, shared = layouts(block_m, config.block_n, group, config.num_warps, config.producers)
     tiling = Tiling(block_m, config.block_n, BLOCK_K, split_k)
     pointers = [qweight.view(torch.int32), scales.view(torch.int16), mins.view(torch.int16)]
-    constexprs = dict(GROUP=group, STAGES=config.stages, PRODUCERS=config.producers,
+    constexprs = dict(GROUP=group, STAGES=config.stages, X_STAGES=x_stages(block_m, config.block_n, config.stages),
+                      PRODUCERS=config.producers,
                       PRODUCER_REGISTERS=PRODUCER_REGISTERS[config.producers], LW=lw, MMA=mma, WS=shared,
                       num_warps=config.num_warps, maxnreg=register_cap(config.num_warps + config.producers))
     return launch(int4_wgmma_ws_kernel, x2d, n, k, bias, tiling, pointers, (), constexprs, out, partials,

@@ -143,10 +143,11 @@ def compile_int4_wgmma_ws(block_m: int, block_n: int, num_warps: int, group: int
     lw, mma, shared = int4_wgmma_ws.layouts(block_m, block_n, group, num_warps, producers)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=int4_wgmma_ws.BLOCK_K, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
-                      GROUP=group, STAGES=stages, PRODUCERS=producers,
+                      GROUP=group, STAGES=stages, X_STAGES=int4_wgmma_ws.x_stages(block_m, block_n, stages),
+                      PRODUCERS=producers,
                       PRODUCER_REGISTERS=int4_wgmma_ws.PRODUCER_REGISTERS[producers], LW=lw, MMA=mma, WS=shared)
     x_desc = TensorDescriptor.from_tensor(torch.empty(block_m, 4096, dtype=torch.bfloat16),
-                                          [block_m, int4_wgmma_ws.BLOCK_K], shared)
+                                          [block_m, int4_wgmma_ws.BLOCK_K // 2], shared)
     pointers = dict(out_ptr="*bf16", bias_ptr="*bf16", q_ptr="*i32", scales_ptr="*i16", mins_ptr="*i16")
     signature = dict(x_desc=mangle_type(x_desc), **pointers, M="i32", N="i32", K="i32", stride_xm="i32",
                      **{name: "constexpr" for name in constexprs})

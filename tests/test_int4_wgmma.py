@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from sparc import kernels
-from sparc.kernels import int4_wgmma, tuning
+from sparc.kernels import int4_wgmma, int4_wgmma_ws, tuning
 from test_int4_mma import compiled_loop, elements
 from test_kernels import GPU, assert_matches_reference, make_case
 
@@ -59,22 +59,24 @@ def compiled_loops(*config) -> list[collections.Counter]:
 @pytest.mark.parametrize("group", [128, 32])
 def test_warp_specialized_loops(block_m, block_n, num_warps, stages, producers, group):
     """The producer's K loop loads a step's words 16 bytes at a time, stores the dequantized block 16 bytes at
-    a time, asks the TMA for x and fences once; the consumer's issues 8 wgmma of K = 16 per 64 weight rows a
-    warpgroup holds, waits for all but one and has no fence; no spill anywhere."""
-    loops = compiled_loops(block_m, block_n, num_warps, 128 if group == 128 else group, stages, producers)
+    a time and fences once; the consumer's issues 8 wgmma of K = 16 per 64 weight rows a warpgroup holds, in
+    two halves of 64 inputs, waits for all but one after each and asks the TMA for two blocks of x, with no
+    fence; no spill anywhere."""
+    loops = compiled_loops(block_m, block_n, num_warps, group, stages, producers)
     producer = next(loop for loop in loops if loop["STS.128"])
     consumer = next(loop for loop in loops if loop["HGMMA.64"])
     weights_a_thread = block_n * 128 // (32 * producers)
     assert producer["LDG.E.128"] == weights_a_thread // 32 and producer["STS.128"] == weights_a_thread // 8
-    assert producer["UTMALDG.2D"] == 1 and producer["MEMBAR.ALL.CTA"] == 1 and not producer["HGMMA.64"]
-    assert consumer["HGMMA.64"] == 8 * block_n // (16 * num_warps) and consumer["WARPGROUP.DEPBAR.LE"] == 1
-    assert not consumer["MEMBAR.ALL.CTA"]
+    assert producer["MEMBAR.ALL.CTA"] == 1 and not producer["HGMMA.64"] and not producer["UTMALDG.2D"]
+    assert consumer["HGMMA.64"] == 8 * block_n // (16 * num_warps) and consumer["WARPGROUP.DEPBAR.LE"] == 2
+    assert consumer["UTMALDG.2D"] == 2 and not consumer["MEMBAR.ALL.CTA"]
     assert not {"LDL", "STL"} & {op.split(".")[0] for loop in loops for op in loop}
 
 
 def test_warp_specialized_stages_fit_shared_memory():
     for block_m, block_n, num_warps, stages, producers in int4_wgmma.WS_SHAPES:
-        assert stages * 2 * 128 * (block_m + block_n) <= 227 * 1024
+        x_stages = int4_wgmma_ws.x_stages(block_m, block_n, stages)
+        assert x_stages >= 4 and stages * block_n * 256 + x_stages * block_m * 128 <= 200 * 1024
 
 
 @pytest.mark.parametrize("m, k, layout, x_dtype, runs", [
