@@ -45,8 +45,8 @@ BLOCK_K = 128  # one renumbered chunk a step
 # 64 x 128 in 128 registers a thread puts two programs on an SM
 SHAPES = [(32, 64, 4, 0), (32, 128, 8, 0), (32, 256, 8, 0), (64, 64, 4, 0), (64, 128, 8, 0), (64, 128, 8, 128),
           (64, 256, 8, 0), (128, 128, 8, 0)]
-# (x rows, weight rows, warps that multiply, shared-memory stages, warps that dequantize) of `int4_wgmma_ws`'s
-# programs: each fits the 227 KB of shared memory with one program an SM
+# (x rows, weight rows, warps that multiply, weight stages, warps that dequantize) of `int4_wgmma_ws`'s programs,
+# one an SM: x's stages fill the rest of its shared memory
 WS_SHAPES = [(32, 128, 4, 4, 4), (64, 64, 4, 4, 4), (64, 128, 4, 4, 4), (64, 128, 4, 4, 8), (128, 64, 4, 4, 4),
              (128, 128, 4, 3, 4), (128, 128, 4, 3, 8), (128, 128, 8, 3, 4), (256, 128, 8, 2, 4)]
 cta_barrier = gl.barrier if hasattr(gl, "barrier") else gl.thread_barrier  # triton 3.7 renamed it
@@ -57,7 +57,7 @@ class Config:
     """x rows a program (wgmma's N; fewer when M needs fewer), weight rows a program, split-K slices (0: as many
     as give every SM a program), warps (a warpgroup per 64 weight rows at most), the registers a thread may
     use (0: as many as the compiler takes), and for the warp-specialized kernel (`int4_wgmma_ws`; stages 0:
-    this module's kernel) its shared-memory stages and the warps that dequantize (num_warps multiply)."""
+    this module's kernel) its weight stages and the warps that dequantize (num_warps multiply)."""
     block_m: int
     block_n: int
     split_k: int = 0

@@ -1,23 +1,26 @@
 """INT4 on Hopper's warpgroup mma with warp specialization: warps that dequantize feed warps that multiply
-through a ring of shared-memory stages.
+through rings of shared-memory stages.
 
 `int4_wgmma` runs every step in one sequence: wait for the loads, dequantize, one wgmma, wait for it, barrier.
 Its tensor cores idle while the weight is dequantized, and its dequantization idles while they run. Here the
 two run side by side in separate warps:
 
 - the producer (PRODUCERS warps) loads a step's words, scales and minimums one step ahead in registers,
-  dequantizes them (`dequantize_in_order`, about 2.5 instructions a weight), stores the weight block
-  (BLOCK_N, 128) in x's dtype into the step's stage in input order (16-byte stores), and asks the TMA engine
-  for x's (BLOCK_M, 128) block, which lands in the same stage (zero past M and K);
-- the consumer (the kernel's num_warps, a warpgroup per 64 weight rows) waits for a stage, issues one
-  asynchronous wgmma with both operands in shared memory, and releases the stage of the wgmma before, so one
-  wgmma is always in flight and the producer may run STAGES - 1 steps ahead.
+  dequantizes them (`dequantize_in_order`, about 2.5 instructions a weight) and stores the weight block
+  (BLOCK_N, 128) in x's dtype into the step's stage in input order (16-byte stores);
+- the consumer (the kernel's num_warps, a warpgroup per 64 weight rows) waits for a weight stage, then per
+  half of it for x's (BLOCK_M, 64) block, and issues one asynchronous wgmma on the two from shared memory;
+  once the wgmma before it retires, it releases that one's weight stage (after its second half) and asks the
+  TMA engine for the x block X_STAGES halves ahead into that one's x stage (zero past M and K). So one wgmma
+  is always in flight, the producer may run STAGES - 1 steps ahead, and x is asked for X_STAGES - 1 halves
+  ahead: x stages are as many as SHARED_BYTES holds next to the weights' (4 for 256 x rows, against 2 when a
+  stage held x and weights together).
 
-Each stage has a `ready` barrier (the producer's arrival and the TMA's, with its bytes) and an `empty` one
-(the consumer's arrival). The producer fences its stores for the tensor cores (the async proxy) before it
-arrives, as the writing threads must; on sm_90 that fence waits for the producer's loads in flight, so each of
-its steps still waits for one memory latency. A step's wgmma outlasts that from about 128 x rows on, and there
-the kernel beats `int4_wgmma` (RESULTS.md); at 64 rows and below the tuner keeps `int4_wgmma`.
+Weight stages have a `w_ready` barrier (the producer's arrival) and a `w_empty` one (the consumer's); x stages
+a `x_ready` one (the TMA's bytes). The producer fences its stores for the tensor cores (the async proxy) before
+it arrives, as the writing threads must; on sm_90 that fence waits for the producer's loads in flight, so each
+of its steps still waits for one memory latency. From about 128 x rows a step's wgmma outlasts that, and there
+the kernel beats `int4_wgmma`; at 64 rows the tuner keeps `int4_wgmma` on the Llama shapes (RESULTS.md).
 The product is transposed, out.T = W @ x.T, and the epilogue is `int4_mma`'s. Program (pid, pid_k) owns
 BLOCK_N weight rows, BLOCK_M x rows and the pid_k-th of SPLIT_K slices of K; a program takes most of an SM's
 shared memory. Gluon does not run under TRITON_INTERPRET: tests/test_int4_wgmma.py compiles it for sm_90 on
