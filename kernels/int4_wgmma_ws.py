@@ -181,7 +181,7 @@ def x_stages(block_m: int, block_n: int, stages: int) -> int:
     return min(8, (SHARED_BYTES - stages * block_n * 2 * BLOCK_K) // (block_m * BLOCK_K))
 
 
-def register_cap(warps: int) -> int:
+def registers_at_launch(warps: int) -> int:
     """The registers a thread may hold at launch so that `warps` warps fit the register file (65536), before
     the producer gives some to the consumer."""
     return min(256, 65536 // (32 * warps) // 8 * 8)
@@ -204,6 +204,6 @@ def matmul(x2d: torch.Tensor, tensors, dims, bias, block_m: int, config, split_k
     constexprs = dict(GROUP=group, STAGES=config.stages, X_STAGES=x_stages(block_m, config.block_n, config.stages),
                       PRODUCERS=config.producers,
                       PRODUCER_REGISTERS=PRODUCER_REGISTERS[config.producers], LW=lw, MMA=mma, WS=shared,
-                      num_warps=config.num_warps, maxnreg=register_cap(config.num_warps + config.producers))
+                      num_warps=config.num_warps, maxnreg=registers_at_launch(config.num_warps + config.producers))
     return launch(int4_wgmma_ws_kernel, x2d, n, k, bias, tiling, pointers, (), constexprs, out, partials,
                   dependent=True, x_arg=x_descriptor(x2d, block_m, shared))

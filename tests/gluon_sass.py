@@ -154,17 +154,21 @@ def compile_int4_wgmma_ws(block_m: int, block_n: int, num_warps: int, group: int
     kernel = int4_wgmma_ws.int4_wgmma_ws_kernel
     aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in [*pointers, "N", "K"]}
     source = GluonASTSource(kernel, signature, constexprs, aligned)
-    cap = int4_wgmma_ws.register_cap(num_warps + producers)
+    cap = int4_wgmma_ws.registers_at_launch(num_warps + producers)
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, maxnreg=cap))
+
+
+def loop_spans(lines: list[str]) -> list[tuple[int, int]]:
+    """First and last line of every backward branch's body (a loop), the shortest first."""
+    labels = {line.strip()[:-1]: i for i, line in enumerate(lines) if re.match(r"^\.?L\w+:$", line.strip())}
+    spans = sorted((i - labels[m.group(1)], labels[m.group(1)], i) for i, line in enumerate(lines)
+                   if (m := re.search(r"BRA (\.?L\w+)", line)) and labels.get(m.group(1), i) < i)
+    return [(start, end) for _, start, end in spans]
 
 
 def loop_span(lines: list[str]) -> tuple[int, int]:
     """First and last line of the longest backward branch's body: the K loop."""
-    labels = {line.strip()[:-1]: i for i, line in enumerate(lines) if re.match(r"^\.?L\w+:$", line.strip())}
-    spans = [(i - labels[m.group(1)], labels[m.group(1)], i) for i, line in enumerate(lines)
-             if (m := re.search(r"BRA (\.?L\w+)", line)) and labels.get(m.group(1), i) < i]
-    _, start, end = max(spans)
-    return start, end
+    return loop_spans(lines)[-1]
 
 
 def opcode(line: str) -> str | None:
@@ -173,13 +177,11 @@ def opcode(line: str) -> str | None:
 
 
 def loops(sass: str) -> list[collections.Counter]:
-    """Instruction counts of every loop (each backward branch's body), the smallest first: a warp-specialized
-    kernel has one K loop a partition."""
+    """Instruction counts of every loop, the smallest first: a warp-specialized kernel has one K loop a
+    partition."""
     lines = sass.splitlines()
-    labels = {line.strip()[:-1]: i for i, line in enumerate(lines) if re.match(r"^\.?L\w+:$", line.strip())}
-    spans = sorted((i - labels[m.group(1)], labels[m.group(1)], i) for i, line in enumerate(lines)
-                   if (m := re.search(r"BRA (\.?L\w+)", line)) and labels.get(m.group(1), i) < i)
-    return [collections.Counter(op for line in lines[start:end + 1] if (op := opcode(line))) for _, start, end in spans]
+    return [collections.Counter(op for line in lines[start:end + 1] if (op := opcode(line)))
+            for start, end in loop_spans(lines)]
 
 
 def main_loop(sass: str) -> collections.Counter:

@@ -55,13 +55,18 @@ def test_a_thread_loads_16_contiguous_bytes_of_words_and_64_of_x(block_n, block_
     assert pair_index == [(1, 0), (2, 0), (4, 0), (8, 0)]
 
 
-def compiled_loop(kernel, *config) -> collections.Counter:
-    """Instruction counts of a kernel's K loop compiled for sm_90 (in a process without TRITON_INTERPRET)."""
+def sass_report(*args):
+    """What tests/gluon_sass.py prints for `args`, compiled for sm_90 in a process without TRITON_INTERPRET."""
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     script = Path(__file__).with_name("gluon_sass.py")
-    done = subprocess.run([sys.executable, str(script), kernel, *map(str, config)], env=env, capture_output=True,
-                          text=True, check=True)
-    return collections.Counter(json.loads(done.stdout.splitlines()[-1]))
+    done = subprocess.run([sys.executable, str(script), *map(str, args)], env=env, capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def compiled_loop(kernel, *config) -> collections.Counter:
+    """Instruction counts of a kernel's K loop compiled for sm_90."""
+    return collections.Counter(sass_report(kernel, *config))
 
 
 @pytest.mark.parametrize("kernel, block_n, block_k, group, num_warps, block_m, most_per_weight", [

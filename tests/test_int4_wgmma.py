@@ -2,12 +2,7 @@
 compiled on the CPU (no GPU needed), and on the GPU the results against the reference."""
 import collections
 import itertools
-import json
-import os
-import subprocess
-import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +10,7 @@ from hypothesis import given, strategies as st
 
 from sparc import kernels
 from sparc.kernels import int4_wgmma, int4_wgmma_ws, tuning
-from test_int4_mma import compiled_loop, elements
+from test_int4_mma import compiled_loop, elements, sass_report
 from test_kernels import GPU, assert_matches_reference, make_case
 
 
@@ -48,11 +43,7 @@ def test_loop_runs_wgmma_on_registers(block_m, block_n, num_warps, registers, gr
 
 def compiled_loops(*config) -> list[collections.Counter]:
     """Instruction counts of every loop of `int4_wgmma_ws`'s kernel compiled for sm_90, the smallest first."""
-    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
-    script = Path(__file__).with_name("gluon_sass.py")
-    done = subprocess.run([sys.executable, str(script), "--loops", "wgmma_ws", *map(str, config)], env=env,
-                          capture_output=True, text=True, check=True)
-    return [collections.Counter(loop) for loop in json.loads(done.stdout.splitlines()[-1])]
+    return [collections.Counter(loop) for loop in sass_report("--loops", "wgmma_ws", *config)]
 
 
 @pytest.mark.parametrize("block_m, block_n, num_warps, stages, producers", int4_wgmma.WS_SHAPES)
