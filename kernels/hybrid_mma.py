@@ -33,6 +33,7 @@ from triton.experimental.gluon import language as gl
 
 from sparc.ir import TileFormat
 
+from . import hybrid_wgmma
 from .int4_mma import bits, split_for, store_transposed, x_rows_for
 from .nv24_mma import (DTYPES, NO_INPUTS, STREAM, accumulate_steps, as_words, byte_addresses, operand,
                        operand_layouts, step_layout, steps_of, word_addresses, words_from_bytes, x_addresses, x_layout,
@@ -78,9 +79,12 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
     to MOST_M rows of bf16 or fp16 x on CUDA (from the buffers' sizes and dtypes: no data read). Also one row of x
     where the grid holds both DENSE and NV24 tiles (the decode kernel runs both formats' arithmetic on every tile
     and is issue-bound there, this one runs each tile's own: RESULTS.md), or in fp16, which the decode kernel does
-    not take (the tile kernel would run it, slower)."""
-    if layout != "hybrid" or tensors is None or not (1 <= x2d.shape[0] <= MOST_M and x2d.is_cuda):
+    not take (the tile kernel would run it, slower). Past MOST_M rows, the grids `hybrid_wgmma` takes (its
+    configs are candidates here)."""
+    if layout != "hybrid" or tensors is None or not (1 <= x2d.shape[0] and x2d.is_cuda):
         return False
+    if x2d.shape[0] > MOST_M:
+        return hybrid_wgmma.supports(layout, x2d, tensors)
     grid, dense, values = tensors[0], tensors[2], tensors[3]
     if x2d.shape[0] == 1 and x2d.dtype == torch.bfloat16 and not (dense.numel() and values.numel()):
         return False
@@ -92,9 +96,14 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
 PREFETCH_DISTANCES = (0, 2)  # tile columns ahead, up to 16 x rows; past them, and further ahead, slower (RESULTS.md)
 
 
-def candidates(layout: str, m: int) -> list[Config]:
+def candidates(layout: str, m: int, wgmma: bool = False) -> list:
     """Past 16 x rows one row tile a warp (a DENSE tile row takes twice an NV24 one's registers), and the warps
-    also split the x rows (warps along N, warps along M); up to 16 rows with and without the L2 prefetch."""
+    also split the x rows (warps along N, warps along M); up to 16 rows with and without the L2 prefetch. With
+    `wgmma` (a grid `hybrid_wgmma` takes) also its configs."""
+    return own_candidates(m) + (hybrid_wgmma.candidates(m) if wgmma else [])
+
+
+def own_candidates(m: int) -> list[Config]:
     if m > 16:
         return [Config(16 * wn, split, wn * wm, wm) for (wn, wm), split in
                 itertools.product([(8, 1), (4, 2), (4, 1), (2, 2)], (0, 2, 4)) if wm <= x_rows_for(m, MAX_M) // 8]
@@ -352,7 +361,12 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
            partials=None):
-    """x2d (M, K) @ W.T + bias for a HYBRID weight that `supports` takes."""
+    """x2d (M, K) @ W.T + bias for a HYBRID weight that `supports` takes; a `hybrid_wgmma` config runs that
+    kernel where it takes the grid, else (a nearby shape's config) this kernel's default runs."""
+    if isinstance(config, hybrid_wgmma.Config):
+        if hybrid_wgmma.supports(layout, x2d, tensors):
+            return hybrid_wgmma.matmul(x2d, layout, tensors, dims, bias, config, split_k, out, partials)
+        config = default(layout, x2d.shape[0])
     n, k = dims[0], dims[1]
     grid, offsets, dense, values, meta = tensors[:5]
     m, block_m = x2d.shape[0], x_rows_for(x2d.shape[0], MAX_M)

@@ -19,7 +19,7 @@ import itertools
 
 import torch
 
-from . import autotune, bsr_int4, decode, hybrid, hybrid_mma, int4_mma, int4_wgmma, nv24_mma, rebuild
+from . import autotune, bsr_int4, decode, hybrid, hybrid_mma, hybrid_wgmma, int4_mma, int4_wgmma, nv24_mma, rebuild
 
 # the tensor-core kernel of each layout at small M
 MMA = {"int4": int4_mma, "bsr_int4": int4_mma, "nv24": nv24_mma, "nv24_int4": nv24_mma, "hybrid": hybrid_mma}
@@ -50,8 +50,9 @@ def default(kernel: str, layout: str, m: int):
     return hybrid.default_config(m)
 
 
-def candidates(kernel: str, layout: str, m: int) -> list:
-    """The configs SPARC_AUTOTUNE=1 times for this kernel, layout and M."""
+def candidates(kernel: str, layout: str, m: int, wgmma: bool = False) -> list:
+    """The configs SPARC_AUTOTUNE=1 times for this kernel, layout and M (`wgmma`: a HYBRID grid that
+    `hybrid_wgmma` takes)."""
     if kernel == "decode":
         if layout == "bsr_int4":
             return [decode.Config(b, 0, s, w, 1) for b, s, w in itertools.product((2, 4, 8, 16), (1, 2, 4), (4, 8))]
@@ -62,7 +63,8 @@ def candidates(kernel: str, layout: str, m: int) -> list:
         return [decode.Config(n, k, s, w) for n, k, s, w in
                 itertools.product((4, 8, 16, 32), (512, 1024, 2048), (1, 2), (4, 8))]
     if kernel == "mma":
-        return MMA[layout].candidates(layout, m) + rebuild_candidates(layout, m)
+        own = hybrid_mma.candidates(layout, m, wgmma) if layout == "hybrid" else MMA[layout].candidates(layout, m)
+        return own + rebuild_candidates(layout, m)
     if kernel == "wgmma":
         return int4_wgmma.candidates(layout, m) + rebuild_candidates(layout, m)
     if m == 1:  # the FMA path (BLOCK_M = 1) or one 16-row tensor-core tile
@@ -123,11 +125,13 @@ def timed_run(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
 def tuned_layout(kernel: str, layout: str, tensors, dims) -> str:
     """The layout as the table keys it. HYBRID's decode and mma kernels stream a DENSE tile row in twice the
     bytes of an NV24 one, so their best config follows the mix: keyed by the DENSE share of the tiles, to the
-    nearest tenth ("hybrid-dense30"), read from the buffers' sizes (no sync)."""
+    nearest tenth ("hybrid-dense30"), read from the buffers' sizes (no sync); "hybrid-dense100" only where no
+    tile is NV24 (such grids may run `hybrid_wgmma`)."""
     if kernel not in ("decode", "mma") or layout != "hybrid":
         return layout
-    grid, dense, tile = tensors[0], tensors[2], dims[3]
-    return f"hybrid-dense{round(10 * dense.numel() / max(1, grid.numel() * tile * tile)) * 10}"
+    grid, dense, values, tile = tensors[0], tensors[2], tensors[3], dims[3]
+    tenths = round(10 * dense.numel() / max(1, grid.numel() * tile * tile))
+    return f"hybrid-dense{min(tenths, 9 if values.numel() else 10) * 10}"
 
 
 def config_for(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
@@ -135,6 +139,7 @@ def config_for(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias)
     time covers every copy: only the ranking matters)."""
     n, k, m = dims[0], dims[1], x2d.shape[0]
     key = autotune.config_key(kernel, tuned_layout(kernel, layout, tensors, dims), n, k, m)
+    wgmma = kernel == "mma" and hybrid_wgmma.supports(layout, x2d, tensors)
     return autotune.select(key, default(kernel, layout, m),
-                           candidates(kernel, layout, m), timed_run(kernel, layout, x2d, tensors, dims, bias),
+                           candidates(kernel, layout, m, wgmma), timed_run(kernel, layout, x2d, tensors, dims, bias),
                            x2d.device)

@@ -6,7 +6,8 @@ python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without T
 `hybrid_mma`'s with python tests/gluon_sass.py mma_hybrid BLOCK_N NUM_WARPS BLOCK_M HAS_DENSE HAS_NV24 [WARPS_M
 [EDGE [PREFETCH]]],
 `int4_wgmma`'s with python tests/gluon_sass.py wgmma BLOCK_M BLOCK_N NUM_WARPS GROUP [MAX_REGISTERS],
-`int4_wgmma_ws`'s with python tests/gluon_sass.py wgmma_ws BLOCK_M BLOCK_N NUM_WARPS GROUP STAGES PRODUCERS.
+`int4_wgmma_ws`'s with python tests/gluon_sass.py wgmma_ws BLOCK_M BLOCK_N NUM_WARPS GROUP STAGES PRODUCERS,
+`hybrid_wgmma`'s with python tests/gluon_sass.py wgmma_hybrid BLOCK_M BLOCK_N NUM_WARPS HAS_ZERO.
 With --pdl first it prints where the kernel waits for the kernel before it and releases the next one instead,
 with --loops the counts of every loop, the smallest first.
 
@@ -24,7 +25,8 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from triton.runtime.jit import mangle_type
 from triton.tools.disasm import get_sass
 
-from sparc.kernels import decode, gluon_decode, hybrid_mma, int4_mma, int4_wgmma, int4_wgmma_ws, nv24_mma
+from sparc.kernels import (decode, gluon_decode, hybrid_mma, hybrid_wgmma, int4_mma, int4_wgmma, int4_wgmma_ws,
+                           nv24_mma)
 
 
 POINTERS = {"int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
@@ -158,6 +160,24 @@ def compile_int4_wgmma_ws(block_m: int, block_n: int, num_warps: int, group: int
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, maxnreg=cap))
 
 
+def compile_hybrid_wgmma(block_m: int, block_n: int, num_warps: int, has_zero: int):
+    mma, shared = hybrid_wgmma.layouts(block_m, num_warps)
+    constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=hybrid_wgmma.TILE, SPLIT_K=1,
+                      USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
+                      HAS_ZERO=bool(has_zero), STAGES=hybrid_wgmma.stages_for(block_m, block_n), MMA=mma)
+    x_desc = TensorDescriptor.from_tensor(torch.empty(block_m, 4096, dtype=torch.bfloat16),
+                                          [block_m, hybrid_wgmma.HALF], shared)
+    w_desc = hybrid_wgmma.w_descriptor(torch.empty(4096 * 32, 128, dtype=torch.bfloat16), block_n, shared)
+    pointers = dict(out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8", offsets_ptr="*i64")
+    signature = dict(x_desc=mangle_type(x_desc), out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8",
+                     offsets_ptr="*i64", w_desc=mangle_type(w_desc), M="i32", N="i32", K="i32", stride_xm="i32",
+                     grid_cols="i32", **{name: "constexpr" for name in constexprs})
+    kernel = hybrid_wgmma.hybrid_wgmma_kernel
+    aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in [*pointers, "N", "K"]}
+    source = GluonASTSource(kernel, signature, constexprs, aligned)
+    return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
+
+
 def loop_spans(lines: list[str]) -> list[tuple[int, int]]:
     """First and last line of every backward branch's body (a loop), the shortest first."""
     labels = {line.strip()[:-1]: i for i, line in enumerate(lines) if re.match(r"^\.?L\w+:$", line.strip())}
@@ -214,7 +234,9 @@ if __name__ == "__main__":
     elif sys.argv[1] == "--loops":
         report = loops
         sys.argv.pop(1)
-    if sys.argv[1] == "wgmma_ws":
+    if sys.argv[1] == "wgmma_hybrid":
+        compiled = compile_hybrid_wgmma(*map(int, sys.argv[2:6]))
+    elif sys.argv[1] == "wgmma_ws":
         compiled = compile_int4_wgmma_ws(*map(int, sys.argv[2:8]))
     elif sys.argv[1] == "wgmma":
         compiled = compile_int4_wgmma(*map(int, sys.argv[2:7]))

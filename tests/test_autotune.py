@@ -267,13 +267,15 @@ def test_a_filling_split_runs_one_slice_on_the_cpu(monkeypatch):
 
 
 @pytest.mark.parametrize("dense_tiles, expected", [(0, "hybrid-dense0"), (3, "hybrid-dense30"),
-                                                   (10, "hybrid-dense100")])
+                                                   (10, "hybrid-dense100"), (19, "hybrid-dense90")])
 def test_hybrid_decode_configs_are_keyed_by_the_tile_mix(dense_tiles, expected):
-    """The DENSE share of a HYBRID grid, read from its buffers, picks the decode kernel's table entry; other
-    kernels and layouts keep their own name."""
-    formats = np.array([[TileFormat.DENSE] * dense_tiles + [TileFormat.NV24] * (10 - dense_tiles)], dtype=np.uint8)
-    weight = torch.randn(128, 1280)
-    mask = torch.ones(128, 1280, dtype=torch.bool)
+    """The DENSE share of a HYBRID grid, read from its buffers, picks the decode kernel's table entry (100%
+    only without NV24 tiles: 19 DENSE tiles of 20 are 90%); other kernels and layouts keep their own name."""
+    tiles = 20 if dense_tiles > 10 else 10
+    formats = np.array([[TileFormat.DENSE] * dense_tiles + [TileFormat.NV24] * (tiles - dense_tiles)],
+                       dtype=np.uint8)
+    weight = torch.randn(128, 128 * tiles)
+    mask = torch.ones(128, 128 * tiles, dtype=torch.bool)
     mask[:, 1::2] = False  # 2:4 everywhere, so that the NV24 tiles can hold it
     packed = pack("hybrid", weight, mask, torch.bfloat16, 128, formats=formats, tile=128)
     assert tuning.tuned_layout("decode", "hybrid", packed.tensors, packed.dims) == expected

@@ -1,0 +1,194 @@
+"""HYBRID grids of DENSE and ZERO 128 x 128 tiles on Hopper: both operands of the warpgroup mma (wgmma, Gluon)
+come straight from global memory into shared memory through the TMA engine, a ring of STAGES tile columns ahead.
+
+A DENSE tile is stored whole, as a (rows x 128) matrix in x's dtype (`hybrid`): viewed as one (rows, 128)
+matrix, the DENSE buffer hands the TMA engine a program's BLOCK_N rows of a tile as a plain 2-D block at row
+offset / 128 + the program's first row. So nothing passes through registers: per tile column, one thread asks
+for the program's rows of the tile and x's (BLOCK_M, 128) block, each as two (rows, 64) halves (a 128-byte
+swizzled box), into the stage's buffers and its mbarrier, then the warpgroups run two asynchronous wgmma on it,
+keep one column's in flight and reuse the stage of the column before for the column STAGES - 1 ahead. ZERO
+tiles move no bytes: the stage's barrier gets a plain arrival and no wgmma runs. Rows past N (the last tile
+row may be shorter) read the next tile's or no bytes; their outputs are never stored.
+
+`hybrid_mma` runs every grid up to 128 x rows on mma.sync with its operands through registers. For grids
+without NV24 tiles and K a multiple of 128 this kernel is a tuner candidate beside it, from 2 to 256 x rows
+(`Config`). The product is transposed, out.T = W @ x.T, and the epilogue is `int4_mma`'s. Program (pid, pid_k)
+owns BLOCK_N rows of one tile row, BLOCK_M x rows and the pid_k-th of SPLIT_K slices of the tile columns. Gluon
+does not run under TRITON_INTERPRET: tests/test_hybrid_wgmma.py compiles it for sm_90 on any machine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia import hopper
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from sparc.ir import TileFormat
+
+from .int4_mma import step_range, store_transposed
+from .int4_wgmma import split_for
+from .int4_wgmma_ws import x_descriptor
+from .pdl import release_dependents, wait_for_inputs
+from .tiling import Tiling, launch
+
+TILE = 128
+HALF = TILE // 2  # inputs of a TMA box: 128 bytes, the swizzle's width
+DTYPES = (torch.bfloat16, torch.float16)
+MAX_M = 256  # wgmma's widest N
+SHARED_BYTES = 200 * 1024  # the stages' share of an SM's 227 KB
+CODE_DENSE = gl.constexpr(int(TileFormat.DENSE))
+CODE_ZERO = gl.constexpr(int(TileFormat.ZERO))
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """x rows a program (wgmma's N; fewer where M needs fewer), weight rows a program (64 a warpgroup, dividing
+    128), split-K slices over the tile columns (0: as many as give every SM a program) and warps (4 or 8). The
+    ring takes as many stages as SHARED_BYTES holds."""
+    block_m: int
+    block_n: int
+    split_k: int = 0
+    num_warps: int = 4
+
+
+def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
+    """HYBRID grids of DENSE and ZERO tiles of 128 stored in x's dtype (no NV24 or other tiles), K a multiple of
+    128, 2 to MAX_M rows of bf16 or fp16 x on a Hopper GPU (from the buffers' sizes and dtypes: no data read)."""
+    if layout != "hybrid" or tensors is None or not (2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda):
+        return False
+    grid, dense = tensors[0], tensors[2]
+    k = x2d.shape[1]
+    return (x2d.dtype in DTYPES and dense.dtype == x2d.dtype and k % TILE == 0 and grid.shape[1] == k // TILE
+            and dense.numel() > 0 and not any(t.numel() for t in tensors[3:]) and dense.data_ptr() % 16 == 0
+            and torch.cuda.get_device_capability(x2d.device)[0] == 9)
+
+
+def block_m_for(m: int, most: int) -> int:
+    return min(most, max(16, 1 << (m - 1).bit_length()))
+
+
+def stages_for(block_m: int, block_n: int) -> int:
+    """The ring's stages: as many as SHARED_BYTES holds (a stage: BLOCK_N rows of a tile and BLOCK_M of x), at
+    most 8."""
+    return min(8, SHARED_BYTES // (2 * TILE * (block_m + block_n)))
+
+
+def candidates(m: int) -> list[Config]:
+    """The configs SPARC_AUTOTUNE=1 times: x rows up to those M needs, 64 or 128 weight rows on one or two
+    warpgroups with at most 128 accumulator registers a thread, split by SM fill or not."""
+    most = block_m_for(m, MAX_M)
+    shapes = [(bm, bn, warps) for bm, (bn, warps) in itertools.product((16, 32, 64, 128, 256),
+                                                                      [(64, 4), (128, 4), (128, 8)])
+              if bm <= most and bm * bn <= 128 * 32 * warps]
+    return [Config(bm, bn, split, warps) for (bm, bn, warps), split in itertools.product(shapes, (0, 1))]
+
+
+@gluon.jit
+def ask_column(x_desc, w_desc, xs, ws, ready, formats_ptr, offsets_ptr, entries, col, at, live, pid_m, first_row,
+               BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
+    """Asks the TMA engine for tile column `col` into stage at % STAGES (its two halves in buffers 2 stage and
+    2 stage + 1): x's (BLOCK_M, 128) block and the program's rows of the tile if DENSE, a plain arrival if ZERO,
+    nothing unless `live`."""
+    stage = at % STAGES
+    code = gl.load(formats_ptr + entries + col, mask=live, other=CODE_ZERO).to(gl.int32)
+    row = gl.load(offsets_ptr + entries + col, mask=live, other=0) // BLOCK_K + first_row
+    dense = live & (code == CODE_DENSE)
+    mbarrier.expect(ready.index(stage), 2 * (x_desc.block_type.nbytes + w_desc.block_type.nbytes), pred=dense)
+    mbarrier.arrive(ready.index(stage), count=1, pred=live & (code != CODE_DENSE))
+    for h in gl.static_range(2):
+        tma.async_copy_global_to_shared(x_desc, [pid_m * BLOCK_M, col * BLOCK_K + h * (BLOCK_K // 2)], ready.index(stage),
+                                        xs.index(2 * stage + h), pred=dense)
+        tma.async_copy_global_to_shared(w_desc, [row.to(gl.int32), h * (BLOCK_K // 2)], ready.index(stage),
+                                        ws.index(2 * stage + h), pred=dense)
+
+
+@gluon.jit
+def hybrid_wgmma_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_desc, M, N, K, stride_xm, stride_xk,
+                        grid_cols, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                        BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
+                        DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
+                        HAS_ZERO: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, PDL: gl.constexpr):
+    """x_desc: a TMA descriptor of x (M, K) in (BLOCK_M, 64) blocks; w_desc one of the DENSE buffer as (rows,
+    128) in (BLOCK_N, 64) blocks; formats (TN, TK) uint8 and offsets (TN, TK) int64 of the grid (`hybrid`).
+    `tiling.launch`'s arguments (x's strides unused); HAS_ZERO: the grid holds ZERO tiles (else no branch)."""
+    wait_for_inputs(PDL)
+    grid_m = gl.cdiv(M, BLOCK_M)
+    pid_m, pid_n = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
+    tile_row = pid_n * BLOCK_N // BLOCK_K  # the tile is BLOCK_K square
+    first_row = pid_n * BLOCK_N - tile_row * BLOCK_K
+    entries = tile_row * grid_cols
+    first, end = step_range(K, BLOCK_K, SPLIT_K)
+    ws = gl.allocate_shared_memory(w_desc.dtype, [2 * STAGES, BLOCK_N, BLOCK_K // 2], w_desc.layout)
+    xs = gl.allocate_shared_memory(x_desc.dtype, [2 * STAGES, BLOCK_M, BLOCK_K // 2], x_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(STAGES):
+        mbarrier.init(ready.index(s), count=1)
+    for early in gl.static_range(STAGES - 1):
+        ask_column(x_desc, w_desc, xs, ws, ready, formats_ptr, offsets_ptr, entries, first + early, early,
+                   first + early < end, pid_m, first_row, BLOCK_M, BLOCK_K, STAGES)
+    acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
+    for col in range(first, end):
+        i = col - first
+        stage = i % STAGES
+        mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
+        if HAS_ZERO:
+            code = gl.load(formats_ptr + entries + col).to(gl.int32)
+            if code == CODE_DENSE:
+                acc = multiply(acc, ws, xs, stage)
+                acc = hopper.warpgroup_mma_wait(2, deps=[acc])
+            else:
+                acc = hopper.warpgroup_mma_wait(0, deps=[acc])
+        else:
+            acc = multiply(acc, ws, xs, stage)
+            acc = hopper.warpgroup_mma_wait(2, deps=[acc])
+        # the column before retired: its stage takes the column STAGES - 1 ahead
+        ask_column(x_desc, w_desc, xs, ws, ready, formats_ptr, offsets_ptr, entries, col + STAGES - 1,
+                   i + STAGES - 1, col + STAGES - 1 < end, pid_m, first_row, BLOCK_M, BLOCK_K, STAGES)
+    acc = hopper.warpgroup_mma_wait(0, deps=[acc])
+    release_dependents(PDL)
+    store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
+
+
+@gluon.jit
+def multiply(acc, ws, xs, stage):
+    """acc + the stage's tile rows times its x block: two asynchronous wgmma of 64 inputs."""
+    for h in gl.static_range(2):
+        acc = hopper.warpgroup_mma(ws.index(2 * stage + h), xs.index(2 * stage + h).permute((1, 0)), acc,
+                                   is_async=True)
+    return acc
+
+
+def layouts(block_m: int, num_warps: int):
+    """(the wgmma accumulator's layout (BLOCK_N, BLOCK_M), the shared layout of both operands' boxes)."""
+    mma = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, block_m, 16])
+    return mma, gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+
+
+def w_descriptor(dense: torch.Tensor, block_n: int, shared) -> TensorDescriptor:
+    """The DENSE buffer as (rows, 128) in (BLOCK_N, 64) boxes."""
+    return TensorDescriptor.from_tensor(dense.view(-1, TILE), [block_n, HALF], shared)
+
+
+def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
+           partials=None):
+    """x2d (M, K) @ W.T + bias for a HYBRID weight that `supports` takes."""
+    n, k = dims[0], dims[1]
+    grid, offsets, dense = tensors[:3]
+    m = x2d.shape[0]
+    block_m = block_m_for(m, config.block_m)
+    grid_cols = grid.shape[1]
+    if split_k is None:
+        split_k = split_for(config, -(-m // block_m) * -(-n // config.block_n), grid_cols, x2d.device)
+    mma, shared = layouts(block_m, config.num_warps)
+    tiling = Tiling(block_m, config.block_n, TILE, split_k)
+    constexprs = dict(HAS_ZERO=dense.numel() != n * k, STAGES=stages_for(block_m, config.block_n),
+                      MMA=mma, num_warps=config.num_warps)
+    return launch(hybrid_wgmma_kernel, x2d, n, k, bias, tiling, [grid, offsets, w_descriptor(dense, config.block_n,
+                                                                                              shared)],
+                  (grid_cols,), constexprs, out, partials, dependent=True,
+                  x_arg=x_descriptor(x2d, block_m, shared))

@@ -1,0 +1,160 @@
+"""HYBRID grids of DENSE and ZERO tiles on Hopper's warpgroup mma, both operands through the TMA engine
+(`kernels.hybrid_wgmma`): which products it takes, its sm_90 code compiled on the CPU (no GPU needed), and on
+the GPU the results against the reference."""
+import collections
+import types
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from sparc import kernels
+from sparc.ir import TileFormat
+from sparc.kernels import hybrid_mma, hybrid_wgmma, tuning
+from test_int4_mma import sass_report
+from test_kernels import GPU, assert_matches_reference, make_case
+
+DENSE, NV24, ZERO = int(TileFormat.DENSE), int(TileFormat.NV24), int(TileFormat.ZERO)
+SHAPES = sorted({(c.block_m, c.block_n, c.num_warps) for c in hybrid_wgmma.candidates(256)})
+
+
+def grid_of(n: int, k: int, zero_share: float, seed: int, nv24: bool = False) -> np.ndarray:
+    """DENSE tiles with a share of ZERO ones (and one NV24 tile if asked)."""
+    rng = np.random.default_rng(seed)
+    grid = np.where(rng.random((-(-n // 128), -(-k // 128))) < zero_share, ZERO, DENSE).astype(np.uint8)
+    if nv24:
+        grid[0, 0] = NV24
+    return grid
+
+
+def the_loop(block_m, block_n, num_warps, has_zero) -> collections.Counter:
+    """Instruction counts of the kernel's tile-column loop compiled for sm_90: the loop that issues wgmma."""
+    loops = sass_report("--loops", "wgmma_hybrid", block_m, block_n, num_warps, has_zero)
+    return collections.Counter(next(loop for loop in loops if loop.get("HGMMA.64")))
+
+
+@pytest.mark.parametrize("block_m, block_n, num_warps", SHAPES)
+@pytest.mark.parametrize("has_zero", [0, 1])
+def test_loop_moves_operands_by_tma_only(block_m, block_n, num_warps, has_zero):
+    """Per tile column the loop asks the TMA engine for 4 boxes (two halves of x and of the tile rows),
+    issues 8 wgmma of K = 16 per 64 weight rows a warpgroup holds, waits once (twice with the ZERO branch), and
+    loads from global memory only the tile's format code and offset (and the code again for the branch);
+    nothing spills."""
+    ops = the_loop(block_m, block_n, num_warps, has_zero)
+    assert ops["UTMALDG.2D"] == 4
+    assert ops["HGMMA.64"] == 8 * block_n // (16 * num_warps)
+    assert ops["WARPGROUP.DEPBAR.LE"] == 1 + has_zero
+    loads = {op: count for op, count in ops.items() if op.startswith("LDG")}
+    assert loads == {"LDG.E.U8": 1 + has_zero, "LDG.E.64": 1}
+    assert not {"LDL", "STL", "LDS", "STS"} & {op.split(".")[0] for op in ops}
+
+
+def test_candidates_fit_shared_memory_and_registers():
+    for m in (2, 16, 17, 64, 100, 256):
+        chosen = hybrid_wgmma.candidates(m)
+        assert chosen and all(c.block_m <= max(16, 1 << (m - 1).bit_length()) for c in chosen)
+        for c in chosen:
+            stages = hybrid_wgmma.stages_for(c.block_m, c.block_n)
+            assert stages >= 2 and stages * 256 * (c.block_m + c.block_n) <= hybrid_wgmma.SHARED_BYTES
+            assert c.block_m * c.block_n // (32 * c.num_warps) <= 128 and 128 % c.block_n == 0
+
+
+def fake_x(m: int, k: int, dtype=torch.bfloat16):
+    return types.SimpleNamespace(shape=(m, k), is_cuda=True, dtype=dtype, device="cuda")  # what `supports` reads
+
+
+@pytest.mark.parametrize("m, k, zero_share, nv24, dtype, runs", [
+    (2, 512, 0.0, False, torch.bfloat16, True), (256, 512, 0.3, False, torch.float16, True),
+    (1, 512, 0.0, False, torch.bfloat16, False), (257, 512, 0.0, False, torch.bfloat16, False),
+    (64, 504, 0.0, False, torch.bfloat16, False), (64, 512, 0.0, True, torch.bfloat16, False),
+    (64, 512, 1.0, False, torch.bfloat16, False), (64, 512, 0.0, False, torch.float32, False)])
+def test_takes_dense_and_zero_grids_of_whole_tiles(m, k, zero_share, nv24, dtype, runs, monkeypatch):
+    """2 to 256 rows, K a multiple of 128, no NV24 tile, at least one DENSE tile, x in the buffer's dtype."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    packed = make_case("hybrid", 200, k, dtype if dtype != torch.float32 else torch.bfloat16, 128, 1.0, 0,
+                       formats=grid_of(200, k, zero_share, 0, nv24), tile=128).pack()
+    assert hybrid_wgmma.supports("hybrid", fake_x(m, k, dtype), packed.tensors) == runs
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert not hybrid_wgmma.supports("hybrid", fake_x(m, k, dtype), packed.tensors)
+
+
+@pytest.mark.parametrize("m", [16, 100, 200])
+def test_its_configs_are_candidates_of_the_mma_kernel_where_it_takes_the_grid(m, monkeypatch):
+    """The tuner weighs both kernels (and past 64 rows the rebuild); past 128 rows only such grids run the
+    mma kernel, others the tile kernel's rebuild or tiles."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    dense = make_case("hybrid", 256, 512, torch.bfloat16, 128, 1.0, 0, formats=grid_of(256, 512, 0.2, 0),
+                      tile=128).pack()
+    mixed = make_case("hybrid", 256, 512, torch.bfloat16, 128, 1.0, 0, formats=grid_of(256, 512, 0.2, 0, True),
+                      tile=128).pack()
+    wanted = hybrid_mma.own_candidates(m) + hybrid_wgmma.candidates(m)
+    assert tuning.candidates("mma", "hybrid", m, True) == wanted + ([kernels.rebuild.CONFIG] if m > 64 else [])
+    assert not any(isinstance(c, hybrid_wgmma.Config) for c in tuning.candidates("mma", "hybrid", m))
+    assert hybrid_mma.supports("hybrid", fake_x(m, 512), dense.tensors)
+    assert hybrid_mma.supports("hybrid", fake_x(m, 512), mixed.tensors) == (m <= hybrid_mma.MOST_M)
+
+
+@pytest.mark.gpu
+@GPU
+@given(data=st.data())
+def test_matches_reference_gpu(data):
+    n, k = data.draw(st.integers(1, 1200)), 128 * data.draw(st.integers(1, 12))
+    m = data.draw(st.integers(2, hybrid_wgmma.MAX_M))
+    dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
+    grid = grid_of(n, k, data.draw(st.sampled_from([0.0, 0.3])), data.draw(st.integers(0, 99)))
+    grid[0, 0] = DENSE
+    packed = make_case("hybrid", n, k, dtype, 128, data.draw(st.sampled_from([0.3, 1.0])), data.draw(
+        st.integers(0, 99)), formats=grid, tile=128).pack().to("cuda")
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
+    # the M bucket's table config may have more x rows than M needs: the kernel then runs fewer
+    config = data.draw(st.sampled_from([*hybrid_wgmma.candidates(m), *hybrid_wgmma.candidates(hybrid_wgmma.MAX_M)]))
+    split = data.draw(st.sampled_from([None, 1, 3]))
+    assert tuning.kernel_for("hybrid", x, packed.tensors)[0] == "mma"
+    out = hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, bias, config, split_k=split)
+    assert_matches_reference(out, x, packed, bias)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [2, 16, 64, 200, 256])
+@pytest.mark.parametrize("zero_share", [0.0, 0.3])
+def test_every_candidate_on_a_llama_shape_gpu(m, zero_share):
+    packed = make_case("hybrid", 1024, 4096, torch.bfloat16, 128, 1.0, m, formats=grid_of(1024, 4096, zero_share, m),
+                       tile=128).pack().to("cuda")
+    x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
+    for config in hybrid_wgmma.candidates(m):
+        assert_matches_reference(hybrid_wgmma.matmul(x, "hybrid", list(packed.tensors), packed.dims, None, config),
+                                 x, packed, None)
+
+
+@pytest.mark.gpu
+def test_a_nearby_shapes_config_runs_the_mma_kernel_where_this_one_cannot_gpu():
+    """A table entry of an all-DENSE grid, taken by a shape whose K is no multiple of 128, runs `hybrid_mma`."""
+    packed = make_case("hybrid", 256, 504, torch.bfloat16, 128, 1.0, 0, formats=grid_of(256, 504, 0.0, 0),
+                       tile=128).pack().to("cuda")
+    x = torch.randn(40, 504, device="cuda", dtype=torch.bfloat16)
+    assert not hybrid_wgmma.supports("hybrid", x, packed.tensors)
+    out = hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, None, hybrid_wgmma.Config(64, 128))
+    assert_matches_reference(out, x, packed, None)
+
+
+@pytest.mark.gpu
+def test_runs_in_a_cuda_graph_without_sync_gpu():
+    packed = make_case("hybrid", 1000, 2048, torch.bfloat16, 128, 1.0, 3, formats=grid_of(1000, 2048, 0.2, 3),
+                       tile=128).pack().to("cuda")
+    bias = torch.randn(1000, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(200, 2048, device="cuda", dtype=torch.bfloat16)
+    run = lambda: hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, bias,  # noqa: E731
+                                    hybrid_wgmma.Config(128, 128, 0, 8))
+    run()  # compile outside the graph
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = run()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    assert_matches_reference(out, x, packed, bias)
