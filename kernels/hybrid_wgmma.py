@@ -89,38 +89,22 @@ def candidates(m: int) -> list[Config]:
 
 
 @gluon.jit
-def tile_code(formats_ptr, at, live):
-    """The format code of the tile at `at`; ZERO's unless `live`."""
-    return gl.load(formats_ptr + at, mask=live, other=CODE_ZERO).to(gl.int32)
-
-
-@gluon.jit
-def ask_tile(x_desc, w_desc, ws, ready, formats_ptr, offsets_ptr, entries, col, at, live, first_row,
-             BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
-    """Asks the TMA engine for the program's rows of tile column `col` into stage at % STAGES (its halves in
-    buffers 2 stage and 2 stage + 1), expecting them and x's block (`ask_x`) on the stage's barrier, if DENSE;
-    a plain arrival if ZERO; nothing unless `live`."""
+def ask_column(x_desc, w_desc, xs, ws, ready, formats_ptr, offsets_ptr, entries, col, at, live, pid_m, first_row,
+               BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
+    """Asks the TMA engine for tile column `col` into stage at % STAGES (its two halves in buffers 2 stage and
+    2 stage + 1): x's (BLOCK_M, 128) block and the program's rows of the tile if DENSE, a plain arrival if ZERO,
+    nothing unless `live`."""
     stage = at % STAGES
-    code = tile_code(formats_ptr, entries + col, live)
+    code = gl.load(formats_ptr + entries + col, mask=live, other=CODE_ZERO).to(gl.int32)
     row = gl.load(offsets_ptr + entries + col, mask=live, other=0) // BLOCK_K + first_row
     dense = live & (code == CODE_DENSE)
     mbarrier.expect(ready.index(stage), 2 * (x_desc.block_type.nbytes + w_desc.block_type.nbytes), pred=dense)
     mbarrier.arrive(ready.index(stage), count=1, pred=live & (code != CODE_DENSE))
     for h in gl.static_range(2):
+        tma.async_copy_global_to_shared(x_desc, [pid_m * BLOCK_M, col * BLOCK_K + h * (BLOCK_K // 2)], ready.index(stage),
+                                        xs.index(2 * stage + h), pred=dense)
         tma.async_copy_global_to_shared(w_desc, [row.to(gl.int32), h * (BLOCK_K // 2)], ready.index(stage),
                                         ws.index(2 * stage + h), pred=dense)
-
-
-@gluon.jit
-def ask_x(x_desc, xs, ready, formats_ptr, entries, col, at, live, pid_m, BLOCK_M: gl.constexpr,
-          BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
-    """Asks the TMA engine for x's (BLOCK_M, 128) block of tile column `col` into stage at % STAGES, if `live`
-    and the tile is DENSE (`ask_tile` expected its bytes)."""
-    stage = at % STAGES
-    dense = live & (tile_code(formats_ptr, entries + col, live) == CODE_DENSE)
-    for h in gl.static_range(2):
-        tma.async_copy_global_to_shared(x_desc, [pid_m * BLOCK_M, col * BLOCK_K + h * (BLOCK_K // 2)],
-                                        ready.index(stage), xs.index(2 * stage + h), pred=dense)
 
 
 @gluon.jit
@@ -132,6 +116,7 @@ def hybrid_wgmma_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_d
     """x_desc: a TMA descriptor of x (M, K) in (BLOCK_M, 64) blocks; w_desc one of the DENSE buffer as (rows,
     128) in (BLOCK_N, 64) blocks; formats (TN, TK) uint8 and offsets (TN, TK) int64 of the grid (`hybrid`).
     `tiling.launch`'s arguments (x's strides unused); HAS_ZERO: the grid holds ZERO tiles (else no branch)."""
+    wait_for_inputs(PDL)
     grid_m = gl.cdiv(M, BLOCK_M)
     pid_m, pid_n = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
     tile_row = pid_n * BLOCK_N // BLOCK_K  # the tile is BLOCK_K square
@@ -143,21 +128,17 @@ def hybrid_wgmma_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_d
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for s in gl.static_range(STAGES):
         mbarrier.init(ready.index(s), count=1)
-    # the weights do not depend on the kernel before: the first tiles are asked for while it finishes
     for early in gl.static_range(STAGES - 1):
-        ask_tile(x_desc, w_desc, ws, ready, formats_ptr, offsets_ptr, entries, first + early, early,
-                 first + early < end, first_row, BLOCK_K, STAGES)
-    wait_for_inputs(PDL)
-    for early in gl.static_range(STAGES - 1):
-        ask_x(x_desc, xs, ready, formats_ptr, entries, first + early, early, first + early < end, pid_m, BLOCK_M,
-              BLOCK_K, STAGES)
+        ask_column(x_desc, w_desc, xs, ws, ready, formats_ptr, offsets_ptr, entries, first + early, early,
+                   first + early < end, pid_m, first_row, BLOCK_M, BLOCK_K, STAGES)
     acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
     for col in range(first, end):
         i = col - first
         stage = i % STAGES
         mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
         if HAS_ZERO:
-            if tile_code(formats_ptr, entries + col, True) == CODE_DENSE:
+            code = gl.load(formats_ptr + entries + col).to(gl.int32)
+            if code == CODE_DENSE:
                 acc = multiply(acc, ws, xs, stage)
                 acc = hopper.warpgroup_mma_wait(2, deps=[acc])
             else:
@@ -166,11 +147,8 @@ def hybrid_wgmma_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_d
             acc = multiply(acc, ws, xs, stage)
             acc = hopper.warpgroup_mma_wait(2, deps=[acc])
         # the column before retired: its stage takes the column STAGES - 1 ahead
-        ahead = col + STAGES - 1
-        ask_tile(x_desc, w_desc, ws, ready, formats_ptr, offsets_ptr, entries, ahead, i + STAGES - 1, ahead < end,
-                 first_row, BLOCK_K, STAGES)
-        ask_x(x_desc, xs, ready, formats_ptr, entries, ahead, i + STAGES - 1, ahead < end, pid_m, BLOCK_M, BLOCK_K,
-              STAGES)
+        ask_column(x_desc, w_desc, xs, ws, ready, formats_ptr, offsets_ptr, entries, col + STAGES - 1,
+                   i + STAGES - 1, col + STAGES - 1 < end, pid_m, first_row, BLOCK_M, BLOCK_K, STAGES)
     acc = hopper.warpgroup_mma_wait(0, deps=[acc])
     release_dependents(PDL)
     store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)

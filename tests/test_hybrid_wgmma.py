@@ -39,24 +39,24 @@ def the_loop(block_m, block_n, num_warps, has_zero) -> collections.Counter:
 def test_loop_moves_operands_by_tma_only(block_m, block_n, num_warps, has_zero):
     """Per tile column the loop asks the TMA engine for 4 boxes (two halves of x and of the tile rows),
     issues 8 wgmma of K = 16 per 64 weight rows a warpgroup holds, waits once (twice with the ZERO branch), and
-    loads from global memory only the tile's format code (for its rows, its x and the branch) and offset;
+    loads from global memory only the tile's format code and offset (and the code again for the branch);
     nothing spills."""
     ops = the_loop(block_m, block_n, num_warps, has_zero)
     assert ops["UTMALDG.2D"] == 4
     assert ops["HGMMA.64"] == 8 * block_n // (16 * num_warps)
     assert ops["WARPGROUP.DEPBAR.LE"] == 1 + has_zero
     loads = {op: count for op, count in ops.items() if op.startswith("LDG")}
-    assert loads == {"LDG.E.U8": 2 + has_zero, "LDG.E.64": 1}
+    assert loads == {"LDG.E.U8": 1 + has_zero, "LDG.E.64": 1}
     assert not {"LDL", "STL", "LDS", "STS"} & {op.split(".")[0] for op in ops}
 
 
 @pytest.mark.parametrize("has_zero", [0, 1])
-def test_asks_for_the_first_tiles_before_waiting_for_the_kernel_before(has_zero):
-    """With dependent launches the weights' first stages are asked for while the kernel before finishes (their
-    codes and offsets are read before the wait); x, which that kernel may write, and every store wait."""
+def test_waits_for_the_kernel_before_first(has_zero):
+    """With dependent launches nothing is read or written before the kernel before has finished: asking for
+    the weights' first stages before the wait measured slower (RESULTS.md)."""
     where = sass_report("--pdl", "wgmma_hybrid", 64, 128, 4, has_zero)
     assert where["waits"] == 1 and where["releases"] == 1 and where["wait_before_loop"]
-    assert where["loads_before_wait"] > 0 and where["stores_before_wait"] == 0
+    assert where["loads_before_wait"] == 0 and where["stores_before_wait"] == 0
 
 
 def test_candidates_fit_shared_memory_and_registers():
