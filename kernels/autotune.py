@@ -145,9 +145,10 @@ def _device_table(index: int, directory: Path | None) -> tuple[str, Path]:
 
 
 def select(key: str, default, candidates: Sequence, run: Callable, device: torch.device, *, directory=None,
-           bench: Callable | None = None):
+           bench: Callable | None = None, also: Sequence = ()):
     """The config for `key` on `device`: the tuned table's, else `default`; tuned first when requested.
-    `run(config)` runs the product (tuning times it with `bench`, by default `graph_bench`)."""
+    `run(config)` runs the product (tuning times it with `bench`, by default `graph_bench`); `also`: config
+    classes the table may hold for the key beside the candidates' (a nearby shape's, never timed here)."""
     if device.type != "cuda" or interpreting():
         return default
     index = device.index if device.index is not None else torch.cuda.current_device()
@@ -169,15 +170,19 @@ def select(key: str, default, candidates: Sequence, run: Callable, device: torch
     if fields is None and (near := nearest_key(_read(path), key)) is not None:
         log.info("sparc: %s has no tuned config on %s; it takes %s's (SPARC_AUTOTUNE=1 tunes it)", key, name, near)
         fields = lookup(path, near)
-    _CHOSEN[index, key] = config_from(key, fields, [default, *candidates]) if fields else default
+    _CHOSEN[index, key] = config_from(key, fields, [default, *candidates, *also]) if fields else default
     return _CHOSEN[index, key]
 
 
 def config_from(key: str, fields: dict, configs: Sequence):
-    """The table's `fields` for `key` as a config of the first type among `configs` that has every one of them:
-    the kernel's own, or the rebuild's where the kernel's tuner also weighs it."""
+    """The table's `fields` for `key` as a config of the first type among `configs` (configs or config classes)
+    that has every one of them and needs no other: the kernel's own, or the rebuild's where the kernel's tuner
+    also weighs it."""
     for config in configs:
-        if set(fields) <= {field.name for field in dataclasses.fields(config)}:
-            return type(config)(**fields)
+        names = {field.name for field in dataclasses.fields(config)}
+        needed = {field.name for field in dataclasses.fields(config)
+                  if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING}
+        if needed <= set(fields) <= names:
+            return (config if isinstance(config, type) else type(config))(**fields)
     raise SparcError(f"sparc's tuned table holds {key} = {fields}, no config this kernel takes: rerun with "
                      "SPARC_AUTOTUNE=1 to retune it")

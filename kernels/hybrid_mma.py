@@ -96,14 +96,10 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
 PREFETCH_DISTANCES = (0, 2)  # tile columns ahead, up to 16 x rows; past them, and further ahead, slower (RESULTS.md)
 
 
-def candidates(layout: str, m: int, wgmma: bool = False) -> list:
+def candidates(layout: str, m: int) -> list[Config]:
     """Past 16 x rows one row tile a warp (a DENSE tile row takes twice an NV24 one's registers), and the warps
-    also split the x rows (warps along N, warps along M); up to 16 rows with and without the L2 prefetch. With
-    `wgmma` (a grid `hybrid_wgmma` takes) also its configs."""
-    return own_candidates(m) + (hybrid_wgmma.candidates(m) if wgmma else [])
-
-
-def own_candidates(m: int) -> list[Config]:
+    also split the x rows (warps along N, warps along M); up to 16 rows with and without the L2 prefetch.
+    (`tuning` adds `hybrid_wgmma`'s where that kernel takes the grid.)"""
     if m > 16:
         return [Config(16 * wn, split, wn * wm, wm) for (wn, wm), split in
                 itertools.product([(8, 1), (4, 2), (4, 1), (2, 2)], (0, 2, 4)) if wm <= x_rows_for(m, MAX_M) // 8]

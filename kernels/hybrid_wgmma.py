@@ -78,6 +78,11 @@ def stages_for(block_m: int, block_n: int) -> int:
     return min(8, SHARED_BYTES // (2 * TILE * (block_m + block_n)))
 
 
+def candidates_for(layout: str, x2d: torch.Tensor, tensors) -> list[Config]:
+    """This kernel's candidates for the product, none if it does not take it."""
+    return candidates(x2d.shape[0]) if supports(layout, x2d, tensors) else []
+
+
 def candidates(m: int) -> list[Config]:
     """The configs SPARC_AUTOTUNE=1 times: x rows up to those M needs, 64 or 128 weight rows on one or two
     warpgroups with at most 128 accumulator registers a thread, split by SM fill or not."""
@@ -101,8 +106,8 @@ def ask_column(x_desc, w_desc, xs, ws, ready, formats_ptr, offsets_ptr, entries,
     mbarrier.expect(ready.index(stage), 2 * (x_desc.block_type.nbytes + w_desc.block_type.nbytes), pred=dense)
     mbarrier.arrive(ready.index(stage), count=1, pred=live & (code != CODE_DENSE))
     for h in gl.static_range(2):
-        tma.async_copy_global_to_shared(x_desc, [pid_m * BLOCK_M, col * BLOCK_K + h * (BLOCK_K // 2)], ready.index(stage),
-                                        xs.index(2 * stage + h), pred=dense)
+        tma.async_copy_global_to_shared(x_desc, [pid_m * BLOCK_M, col * BLOCK_K + h * (BLOCK_K // 2)],
+                                        ready.index(stage), xs.index(2 * stage + h), pred=dense)
         tma.async_copy_global_to_shared(w_desc, [row.to(gl.int32), h * (BLOCK_K // 2)], ready.index(stage),
                                         ws.index(2 * stage + h), pred=dense)
 

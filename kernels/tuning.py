@@ -51,9 +51,9 @@ def default(kernel: str, layout: str, m: int):
     return hybrid.default_config(m)
 
 
-def candidates(kernel: str, layout: str, m: int, wgmma: bool = False) -> list:
-    """The configs SPARC_AUTOTUNE=1 times for this kernel, layout and M (`wgmma`: a HYBRID grid that
-    `hybrid_wgmma` takes)."""
+def candidates(kernel: str, layout: str, m: int, more=()) -> list:
+    """The configs SPARC_AUTOTUNE=1 times for this kernel, layout and M (`more`: the mma kernel's also, such as
+    `hybrid_wgmma`'s where it takes the grid)."""
     if kernel == "decode":
         if layout == "bsr_int4":
             return [decode.Config(b, 0, s, w, 1) for b, s, w in itertools.product((2, 4, 8, 16), (1, 2, 4), (4, 8))]
@@ -64,8 +64,7 @@ def candidates(kernel: str, layout: str, m: int, wgmma: bool = False) -> list:
         return [decode.Config(n, k, s, w) for n, k, s, w in
                 itertools.product((4, 8, 16, 32), (512, 1024, 2048), (1, 2), (4, 8))]
     if kernel == "mma":
-        own = hybrid_mma.candidates(layout, m, wgmma) if layout == "hybrid" else MMA[layout].candidates(layout, m)
-        return own + rebuild_candidates(layout, m)
+        return MMA[layout].candidates(layout, m) + list(more) + rebuild_candidates(layout, m)
     if kernel == "wgmma":
         return int4_wgmma.candidates(layout, m) + rebuild_candidates(layout, m)
     if m == 1:  # the FMA path (BLOCK_M = 1) or one 16-row tensor-core tile
@@ -140,7 +139,9 @@ def config_for(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias)
     time covers every copy: only the ranking matters)."""
     n, k, m = dims[0], dims[1], x2d.shape[0]
     key = autotune.config_key(kernel, tuned_layout(kernel, layout, tensors, dims), n, k, m)
-    wgmma = kernel == "mma" and hybrid_wgmma.supports(layout, x2d, tensors)
+    more = hybrid_wgmma.candidates_for(layout, x2d, tensors) if kernel == "mma" else []
+    # a nearby shape's entry may be a hybrid_wgmma config where this product cannot run it: hybrid_mma runs then
+    also = [hybrid_wgmma.Config] if kernel == "mma" and layout == "hybrid" else []
     return autotune.select(key, default(kernel, layout, m),
-                           candidates(kernel, layout, m, wgmma), timed_run(kernel, layout, x2d, tensors, dims, bias),
-                           x2d.device)
+                           candidates(kernel, layout, m, more), timed_run(kernel, layout, x2d, tensors, dims, bias),
+                           x2d.device, also=also)

@@ -11,7 +11,8 @@ import torch
 from sparc.ir import TileFormat
 from sparc import kernels
 from sparc.errors import SparcError
-from sparc.kernels import autotune, decode, hybrid, int4_wgmma, nv24_mma, pack, rebuild, tuning
+from sparc.kernels import (autotune, decode, hybrid, hybrid_mma, hybrid_wgmma, int4_wgmma, nv24_mma, pack, rebuild,
+                           tuning)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,10 +177,24 @@ def test_shipped_tables_hold_valid_configs():
             assert layout in ("int4", "nv24", "nv24_int4", "bsr_int4", "hybrid", "dense") or (
                 kernel in ("decode", "mma") and re.fullmatch(r"hybrid-dense(0|[1-9]0|100)", layout))
             assert int(bucket[1:]) in autotune.M_BUCKETS and len(shape.split("x")) == 2
-            own = tuning.MMA[layout.split("-")[0]].Config if kernel == "mma" else classes[kernel]
+            own = {tuning.MMA[layout.split("-")[0]].Config} if kernel == "mma" else {classes[kernel]}
+            if kernel == "mma" and layout.startswith("hybrid"):
+                own.add(hybrid_wgmma.Config)
             default = tuning.default(kernel, layout.split("-")[0], 2)
-            config = autotune.config_from(key, fields, [default, rebuild.CONFIG])
-            assert config == rebuild.CONFIG if fields.get("rebuild") else type(config) is own
+            config = autotune.config_from(key, fields, [default, *sorted(own - {type(default)}, key=str),
+                                                        rebuild.CONFIG])
+            assert config == rebuild.CONFIG if fields.get("rebuild") else type(config) in own
+
+
+def test_an_entry_needs_every_field_its_config_lacks_a_default_for():
+    """A `hybrid_wgmma` entry (no block_k) is no tile-kernel config, though its fields are a subset of one's: a
+    nearby shape's entry that the product cannot run is parsed only where the caller names its class too."""
+    fields = dataclasses.asdict(hybrid_wgmma.Config(64, 128))
+    configs = [hybrid_mma.default("hybrid", 64), rebuild.CONFIG]
+    with pytest.raises(SparcError, match="SPARC_AUTOTUNE=1"):
+        autotune.config_from("mma/hybrid-dense100/4000x4000/m64", fields, configs)
+    assert autotune.config_from("mma/hybrid-dense100/4000x4000/m64", fields,
+                                [*configs, hybrid_wgmma.Config]) == hybrid_wgmma.Config(64, 128)
 
 
 def test_a_table_entry_builds_the_config_type_that_has_its_fields(monkeypatch, tmp_path):

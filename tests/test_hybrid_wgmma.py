@@ -93,15 +93,14 @@ def test_its_configs_are_candidates_of_the_mma_kernel_where_it_takes_the_grid(m,
     """The tuner weighs both kernels (and past 64 rows the rebuild); past 128 rows only such grids run the
     mma kernel, others the tile kernel's rebuild or tiles."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    dense = make_case("hybrid", 256, 512, torch.bfloat16, 128, 1.0, 0, formats=grid_of(256, 512, 0.2, 0),
-                      tile=128).pack()
-    mixed = make_case("hybrid", 256, 512, torch.bfloat16, 128, 1.0, 0, formats=grid_of(256, 512, 0.2, 0, True),
-                      tile=128).pack()
-    wanted = hybrid_mma.own_candidates(m) + hybrid_wgmma.candidates(m)
-    assert tuning.candidates("mma", "hybrid", m, True) == wanted + ([kernels.rebuild.CONFIG] if m > 64 else [])
-    assert not any(isinstance(c, hybrid_wgmma.Config) for c in tuning.candidates("mma", "hybrid", m))
-    assert hybrid_mma.supports("hybrid", fake_x(m, 512), dense.tensors)
-    assert hybrid_mma.supports("hybrid", fake_x(m, 512), mixed.tensors) == (m <= hybrid_mma.MOST_M)
+    rebuild = [kernels.rebuild.CONFIG] if m > 64 else []
+    for nv24 in (False, True):
+        packed = make_case("hybrid", 256, 512, torch.bfloat16, 128, 1.0, 0, formats=grid_of(256, 512, 0.2, 0, nv24),
+                           tile=128).pack()
+        more = hybrid_wgmma.candidates_for("hybrid", fake_x(m, 512), packed.tensors)
+        assert more == ([] if nv24 else hybrid_wgmma.candidates(m))
+        assert tuning.candidates("mma", "hybrid", m, more) == hybrid_mma.candidates("hybrid", m) + more + rebuild
+        assert hybrid_mma.supports("hybrid", fake_x(m, 512), packed.tensors) == (m <= hybrid_mma.MOST_M or not nv24)
 
 
 @pytest.mark.gpu
