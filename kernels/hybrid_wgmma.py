@@ -193,7 +193,6 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     tiling = Tiling(block_m, config.block_n, TILE, split_k)
     constexprs = dict(HAS_ZERO=dense.numel() != n * k, STAGES=stages_for(block_m, config.block_n),
                       MMA=mma, num_warps=config.num_warps)
-    return launch(hybrid_wgmma_kernel, x2d, n, k, bias, tiling, [grid, offsets, w_descriptor(dense, config.block_n,
-                                                                                              shared)],
-                  (grid_cols,), constexprs, out, partials, dependent=True,
-                  x_arg=x_descriptor(x2d, block_m, shared))
+    w_desc = w_descriptor(dense, config.block_n, shared)
+    return launch(hybrid_wgmma_kernel, x2d, n, k, bias, tiling, [grid, offsets, w_desc], (grid_cols,), constexprs,
+                  out, partials, dependent=True, x_arg=x_descriptor(x2d, block_m, shared))

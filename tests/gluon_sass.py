@@ -169,9 +169,8 @@ def compile_hybrid_wgmma(block_m: int, block_n: int, num_warps: int, has_zero: i
                                           [block_m, hybrid_wgmma.HALF], shared)
     w_desc = hybrid_wgmma.w_descriptor(torch.empty(4096 * 32, 128, dtype=torch.bfloat16), block_n, shared)
     pointers = dict(out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8", offsets_ptr="*i64")
-    signature = dict(x_desc=mangle_type(x_desc), out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8",
-                     offsets_ptr="*i64", w_desc=mangle_type(w_desc), M="i32", N="i32", K="i32", stride_xm="i32",
-                     grid_cols="i32", **{name: "constexpr" for name in constexprs})
+    signature = dict(x_desc=mangle_type(x_desc), **pointers, w_desc=mangle_type(w_desc), M="i32", N="i32",
+                     K="i32", stride_xm="i32", grid_cols="i32", **{name: "constexpr" for name in constexprs})
     kernel = hybrid_wgmma.hybrid_wgmma_kernel
     aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in [*pointers, "N", "K"]}
     source = GluonASTSource(kernel, signature, constexprs, aligned)
