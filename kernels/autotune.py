@@ -145,10 +145,9 @@ def _device_table(index: int, directory: Path | None) -> tuple[str, Path]:
 
 
 def select(key: str, default, candidates: Sequence, run: Callable, device: torch.device, *, directory=None,
-           bench: Callable | None = None, also: Sequence = ()):
+           bench: Callable | None = None):
     """The config for `key` on `device`: the tuned table's, else `default`; tuned first when requested.
-    `run(config)` runs the product (tuning times it with `bench`, by default `graph_bench`); `also`: config
-    classes the table may hold for the key beside the candidates' (a nearby shape's, never timed here)."""
+    `run(config)` runs the product (tuning times it with `bench`, by default `graph_bench`)."""
     if device.type != "cuda" or interpreting():
         return default
     index = device.index if device.index is not None else torch.cuda.current_device()
@@ -167,22 +166,38 @@ def select(key: str, default, candidates: Sequence, run: Callable, device: torch
             _CHOSEN[index, key] = best
             return best
     fields = lookup(path, key)
-    if fields is None and (near := nearest_key(_read(path), key)) is not None:
-        log.info("sparc: %s has no tuned config on %s; it takes %s's (SPARC_AUTOTUNE=1 tunes it)", key, name, near)
-        fields = lookup(path, near)
-    _CHOSEN[index, key] = config_from(key, fields, [default, *candidates, *also]) if fields else default
+    if fields is not None:
+        _CHOSEN[index, key] = config_from(key, fields, [default, *candidates])
+    else:
+        _CHOSEN[index, key] = nearest_config(key, default, candidates, path, name)
     return _CHOSEN[index, key]
 
 
+def nearest_config(key: str, default, candidates: Sequence, path: Path, device_name: str):
+    """The config of the nearest tuned shape's entry (logged), where this product's kernel takes it (that
+    entry may name a kernel variant this shape cannot run: then, as without one, the default)."""
+    near = nearest_key(_read(path), key)
+    if near is None:
+        return default
+    try:
+        config = config_from(near, lookup(path, near), [default, *candidates])
+    except SparcError:
+        log.info("sparc: %s has no tuned config on %s, and %s's is not one this product runs: it takes the "
+                 "default (SPARC_AUTOTUNE=1 tunes it)", key, device_name, near)
+        return default
+    log.info("sparc: %s has no tuned config on %s; it takes %s's (SPARC_AUTOTUNE=1 tunes it)", key, device_name,
+             near)
+    return config
+
+
 def config_from(key: str, fields: dict, configs: Sequence):
-    """The table's `fields` for `key` as a config of the first type among `configs` (configs or config classes)
-    that has every one of them and needs no other: the kernel's own, or the rebuild's where the kernel's tuner
-    also weighs it."""
+    """The table's `fields` for `key` as a config of the first type among `configs` that has every one of them
+    and needs no other: the kernel's own, or the rebuild's where the kernel's tuner also weighs it."""
     for config in configs:
         names = {field.name for field in dataclasses.fields(config)}
         needed = {field.name for field in dataclasses.fields(config)
                   if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING}
         if needed <= set(fields) <= names:
-            return (config if isinstance(config, type) else type(config))(**fields)
+            return type(config)(**fields)
     raise SparcError(f"sparc's tuned table holds {key} = {fields}, no config this kernel takes: rerun with "
                      "SPARC_AUTOTUNE=1 to retune it")

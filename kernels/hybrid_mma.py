@@ -357,12 +357,10 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
            partials=None):
-    """x2d (M, K) @ W.T + bias for a HYBRID weight that `supports` takes; a `hybrid_wgmma` config runs that
-    kernel where it takes the grid, else (a nearby shape's config) this kernel's default runs."""
+    """x2d (M, K) @ W.T + bias for a HYBRID weight that `supports` takes; a `hybrid_wgmma` config (a candidate
+    only where that kernel takes the grid) runs that kernel."""
     if isinstance(config, hybrid_wgmma.Config):
-        if hybrid_wgmma.supports(layout, x2d, tensors):
-            return hybrid_wgmma.matmul(x2d, layout, tensors, dims, bias, config, split_k, out, partials)
-        config = default(layout, x2d.shape[0])
+        return hybrid_wgmma.matmul(x2d, layout, tensors, dims, bias, config, split_k, out, partials)
     n, k = dims[0], dims[1]
     grid, offsets, dense, values, meta = tensors[:5]
     m, block_m = x2d.shape[0], x_rows_for(x2d.shape[0], MAX_M)

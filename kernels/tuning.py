@@ -140,8 +140,6 @@ def config_for(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias)
     n, k, m = dims[0], dims[1], x2d.shape[0]
     key = autotune.config_key(kernel, tuned_layout(kernel, layout, tensors, dims), n, k, m)
     more = hybrid_wgmma.candidates_for(layout, x2d, tensors) if kernel == "mma" else []
-    # a nearby shape's entry may be a hybrid_wgmma config where this product cannot run it: hybrid_mma runs then
-    also = [hybrid_wgmma.Config] if kernel == "mma" and layout == "hybrid" else []
     return autotune.select(key, default(kernel, layout, m),
                            candidates(kernel, layout, m, more), timed_run(kernel, layout, x2d, tensors, dims, bias),
-                           x2d.device, also=also)
+                           x2d.device)

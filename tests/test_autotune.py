@@ -177,24 +177,46 @@ def test_shipped_tables_hold_valid_configs():
             assert layout in ("int4", "nv24", "nv24_int4", "bsr_int4", "hybrid", "dense") or (
                 kernel in ("decode", "mma") and re.fullmatch(r"hybrid-dense(0|[1-9]0|100)", layout))
             assert int(bucket[1:]) in autotune.M_BUCKETS and len(shape.split("x")) == 2
-            own = {tuning.MMA[layout.split("-")[0]].Config} if kernel == "mma" else {classes[kernel]}
-            if kernel == "mma" and layout.startswith("hybrid"):
-                own.add(hybrid_wgmma.Config)
+            own = [tuning.MMA[layout.split("-")[0]].Config] if kernel == "mma" else [classes[kernel]]
             default = tuning.default(kernel, layout.split("-")[0], 2)
-            config = autotune.config_from(key, fields, [default, *sorted(own - {type(default)}, key=str),
-                                                        rebuild.CONFIG])
-            assert config == rebuild.CONFIG if fields.get("rebuild") else type(config) in own
+            variants = [hybrid_wgmma.Config(16, 64)] if kernel == "mma" and layout.startswith("hybrid") else []
+            config = autotune.config_from(key, fields, [default, *variants, rebuild.CONFIG])
+            kinds = own + [type(variant) for variant in variants]
+            assert config == rebuild.CONFIG if fields.get("rebuild") else type(config) in kinds
 
 
 def test_an_entry_needs_every_field_its_config_lacks_a_default_for():
-    """A `hybrid_wgmma` entry (no block_k) is no tile-kernel config, though its fields are a subset of one's: a
-    nearby shape's entry that the product cannot run is parsed only where the caller names its class too."""
+    """A `hybrid_wgmma` entry (no block_k) is no tile-kernel config, though its fields are a subset of one's."""
     fields = dataclasses.asdict(hybrid_wgmma.Config(64, 128))
     configs = [hybrid_mma.default("hybrid", 64), rebuild.CONFIG]
     with pytest.raises(SparcError, match="SPARC_AUTOTUNE=1"):
-        autotune.config_from("mma/hybrid-dense100/4000x4000/m64", fields, configs)
-    assert autotune.config_from("mma/hybrid-dense100/4000x4000/m64", fields,
-                                [*configs, hybrid_wgmma.Config]) == hybrid_wgmma.Config(64, 128)
+        autotune.config_from("mma/hybrid-dense100/4096x4096/m64", fields, configs)
+    assert autotune.config_from("mma/hybrid-dense100/4096x4096/m64", fields,
+                                [*configs, hybrid_wgmma.Config(16, 64)]) == hybrid_wgmma.Config(64, 128)
+
+
+def test_a_nearby_entry_this_product_cannot_run_leaves_the_default(monkeypatch, tmp_path, caplog):
+    """A nearby shape's `hybrid_wgmma` entry, taken by a shape that kernel cannot run (K no multiple of 128:
+    its configs are no candidates there), gives the default, and says so once."""
+    path = fake_cuda(monkeypatch, tmp_path)
+    monkeypatch.delenv("SPARC_AUTOTUNE", raising=False)
+    autotune.store(path, "mma/hybrid-dense100/4096x4096/m64", dataclasses.asdict(hybrid_wgmma.Config(64, 128)),
+                   "Fake GPU")
+    default, device = hybrid_mma.default("hybrid", 64), torch.device("cuda", 0)
+    runnable = [*hybrid_mma.candidates("hybrid", 64), *hybrid_wgmma.candidates(64)]
+    with caplog.at_level("INFO", logger="sparc"):
+        for _ in range(2):
+            assert autotune.select("mma/hybrid-dense100/4000x4000/m64", default, hybrid_mma.candidates("hybrid", 64),
+                                   None, device, directory=tmp_path) == default
+        assert autotune.select("mma/hybrid-dense100/4096x3968/m64", default, runnable, None, device,
+                               directory=tmp_path) == hybrid_wgmma.Config(64, 128)
+    assert [r.getMessage() for r in caplog.records] == [
+        "sparc: mma/hybrid-dense100/4000x4000/m64 has no tuned config on Fake GPU, and "
+        "mma/hybrid-dense100/4096x4096/m64's is not one this product runs: it takes the default (SPARC_AUTOTUNE=1 "
+        "tunes it)",
+        "sparc: mma/hybrid-dense100/4096x3968/m64 has no tuned config on Fake GPU; it takes "
+        "mma/hybrid-dense100/4096x4096/m64's (SPARC_AUTOTUNE=1 tunes it)"]
+    autotune._device_table.cache_clear()
 
 
 def test_a_table_entry_builds_the_config_type_that_has_its_fields(monkeypatch, tmp_path):

@@ -137,17 +137,6 @@ def test_every_candidate_on_a_llama_shape_gpu(m, zero_share):
 
 
 @pytest.mark.gpu
-def test_a_nearby_shapes_config_runs_the_mma_kernel_where_this_one_cannot_gpu():
-    """A table entry of an all-DENSE grid, taken by a shape whose K is no multiple of 128, runs `hybrid_mma`."""
-    packed = make_case("hybrid", 256, 504, torch.bfloat16, 128, 1.0, 0, formats=grid_of(256, 504, 0.0, 0),
-                       tile=128).pack().to("cuda")
-    x = torch.randn(40, 504, device="cuda", dtype=torch.bfloat16)
-    assert not hybrid_wgmma.supports("hybrid", x, packed.tensors)
-    out = hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, None, hybrid_wgmma.Config(64, 128))
-    assert_matches_reference(out, x, packed, None)
-
-
-@pytest.mark.gpu
 def test_runs_in_a_cuda_graph_without_sync_gpu():
     packed = make_case("hybrid", 1000, 2048, torch.bfloat16, 128, 1.0, 3, formats=grid_of(1000, 2048, 0.2, 3),
                        tile=128).pack().to("cuda")
