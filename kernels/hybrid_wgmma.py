@@ -28,11 +28,13 @@ from triton.experimental.gluon.language.nvidia import hopper
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from sparc.errors import SparcError
 from sparc.ir import TileFormat
 
+from . import hybrid_wgmma_ws
 from .int4_mma import step_range, store_transposed
 from .int4_wgmma import split_for
-from .int4_wgmma_ws import x_descriptor
+from .int4_wgmma_ws import registers_at_launch, x_descriptor
 from .pdl import release_dependents, wait_for_inputs
 from .tiling import Tiling, launch
 
@@ -57,14 +59,17 @@ class Config:
 
 
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
-    """HYBRID grids of DENSE and ZERO tiles of 128 stored in x's dtype (no NV24 or other tiles), K a multiple of
-    128, 2 to MAX_M rows of bf16 or fp16 x on a Hopper GPU (from the buffers' sizes and dtypes: no data read)."""
+    """HYBRID grids of DENSE, NV24 and ZERO tiles of 128 (not only ZERO ones) stored in x's dtype, K a multiple
+    of 128, 2 to MAX_M rows of bf16 or fp16 x on a Hopper GPU (from the buffers' sizes and dtypes: no data read).
+    Grids with NV24 tiles run `hybrid_wgmma_ws`."""
     if layout != "hybrid" or tensors is None or not (2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda):
         return False
-    grid, dense = tensors[0], tensors[2]
+    grid, dense, values = tensors[0], tensors[2], tensors[3]
     k = x2d.shape[1]
-    return (x2d.dtype in DTYPES and dense.dtype == x2d.dtype and k % TILE == 0 and grid.shape[1] == k // TILE
-            and dense.numel() > 0 and not any(t.numel() for t in tensors[3:]) and dense.data_ptr() % 16 == 0
+    return (x2d.dtype in DTYPES and dense.dtype == x2d.dtype and values.dtype == x2d.dtype and k % TILE == 0
+            and grid.shape[1] == k // TILE and (dense.numel() or values.numel())
+            and not any(t.numel() for t in tensors[5:])
+            and all(t.data_ptr() % 16 == 0 for t in tensors[2:5] if t.numel())
             and torch.cuda.get_device_capability(x2d.device)[0] == 9)
 
 
@@ -72,24 +77,26 @@ def block_m_for(m: int, most: int) -> int:
     return min(most, max(16, 1 << (m - 1).bit_length()))
 
 
-def stages_for(block_m: int, block_n: int) -> int:
-    """The ring's stages: as many as SHARED_BYTES holds (a stage: BLOCK_N rows of a tile and BLOCK_M of x), at
-    most 8."""
-    return min(8, SHARED_BYTES // (2 * TILE * (block_m + block_n)))
+def stages_for(block_m: int, block_n: int, nv24: bool = False) -> int:
+    """The ring's stages: as many as SHARED_BYTES holds (a stage: BLOCK_N rows of a tile and BLOCK_M of x; with
+    `nv24`, next to `hybrid_wgmma_ws`'s staging ring), at most 8."""
+    room = SHARED_BYTES - (hybrid_wgmma_ws.staging_bytes(block_n) if nv24 else 0)
+    return min(8, room // (2 * TILE * (block_m + block_n)))
 
 
 def candidates_for(layout: str, x2d: torch.Tensor, tensors) -> list[Config]:
     """This kernel's candidates for the product, none if it does not take it."""
-    return candidates(x2d.shape[0]) if supports(layout, x2d, tensors) else []
+    return candidates(x2d.shape[0], tensors[3].numel() > 0) if supports(layout, x2d, tensors) else []
 
 
-def candidates(m: int) -> list[Config]:
+def candidates(m: int, nv24: bool = False) -> list[Config]:
     """The configs SPARC_AUTOTUNE=1 times: x rows up to those M needs, 64 or 128 weight rows on one or two
-    warpgroups with at most 128 accumulator registers a thread, split by SM fill or not."""
+    warpgroups with at most 128 accumulator registers a thread and (grids with NV24 tiles: `nv24`) a ring of 2
+    stages or more, split by SM fill or not."""
     most = block_m_for(m, MAX_M)
     shapes = [(bm, bn, warps) for bm, (bn, warps) in itertools.product((16, 32, 64, 128, 256),
                                                                       [(64, 4), (128, 4), (128, 8)])
-              if bm <= most and bm * bn <= 128 * 32 * warps]
+              if bm <= most and bm * bn <= 128 * 32 * warps and stages_for(bm, bn, nv24) >= 2]
     return [Config(bm, bn, split, warps) for (bm, bn, warps), split in itertools.product(shapes, (0, 1))]
 
 
@@ -183,7 +190,7 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
            partials=None):
     """x2d (M, K) @ W.T + bias for a HYBRID weight that `supports` takes."""
     n, k = dims[0], dims[1]
-    grid, offsets, dense = tensors[:3]
+    grid, offsets, dense, values = tensors[:4]
     m = x2d.shape[0]
     block_m = block_m_for(m, config.block_m)
     grid_cols = grid.shape[1]
@@ -191,8 +198,32 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
         split_k = split_for(config, -(-m // block_m) * -(-n // config.block_n), grid_cols, x2d.device)
     mma, shared = layouts(block_m, config.num_warps)
     tiling = Tiling(block_m, config.block_n, TILE, split_k)
+    x_desc = x_descriptor(x2d, block_m, shared)
+    if values.numel():
+        return run_nv24(x2d, x_desc, tensors, dims, bias, config, block_m, tiling, mma, shared, out, partials)
     constexprs = dict(HAS_ZERO=dense.numel() != n * k, STAGES=stages_for(block_m, config.block_n),
                       MMA=mma, num_warps=config.num_warps)
-    w_desc = w_descriptor(dense, config.block_n, shared)
-    return launch(hybrid_wgmma_kernel, x2d, n, k, bias, tiling, [grid, offsets, w_desc], (grid_cols,), constexprs,
-                  out, partials, dependent=True, x_arg=x_descriptor(x2d, block_m, shared))
+    return launch(hybrid_wgmma_kernel, x2d, n, k, bias, tiling, [grid, offsets, w_descriptor(dense, config.block_n,
+                                                                                              shared)],
+                  (grid_cols,), constexprs, out, partials, dependent=True, x_arg=x_desc)
+
+
+def run_nv24(x2d, x_desc, tensors, dims, bias, config: Config, block_m: int, tiling: Tiling, mma, shared, out,
+             partials):
+    """`hybrid_wgmma_ws` for a grid with NV24 tiles."""
+    grid, offsets, dense, values, meta = tensors[:5]
+    stages = stages_for(block_m, config.block_n, nv24=True)
+    if stages < 2:
+        raise SparcError(f"hybrid_wgmma config {config} leaves no room for 2 stages next to the NV24 staging; "
+                         "take one of hybrid_wgmma.candidates(m, nv24=True)")
+    # a grid without DENSE tiles still passes a descriptor of the right box (never read)
+    w = dense if dense.numel() else torch.empty(config.block_n, TILE, dtype=x2d.dtype, device=x2d.device)
+    v_desc, m_desc = hybrid_wgmma_ws.staging_descriptors(values, meta, config.block_n)
+    lv, lm = hybrid_wgmma_ws.producer_layouts()
+    constexprs = dict(STAGES=stages, PRODUCERS=hybrid_wgmma_ws.PRODUCERS,
+                      PRODUCER_REGISTERS=hybrid_wgmma_ws.PRODUCER_REGISTERS, LV=lv, LM=lm, MMA=mma,
+                      num_warps=config.num_warps,
+                      maxnreg=registers_at_launch(config.num_warps + hybrid_wgmma_ws.PRODUCERS))
+    return launch(hybrid_wgmma_ws.hybrid_wgmma_ws_kernel, x2d, dims[0], dims[1], bias, tiling,
+                  [grid, offsets, w_descriptor(w, config.block_n, shared), v_desc, m_desc], (grid.shape[1],),
+                  constexprs, out, partials, dependent=True, x_arg=x_desc)

@@ -7,7 +7,8 @@ python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without T
 [EDGE [PREFETCH]]],
 `int4_wgmma`'s with python tests/gluon_sass.py wgmma BLOCK_M BLOCK_N NUM_WARPS GROUP [MAX_REGISTERS],
 `int4_wgmma_ws`'s with python tests/gluon_sass.py wgmma_ws BLOCK_M BLOCK_N NUM_WARPS GROUP STAGES PRODUCERS,
-`hybrid_wgmma`'s with python tests/gluon_sass.py wgmma_hybrid BLOCK_M BLOCK_N NUM_WARPS HAS_ZERO.
+`hybrid_wgmma`'s with python tests/gluon_sass.py wgmma_hybrid BLOCK_M BLOCK_N NUM_WARPS HAS_ZERO,
+`hybrid_wgmma_ws`'s with python tests/gluon_sass.py wgmma_hybrid_ws BLOCK_M BLOCK_N NUM_WARPS.
 With --pdl first it prints where the kernel waits for the kernel before it and releases the next one instead,
 with --loops the counts of every loop, the smallest first.
 
@@ -25,8 +26,8 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from triton.runtime.jit import mangle_type
 from triton.tools.disasm import get_sass
 
-from sparc.kernels import (decode, gluon_decode, hybrid_mma, hybrid_wgmma, int4_mma, int4_wgmma, int4_wgmma_ws,
-                           nv24_mma)
+from sparc.kernels import (decode, gluon_decode, hybrid_mma, hybrid_wgmma, hybrid_wgmma_ws, int4_mma, int4_wgmma,
+                           int4_wgmma_ws, nv24_mma)
 
 
 POINTERS = {"int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
@@ -177,6 +178,30 @@ def compile_hybrid_wgmma(block_m: int, block_n: int, num_warps: int, has_zero: i
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
 
+def compile_hybrid_wgmma_ws(block_m: int, block_n: int, num_warps: int):
+    mma, shared = hybrid_wgmma.layouts(block_m, num_warps)
+    lv, lm = hybrid_wgmma_ws.producer_layouts()
+    constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=hybrid_wgmma.TILE, SPLIT_K=1,
+                      USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
+                      STAGES=hybrid_wgmma.stages_for(block_m, block_n, nv24=True),
+                      PRODUCERS=hybrid_wgmma_ws.PRODUCERS, PRODUCER_REGISTERS=hybrid_wgmma_ws.PRODUCER_REGISTERS,
+                      LV=lv, LM=lm, MMA=mma)
+    x_desc = TensorDescriptor.from_tensor(torch.empty(block_m, 4096, dtype=torch.bfloat16),
+                                          [block_m, hybrid_wgmma.HALF], shared)
+    w_desc = hybrid_wgmma.w_descriptor(torch.empty(4096 * 32, 128, dtype=torch.bfloat16), block_n, shared)
+    v_desc, m_desc = hybrid_wgmma_ws.staging_descriptors(torch.empty(4096 * 32, 64, dtype=torch.bfloat16),
+                                                         torch.empty(4096 * 32, 16, dtype=torch.uint8), block_n)
+    pointers = dict(out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8", offsets_ptr="*i64")
+    signature = dict(x_desc=mangle_type(x_desc), **pointers, w_desc=mangle_type(w_desc),
+                     v_desc=mangle_type(v_desc), m_desc=mangle_type(m_desc), M="i32", N="i32", K="i32",
+                     stride_xm="i32", grid_cols="i32", **{name: "constexpr" for name in constexprs})
+    kernel = hybrid_wgmma_ws.hybrid_wgmma_ws_kernel
+    aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in [*pointers, "N", "K"]}
+    source = GluonASTSource(kernel, signature, constexprs, aligned)
+    cap = int4_wgmma_ws.registers_at_launch(num_warps + hybrid_wgmma_ws.PRODUCERS)
+    return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, maxnreg=cap))
+
+
 def loop_spans(lines: list[str]) -> list[tuple[int, int]]:
     """First and last line of every backward branch's body (a loop), the shortest first."""
     labels = {line.strip()[:-1]: i for i, line in enumerate(lines) if re.match(r"^\.?L\w+:$", line.strip())}
@@ -233,7 +258,9 @@ if __name__ == "__main__":
     elif sys.argv[1] == "--loops":
         report = loops
         sys.argv.pop(1)
-    if sys.argv[1] == "wgmma_hybrid":
+    if sys.argv[1] == "wgmma_hybrid_ws":
+        compiled = compile_hybrid_wgmma_ws(*map(int, sys.argv[2:5]))
+    elif sys.argv[1] == "wgmma_hybrid":
         compiled = compile_hybrid_wgmma(*map(int, sys.argv[2:6]))
     elif sys.argv[1] == "wgmma_ws":
         compiled = compile_int4_wgmma_ws(*map(int, sys.argv[2:8]))

@@ -1,7 +1,8 @@
-"""HYBRID grids of DENSE and ZERO tiles on Hopper's warpgroup mma, both operands through the TMA engine
-(`kernels.hybrid_wgmma`): which products it takes, its sm_90 code compiled on the CPU (no GPU needed), and on
-the GPU the results against the reference."""
+"""HYBRID grids on Hopper's warpgroup mma (`kernels.hybrid_wgmma`; grids with NV24 tiles on its
+warp-specialized variant, `kernels.hybrid_wgmma_ws`): which products they take, their sm_90 code compiled on
+the CPU (no GPU needed), and on the GPU the results against the reference."""
 import collections
+import itertools
 import types
 
 import numpy as np
@@ -11,12 +12,14 @@ from hypothesis import given, strategies as st
 
 from sparc import kernels
 from sparc.ir import TileFormat
-from sparc.kernels import hybrid_mma, hybrid_wgmma, tuning
+from sparc.kernels import hybrid_mma, hybrid_wgmma, hybrid_wgmma_ws, tuning
+from test_hybrid_mma import random_grid
 from test_int4_mma import sass_report
 from test_kernels import GPU, assert_matches_reference, make_case
 
 DENSE, NV24, ZERO = int(TileFormat.DENSE), int(TileFormat.NV24), int(TileFormat.ZERO)
 SHAPES = sorted({(c.block_m, c.block_n, c.num_warps) for c in hybrid_wgmma.candidates(256)})
+WS_SHAPES = sorted({(c.block_m, c.block_n, c.num_warps) for c in hybrid_wgmma.candidates(256, nv24=True)})
 
 
 def grid_of(n: int, k: int, zero_share: float, seed: int, nv24: bool = False) -> np.ndarray:
@@ -59,13 +62,31 @@ def test_waits_for_the_kernel_before_first(has_zero):
     assert where["loads_before_wait"] == 0 and where["stores_before_wait"] == 0
 
 
+@pytest.mark.parametrize("block_m, block_n, num_warps", WS_SHAPES)
+def test_warp_specialized_loops(block_m, block_n, num_warps):
+    """The producer's loop asks the TMA engine for x's, a DENSE tile's and the staged NV24 rows' boxes (6), reads
+    the staged rows from shared memory, stores the expanded block 16 bytes at a time and fences once; from
+    global memory it loads only tile entries (this column's and the staged one's). The consumer's issues 8
+    wgmma of K = 16 per 64 weight rows a warpgroup holds and asks for nothing. Nothing spills."""
+    loops = [collections.Counter(loop) for loop in
+             sass_report("--loops", "wgmma_hybrid_ws", block_m, block_n, num_warps)]
+    producer = next(loop for loop in loops if loop["MEMBAR.ALL.CTA"])
+    consumer = next(loop for loop in loops if loop["HGMMA.64"])
+    assert producer["UTMALDG.2D"] == 6 and producer["MEMBAR.ALL.CTA"] == 1 and not producer["HGMMA.64"]
+    assert producer["STS.128"] >= block_n * 128 * 2 // (16 * 32 * hybrid_wgmma_ws.PRODUCERS)
+    assert {op for op in producer if op.startswith("LDG")} == {"LDG.E.U8", "LDG.E.64"}
+    assert consumer["HGMMA.64"] == 8 * block_n // (16 * num_warps) and not consumer["UTMALDG.2D"]
+    assert not {"LDL", "STL"} & {op.split(".")[0] for loop in loops for op in loop}
+
+
 def test_candidates_fit_shared_memory_and_registers():
-    for m in (2, 16, 17, 64, 100, 256):
-        chosen = hybrid_wgmma.candidates(m)
+    for m, nv24 in itertools.product((2, 16, 17, 64, 100, 256), (False, True)):
+        chosen = hybrid_wgmma.candidates(m, nv24)
         assert chosen and all(c.block_m <= max(16, 1 << (m - 1).bit_length()) for c in chosen)
         for c in chosen:
-            stages = hybrid_wgmma.stages_for(c.block_m, c.block_n)
-            assert stages >= 2 and stages * 256 * (c.block_m + c.block_n) <= hybrid_wgmma.SHARED_BYTES
+            staging = hybrid_wgmma_ws.staging_bytes(c.block_n) if nv24 else 0
+            stages = hybrid_wgmma.stages_for(c.block_m, c.block_n, nv24)
+            assert stages >= 2 and stages * 256 * (c.block_m + c.block_n) + staging <= hybrid_wgmma.SHARED_BYTES
             assert c.block_m * c.block_n // (32 * c.num_warps) <= 128 and 128 % c.block_n == 0
 
 
@@ -76,10 +97,10 @@ def fake_x(m: int, k: int, dtype=torch.bfloat16):
 @pytest.mark.parametrize("m, k, zero_share, nv24, dtype, runs", [
     (2, 512, 0.0, False, torch.bfloat16, True), (256, 512, 0.3, False, torch.float16, True),
     (1, 512, 0.0, False, torch.bfloat16, False), (257, 512, 0.0, False, torch.bfloat16, False),
-    (64, 504, 0.0, False, torch.bfloat16, False), (64, 512, 0.0, True, torch.bfloat16, False),
+    (64, 504, 0.0, False, torch.bfloat16, False), (64, 512, 0.0, True, torch.bfloat16, True),
     (64, 512, 1.0, False, torch.bfloat16, False), (64, 512, 0.0, False, torch.float32, False)])
-def test_takes_dense_and_zero_grids_of_whole_tiles(m, k, zero_share, nv24, dtype, runs, monkeypatch):
-    """2 to 256 rows, K a multiple of 128, no NV24 tile, at least one DENSE tile, x in the buffer's dtype."""
+def test_takes_grids_of_whole_tiles(m, k, zero_share, nv24, dtype, runs, monkeypatch):
+    """2 to 256 rows, K a multiple of 128, some DENSE or NV24 tile, x in the buffers' dtype."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     packed = make_case("hybrid", 200, k, dtype if dtype != torch.float32 else torch.bfloat16, 128, 1.0, 0,
                        formats=grid_of(200, k, zero_share, 0, nv24), tile=128).pack()
@@ -90,17 +111,18 @@ def test_takes_dense_and_zero_grids_of_whole_tiles(m, k, zero_share, nv24, dtype
 
 @pytest.mark.parametrize("m", [16, 100, 200])
 def test_its_configs_are_candidates_of_the_mma_kernel_where_it_takes_the_grid(m, monkeypatch):
-    """The tuner weighs both kernels (and past 64 rows the rebuild); past 128 rows only such grids run the
-    mma kernel, others the tile kernel's rebuild or tiles."""
+    """The tuner weighs both kernels (and past 64 rows the rebuild); past 128 rows the mma kernel runs only the
+    grids this one takes (K a multiple of 128), others the tile kernel's rebuild or tiles."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     rebuild = [kernels.rebuild.CONFIG] if m > 64 else []
-    for nv24 in (False, True):
-        packed = make_case("hybrid", 256, 512, torch.bfloat16, 128, 1.0, 0, formats=grid_of(256, 512, 0.2, 0, nv24),
-                           tile=128).pack()
-        more = hybrid_wgmma.candidates_for("hybrid", fake_x(m, 512), packed.tensors)
-        assert more == ([] if nv24 else hybrid_wgmma.candidates(m))
+    for k, nv24 in [(512, False), (512, True), (504, True)]:
+        grid = grid_of(256, k, 0.2, 0, nv24)
+        packed = make_case("hybrid", 256, k, torch.bfloat16, 128, 1.0, 0, formats=grid, tile=128).pack()
+        x = fake_x(m, k)
+        more = hybrid_wgmma.candidates_for("hybrid", x, packed.tensors)
+        assert more == (hybrid_wgmma.candidates(m, nv24) if k % 128 == 0 else [])
         assert tuning.candidates("mma", "hybrid", m, more) == hybrid_mma.candidates("hybrid", m) + more + rebuild
-        assert hybrid_mma.supports("hybrid", fake_x(m, 512), packed.tensors) == (m <= hybrid_mma.MOST_M or not nv24)
+        assert hybrid_mma.supports("hybrid", x, packed.tensors) == (k % 128 == 0 or m <= hybrid_mma.MOST_M)
 
 
 @pytest.mark.gpu
@@ -110,14 +132,21 @@ def test_matches_reference_gpu(data):
     n, k = data.draw(st.integers(1, 1200)), 128 * data.draw(st.integers(1, 12))
     m = data.draw(st.integers(2, hybrid_wgmma.MAX_M))
     dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
-    grid = grid_of(n, k, data.draw(st.sampled_from([0.0, 0.3])), data.draw(st.integers(0, 99)))
-    grid[0, 0] = DENSE
+    seed = data.draw(st.integers(0, 99))
+    if data.draw(st.booleans()):  # DENSE, NV24 and ZERO tiles
+        grid = random_grid(n, k, data.draw(st.sampled_from([0.0, 0.3, 0.7])), seed)
+        grid[0, 0] = NV24
+    else:
+        grid = grid_of(n, k, data.draw(st.sampled_from([0.0, 0.3])), seed)
+        grid[0, 0] = DENSE
+    nv24 = bool((grid == NV24).any())
     packed = make_case("hybrid", n, k, dtype, 128, data.draw(st.sampled_from([0.3, 1.0])), data.draw(
         st.integers(0, 99)), formats=grid, tile=128).pack().to("cuda")
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
     # the M bucket's table config may have more x rows than M needs: the kernel then runs fewer
-    config = data.draw(st.sampled_from([*hybrid_wgmma.candidates(m), *hybrid_wgmma.candidates(hybrid_wgmma.MAX_M)]))
+    config = data.draw(st.sampled_from([*hybrid_wgmma.candidates(m, nv24),
+                                        *hybrid_wgmma.candidates(hybrid_wgmma.MAX_M, nv24)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
     assert tuning.kernel_for("hybrid", x, packed.tensors)[0] == "mma"
     out = hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, bias, config, split_k=split)
@@ -126,12 +155,13 @@ def test_matches_reference_gpu(data):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("m", [2, 16, 64, 200, 256])
-@pytest.mark.parametrize("zero_share", [0.0, 0.3])
-def test_every_candidate_on_a_llama_shape_gpu(m, zero_share):
-    packed = make_case("hybrid", 1024, 4096, torch.bfloat16, 128, 1.0, m, formats=grid_of(1024, 4096, zero_share, m),
-                       tile=128).pack().to("cuda")
+@pytest.mark.parametrize("grid", ["dense", "dense_zero", "mixed"])
+def test_every_candidate_on_a_llama_shape_gpu(m, grid):
+    tiles = (random_grid(1024, 4096, 0.3, m) if grid == "mixed"
+             else grid_of(1024, 4096, 0.3 if grid == "dense_zero" else 0.0, m))
+    packed = make_case("hybrid", 1024, 4096, torch.bfloat16, 128, 1.0, m, formats=tiles, tile=128).pack().to("cuda")
     x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
-    for config in hybrid_wgmma.candidates(m):
+    for config in hybrid_wgmma.candidates(m, grid == "mixed"):
         assert_matches_reference(hybrid_wgmma.matmul(x, "hybrid", list(packed.tensors), packed.dims, None, config),
                                  x, packed, None)
 
@@ -142,11 +172,8 @@ def test_runs_in_a_cuda_graph_without_sync_gpu():
                        tile=128).pack().to("cuda")
     bias = torch.randn(1000, device="cuda", dtype=torch.bfloat16)
     x = torch.randn(200, 2048, device="cuda", dtype=torch.bfloat16)
-
-    def run():
-        config = hybrid_wgmma.Config(128, 128, 0, 8)
-        return hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, bias, config)
-
+    run = lambda: hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, bias,  # noqa: E731
+                                    hybrid_wgmma.Config(128, 128, 0, 8))
     run()  # compile outside the graph
     torch.cuda.set_sync_debug_mode("error")
     try:

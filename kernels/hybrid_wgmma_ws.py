@@ -1,0 +1,213 @@
+"""HYBRID grids that hold NV24 tiles (with DENSE and ZERO ones) on Hopper's warpgroup mma, warp-specialized:
+warps that fill a ring of shared-memory stages feed warps that multiply.
+
+`hybrid_wgmma` brings DENSE tiles into shared memory by TMA alone. An NV24 tile has to be expanded first: the
+wgmma reads both operands from shared memory in input order, and Gluon has no sparse wgmma. Here a producer
+partition (PRODUCERS warps) walks the program's tile columns. Per column, once the consumer freed the stage:
+- DENSE: it asks the TMA engine for the program's rows of the tile and x's block, as `hybrid_wgmma` does;
+- NV24: it asks for x's block, reads the rows' kept values and metadata from a staging ring that the TMA
+  engine filled DEPTH columns ahead, places each value at its 2-bit position (`expand`), stores the
+  (BLOCK_N, 128) weight block into the stage and fences the stores for the tensor cores;
+- ZERO: nothing.
+Then it arrives on the stage's barrier, which completes once its two arrivals (the byte count's and the
+producer's) and the TMA's bytes are in. Only the TMA engine reads global memory, so the fence waits for no
+load in flight (the register loads of `int4_wgmma_ws` make each of its steps wait one memory latency there).
+The consumer (the kernel's num_warps) waits for each stage, runs two asynchronous wgmma on it unless the tile
+is ZERO, and frees the stage of the column before once that column's wgmma retired.
+
+K a multiple of 128, 2 to 256 x rows (`hybrid_wgmma.supports`); `hybrid_wgmma.matmul` runs it where the grid
+holds NV24 tiles. The product is transposed, out.T = W @ x.T; the epilogue is `int4_mma`'s. Program (pid, pid_k)
+owns BLOCK_N rows of one tile row, BLOCK_M x rows and the pid_k-th of SPLIT_K slices of the tile columns. Gluon
+does not run under TRITON_INTERPRET: tests/test_hybrid_wgmma.py compiles it for sm_90 on any machine.
+"""
+from __future__ import annotations
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia import hopper
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from sparc.ir import TileFormat
+
+from .int4_mma import step_range, store_transposed
+from .int4_wgmma_ws import registers_at_launch
+from .pdl import release_dependents, wait_for_inputs
+
+PRODUCERS = 4  # warps that fill the stages
+PRODUCER_REGISTERS = 152
+DEPTH = gl.constexpr(2)  # NV24 tiles staged ahead
+CODE_DENSE = gl.constexpr(int(TileFormat.DENSE))
+CODE_NV24 = gl.constexpr(int(TileFormat.NV24))
+CODE_ZERO = gl.constexpr(int(TileFormat.ZERO))
+
+
+def staging_bytes(block_n: int) -> int:
+    """Shared bytes of the NV24 staging ring: a tile row's 64 kept values and 16 metadata bytes a row."""
+    return DEPTH.value * block_n * (2 * 64 + 16)
+
+
+@gluon.jit
+def tile_entry(formats_ptr, offsets_ptr, at, live):
+    """(format code, offset in weights) of the tile at `at`; ZERO's code unless `live`."""
+    code = gl.load(formats_ptr + at, mask=live, other=CODE_ZERO).to(gl.int32)
+    return code, gl.load(offsets_ptr + at, mask=live, other=0)
+
+
+@gluon.jit
+def stage_nv24(v_desc, m_desc, vs, ms, staged, formats_ptr, offsets_ptr, entries, col, at, live, first_row,
+               BLOCK_K: gl.constexpr):
+    """Asks the TMA engine for the program's rows of tile column `col`'s kept values and metadata into staging
+    slot at % DEPTH if `live` and the tile is NV24; else a plain arrival on the slot's barrier."""
+    slot = at % DEPTH
+    code, offset = tile_entry(formats_ptr, offsets_ptr, entries + col, live)
+    wanted = code == CODE_NV24
+    mbarrier.expect(staged.index(slot), v_desc.block_type.nbytes + m_desc.block_type.nbytes, pred=wanted)
+    mbarrier.arrive(staged.index(slot), count=1, pred=live & (code != CODE_NV24))
+    row = (offset // BLOCK_K + first_row).to(gl.int32)  # a tile row holds 64 values and 16 metadata bytes
+    tma.async_copy_global_to_shared(v_desc, [row, 0], staged.index(slot), vs.index(slot), pred=wanted)
+    tma.async_copy_global_to_shared(m_desc, [row, 0], staged.index(slot), ms.index(slot), pred=wanted)
+
+
+@gluon.jit
+def expand(values, meta):
+    """Weight rows (BLOCK_N, 64), half a tile's, from their kept values (BLOCK_N, 32) and metadata bytes
+    (BLOCK_N, 8): group g's two values at the 2-bit positions in nibble g % 2 of byte g // 2, zeros elsewhere."""
+    BLOCK_N: gl.constexpr = values.shape[0]
+    v0, v1 = gl.split(gl.reshape(values, [BLOCK_N, 16, 2]))
+    nibbles = gl.reshape(gl.join(meta & 15, meta >> 4), [BLOCK_N, 16])
+    nibbles = gl.convert_layout(nibbles, v0.type.layout)
+    low, high = nibbles & 3, (nibbles >> 2) & 3
+    zero = gl.zeros_like(v0)
+    w0 = gl.where(low == 0, v0, gl.where(high == 0, v1, zero))
+    w1 = gl.where(low == 1, v0, gl.where(high == 1, v1, zero))
+    w2 = gl.where(low == 2, v0, gl.where(high == 2, v1, zero))
+    w3 = gl.where(low == 3, v0, gl.where(high == 3, v1, zero))
+    return gl.reshape(gl.join(gl.join(w0, w2), gl.join(w1, w3)), [BLOCK_N, 64])
+
+
+@gluon.jit
+def store_expanded(vs, ms, slot, ws, stage, LV: gl.constexpr, LM: gl.constexpr):
+    """The staged NV24 rows, expanded, into the stage's two (BLOCK_N, 64) halves."""
+    for h in gl.static_range(2):
+        values = vs.index(slot).slice(32 * h, 32, dim=1).load(LV)
+        meta = ms.index(slot).slice(8 * h, 8, dim=1).load(LM).to(gl.int32)
+        ws.index(2 * stage + h).store(expand(values, meta))
+
+
+@gluon.jit
+def produce(x_desc, w_desc, v_desc, m_desc, xs, ws, vs, ms, ready, empty, staged, formats_ptr, offsets_ptr,
+            entries, first, end, pid_m, first_row, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr,
+            STAGES: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr):
+    """The producer: each tile column's operands into its stage (module docstring)."""
+    half: gl.constexpr = BLOCK_K // 2
+    for early in gl.static_range(DEPTH):
+        stage_nv24(v_desc, m_desc, vs, ms, staged, formats_ptr, offsets_ptr, entries, first + early, early,
+                   first + early < end, first_row, BLOCK_K)
+    for col in range(first, end):
+        i = col - first
+        stage = i % STAGES
+        mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1)
+        code, offset = tile_entry(formats_ptr, offsets_ptr, entries + col, True)
+        present = code != CODE_ZERO
+        dense = code == CODE_DENSE
+        x_bytes: gl.constexpr = 2 * x_desc.block_type.nbytes
+        mbarrier.expect(ready.index(stage), x_bytes + 2 * w_desc.block_type.nbytes, pred=dense)
+        mbarrier.expect(ready.index(stage), x_bytes, pred=code == CODE_NV24)
+        for h in gl.static_range(2):
+            tma.async_copy_global_to_shared(x_desc, [pid_m * BLOCK_M, col * BLOCK_K + h * half],
+                                            ready.index(stage), xs.index(2 * stage + h), pred=present)
+            tma.async_copy_global_to_shared(w_desc, [(offset // BLOCK_K + first_row).to(gl.int32), h * half],
+                                            ready.index(stage), ws.index(2 * stage + h), pred=dense)
+        if code == CODE_NV24:
+            slot = i % DEPTH
+            mbarrier.wait(staged.index(slot), (i // DEPTH) & 1)
+            store_expanded(vs, ms, slot, ws, stage, LV, LM)
+            hopper.fence_async_shared()
+        mbarrier.arrive(ready.index(stage), count=1, pred=present)
+        mbarrier.arrive(ready.index(stage), count=2, pred=code == CODE_ZERO)
+        stage_nv24(v_desc, m_desc, vs, ms, staged, formats_ptr, offsets_ptr, entries, col + DEPTH, i + DEPTH,
+                   col + DEPTH < end, first_row, BLOCK_K)
+
+
+@gluon.jit
+def multiply(acc, ws, xs, stage):
+    """acc + the stage's weight rows times its x block: two asynchronous wgmma of 64 inputs."""
+    for h in gl.static_range(2):
+        acc = hopper.warpgroup_mma(ws.index(2 * stage + h), xs.index(2 * stage + h).permute((1, 0)), acc,
+                                   is_async=True)
+    return acc
+
+
+@gluon.jit
+def consume(ws, xs, ready, empty, formats_ptr, entries, first, end, BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr,
+            STAGES: gl.constexpr, MMA: gl.constexpr):
+    """The consumer: acc (BLOCK_N, BLOCK_M) over the slice's tile columns, one column's wgmma in flight."""
+    acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
+    for col in range(first, end):
+        i = col - first
+        stage = i % STAGES
+        mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
+        if gl.load(formats_ptr + entries + col).to(gl.int32) != CODE_ZERO:
+            acc = multiply(acc, ws, xs, stage)
+            acc = hopper.warpgroup_mma_wait(2, deps=[acc])
+        else:
+            acc = hopper.warpgroup_mma_wait(0, deps=[acc])
+        # the column before retired: its stage is free
+        mbarrier.arrive(empty.index((i + STAGES - 1) % STAGES), count=1, pred=i > 0)
+    return (hopper.warpgroup_mma_wait(0, deps=[acc]),)  # a tuple: triton 3.6 flattens the partition's results
+
+
+@gluon.jit
+def hybrid_wgmma_ws_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_desc, v_desc, m_desc, M, N, K,
+                           stride_xm, stride_xk, grid_cols, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
+                           BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr,
+                           USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
+                           ROUND_BF16: gl.constexpr, STAGES: gl.constexpr, PRODUCERS: gl.constexpr,
+                           PRODUCER_REGISTERS: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr,
+                           MMA: gl.constexpr, PDL: gl.constexpr):
+    """`hybrid_wgmma_kernel`'s arguments plus TMA descriptors of the NV24 values as (rows, 64) in x's dtype and
+    of the metadata as (rows, 16) bytes, in boxes of BLOCK_N rows; the producer's warps, registers and layouts
+    over a tile's values (BLOCK_N, 64) and metadata (BLOCK_N, 16)."""
+    wait_for_inputs(PDL)
+    grid_m = gl.cdiv(M, BLOCK_M)
+    pid_m, pid_n = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
+    tile_row = pid_n * BLOCK_N // BLOCK_K  # the tile is BLOCK_K square
+    first_row = pid_n * BLOCK_N - tile_row * BLOCK_K
+    entries = tile_row * grid_cols
+    first, end = step_range(K, BLOCK_K, SPLIT_K)
+    ws = gl.allocate_shared_memory(w_desc.dtype, [2 * STAGES, BLOCK_N, BLOCK_K // 2], w_desc.layout)
+    xs = gl.allocate_shared_memory(x_desc.dtype, [2 * STAGES, BLOCK_M, BLOCK_K // 2], x_desc.layout)
+    vs = gl.allocate_shared_memory(v_desc.dtype, [DEPTH, BLOCK_N, BLOCK_K // 2], v_desc.layout)
+    ms = gl.allocate_shared_memory(m_desc.dtype, [DEPTH, BLOCK_N, BLOCK_K // 8], m_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    staged = gl.allocate_shared_memory(gl.int64, [DEPTH, 1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(STAGES):
+        mbarrier.init(ready.index(s), count=2)
+        mbarrier.init(empty.index(s), count=1)
+    for s in gl.static_range(DEPTH):
+        mbarrier.init(staged.index(s), count=1)
+    acc, = gl.warp_specialize([
+        (consume, (ws, xs, ready, empty, formats_ptr, entries, first, end, BLOCK_N, BLOCK_M, STAGES, MMA)),
+        (produce, (x_desc, w_desc, v_desc, m_desc, xs, ws, vs, ms, ready, empty, staged, formats_ptr, offsets_ptr,
+                   entries, first, end, pid_m, first_row, BLOCK_M, BLOCK_K, STAGES, LV, LM)),
+    ], [PRODUCERS], [PRODUCER_REGISTERS])
+    release_dependents(PDL)
+    store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
+
+
+def producer_layouts():
+    """(LV over half a tile's kept values (BLOCK_N, 32): 16-byte reads, a warp 8 rows a pass; LM over its
+    metadata bytes (BLOCK_N, 8): a thread a row's 8)."""
+    return (gl.BlockedLayout([1, 8], [8, 4], [PRODUCERS, 1], [1, 0]),
+            gl.BlockedLayout([1, 8], [32, 1], [PRODUCERS, 1], [1, 0]))
+
+
+def staging_descriptors(values: torch.Tensor, meta: torch.Tensor, block_n: int):
+    """TMA descriptors of the NV24 values as (rows, 64) and the metadata as (rows, 16), BLOCK_N rows a box."""
+    plain = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2)
+    plain_bytes = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
+    return (TensorDescriptor.from_tensor(values.view(-1, 64), [block_n, 64], plain),
+            TensorDescriptor.from_tensor(meta.view(-1, 16), [block_n, 16], plain_bytes))
