@@ -203,9 +203,9 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
         return run_nv24(x2d, x_desc, tensors, dims, bias, config, block_m, tiling, mma, shared, out, partials)
     constexprs = dict(HAS_ZERO=dense.numel() != n * k, STAGES=stages_for(block_m, config.block_n),
                       MMA=mma, num_warps=config.num_warps)
-    return launch(hybrid_wgmma_kernel, x2d, n, k, bias, tiling, [grid, offsets, w_descriptor(dense, config.block_n,
-                                                                                              shared)],
-                  (grid_cols,), constexprs, out, partials, dependent=True, x_arg=x_desc)
+    w_desc = w_descriptor(dense, config.block_n, shared)
+    return launch(hybrid_wgmma_kernel, x2d, n, k, bias, tiling, [grid, offsets, w_desc], (grid_cols,), constexprs,
+                  out, partials, dependent=True, x_arg=x_desc)
 
 
 def run_nv24(x2d, x_desc, tensors, dims, bias, config: Config, block_m: int, tiling: Tiling, mma, shared, out,

@@ -174,8 +174,11 @@ def test_runs_in_a_cuda_graph_without_sync_gpu():
                        tile=128).pack().to("cuda")
     bias = torch.randn(1000, device="cuda", dtype=torch.bfloat16)
     x = torch.randn(200, 2048, device="cuda", dtype=torch.bfloat16)
-    run = lambda: hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, bias,  # noqa: E731
-                                    hybrid_wgmma.Config(128, 128, 0, 8))
+
+    def run():
+        config = hybrid_wgmma.Config(128, 128, 0, 8)
+        return hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, bias, config)
+
     run()  # compile outside the graph
     torch.cuda.set_sync_debug_mode("error")
     try:
