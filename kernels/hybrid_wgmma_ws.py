@@ -200,9 +200,10 @@ def hybrid_wgmma_ws_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, 
 
 def producer_layouts():
     """(LV over half a tile's kept values (BLOCK_N, 32): 16-byte reads, a warp 8 rows a pass; LM over its
-    metadata bytes (BLOCK_N, 8): a thread a row's 8)."""
+    metadata bytes (BLOCK_N, 8): a thread the 2 bytes of its 4 groups, so that the nibbles land where their
+    values are, with no conversion)."""
     return (gl.BlockedLayout([1, 8], [8, 4], [PRODUCERS, 1], [1, 0]),
-            gl.BlockedLayout([1, 8], [32, 1], [PRODUCERS, 1], [1, 0]))
+            gl.BlockedLayout([1, 2], [8, 4], [PRODUCERS, 1], [1, 0]))
 
 
 def staging_descriptors(values: torch.Tensor, meta: torch.Tensor, block_n: int):
