@@ -79,12 +79,12 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
     to MOST_M rows of bf16 or fp16 x on CUDA (from the buffers' sizes and dtypes: no data read). Also one row of x
     where the grid holds both DENSE and NV24 tiles (the decode kernel runs both formats' arithmetic on every tile
     and is issue-bound there, this one runs each tile's own: RESULTS.md), or in fp16, which the decode kernel does
-    not take (the tile kernel would run it, slower). Past MOST_M rows, the grids without NV24 tiles that
-    `hybrid_wgmma` takes (its configs are candidates here; with NV24 tiles past MOST_M it is not yet tuned)."""
+    not take (the tile kernel would run it, slower). Past MOST_M rows, the grids `hybrid_wgmma` takes (its
+    configs are candidates here)."""
     if layout != "hybrid" or tensors is None or not (1 <= x2d.shape[0] and x2d.is_cuda):
         return False
     if x2d.shape[0] > MOST_M:
-        return hybrid_wgmma.supports(layout, x2d, tensors) and not tensors[3].numel()
+        return hybrid_wgmma.supports(layout, x2d, tensors)
     grid, dense, values = tensors[0], tensors[2], tensors[3]
     if x2d.shape[0] == 1 and x2d.dtype == torch.bfloat16 and not (dense.numel() and values.numel()):
         return False

@@ -1,4 +1,4 @@
-"""HYBRID grids of DENSE and ZERO 128 x 128 tiles on Hopper: both operands of the warpgroup mma (wgmma, Gluon)
+"""HYBRID grids of 128 x 128 tiles on Hopper: both operands of the warpgroup mma (wgmma, Gluon)
 come straight from global memory into shared memory through the TMA engine, a ring of STAGES tile columns ahead.
 
 A DENSE tile is stored whole, as a (rows x 128) matrix in x's dtype (`hybrid`): viewed as one (rows, 128)
@@ -8,10 +8,11 @@ for the program's rows of the tile and x's (BLOCK_M, 128) block, each as two (ro
 swizzled box), into the stage's buffers and its mbarrier, then the warpgroups run two asynchronous wgmma on it,
 keep one column's in flight and reuse the stage of the column before for the column STAGES - 1 ahead. ZERO
 tiles move no bytes: the stage's barrier gets a plain arrival and no wgmma runs. Rows past N (the last tile
-row may be shorter) read the next tile's or no bytes; their outputs are never stored.
+row may be shorter) read the next tile's or no bytes; their outputs are never stored. Grids with NV24 tiles
+run `hybrid_wgmma_ws`, whose producer warps expand those tiles into the stages.
 
 `hybrid_mma` runs every grid up to 128 x rows on mma.sync with its operands through registers. For grids
-without NV24 tiles and K a multiple of 128 this kernel is a tuner candidate beside it, from 2 to 256 x rows
+with K a multiple of 128 this kernel is a tuner candidate beside it, from 2 to 256 x rows
 (`Config`). The product is transposed, out.T = W @ x.T, and the epilogue is `int4_mma`'s. Program (pid, pid_k)
 owns BLOCK_N rows of one tile row, BLOCK_M x rows and the pid_k-th of SPLIT_K slices of the tile columns. Gluon
 does not run under TRITON_INTERPRET: tests/test_hybrid_wgmma.py compiles it for sm_90 on any machine.

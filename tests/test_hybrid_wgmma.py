@@ -112,8 +112,7 @@ def test_takes_grids_of_whole_tiles(m, k, zero_share, nv24, dtype, runs, monkeyp
 @pytest.mark.parametrize("m", [16, 100, 200])
 def test_its_configs_are_candidates_of_the_mma_kernel_where_it_takes_the_grid(m, monkeypatch):
     """The tuner weighs both kernels (and past 64 rows the rebuild); past 128 rows the mma kernel runs only the
-    grids without NV24 tiles that this one takes (K a multiple of 128), others the tile kernel's rebuild or
-    tiles."""
+    grids this one takes (K a multiple of 128), others the tile kernel's rebuild or tiles."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     rebuild = [kernels.rebuild.CONFIG] if m > 64 else []
     for k, nv24 in [(512, False), (512, True), (504, True)]:
@@ -123,7 +122,7 @@ def test_its_configs_are_candidates_of_the_mma_kernel_where_it_takes_the_grid(m,
         more = hybrid_wgmma.candidates_for("hybrid", x, packed.tensors)
         assert more == (hybrid_wgmma.candidates(m, nv24) if k % 128 == 0 else [])
         assert tuning.candidates("mma", "hybrid", m, more) == hybrid_mma.candidates("hybrid", m) + more + rebuild
-        assert hybrid_mma.supports("hybrid", x, packed.tensors) == (m <= hybrid_mma.MOST_M or not nv24)
+        assert hybrid_mma.supports("hybrid", x, packed.tensors) == (m <= hybrid_mma.MOST_M or k % 128 == 0)
 
 
 @pytest.mark.gpu
@@ -149,8 +148,7 @@ def test_matches_reference_gpu(data):
     config = data.draw(st.sampled_from([*hybrid_wgmma.candidates(m, nv24),
                                         *hybrid_wgmma.candidates(hybrid_wgmma.MAX_M, nv24)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
-    wanted = "mma" if m <= hybrid_mma.MOST_M or not nv24 else "tile"
-    assert tuning.kernel_for("hybrid", x, packed.tensors)[0] == wanted
+    assert tuning.kernel_for("hybrid", x, packed.tensors)[0] == "mma"
     out = hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, bias, config, split_k=split)
     assert_matches_reference(out, x, packed, bias)
 
