@@ -60,18 +60,27 @@ class Config:
 
 
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
-    """HYBRID grids of DENSE, NV24 and ZERO tiles of 128 (not only ZERO ones) stored in x's dtype, K a multiple
-    of 128, 2 to MAX_M rows of bf16 or fp16 x on a Hopper GPU (from the buffers' sizes and dtypes: no data read).
-    Grids with NV24 tiles run `hybrid_wgmma_ws`."""
-    if layout != "hybrid" or tensors is None or not (2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda):
+    """HYBRID grids of DENSE, NV24 and ZERO tiles of 128 (not only ZERO ones), and NV24 weights, stored in x's
+    dtype, K a multiple of 128, 2 to MAX_M rows of bf16 or fp16 x on a Hopper GPU (from the buffers' sizes and
+    dtypes: no data read). Grids with NV24 tiles and NV24 weights run `hybrid_wgmma_ws`."""
+    if layout not in ("hybrid", "nv24") or tensors is None or not (2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda):
         return False
-    grid, dense, values = tensors[0], tensors[2], tensors[3]
     k = x2d.shape[1]
-    return (x2d.dtype in DTYPES and dense.dtype == x2d.dtype and values.dtype == x2d.dtype and k % TILE == 0
-            and grid.shape[1] == k // TILE and (dense.numel() or values.numel())
-            and not any(t.numel() for t in tensors[5:])
-            and all(t.data_ptr() % 16 == 0 for t in tensors[2:5] if t.numel())
+    return (x2d.dtype in DTYPES and k % TILE == 0 and takes_buffers(layout, tensors, k, x2d.dtype)
             and torch.cuda.get_device_capability(x2d.device)[0] == 9)
+
+
+def takes_buffers(layout: str, tensors, k: int, dtype: torch.dtype) -> bool:
+    """NV24 values (N, K / 2) in `dtype`; or a grid of K / 128 tile columns, some DENSE or NV24 tile, none of
+    another stored format, DENSE and NV24 buffers in `dtype`; every buffer at a 16-byte boundary."""
+    if layout == "nv24":
+        values, read = tensors[0], tensors
+        fits = values.dtype == dtype and values.shape[1] == k // 2
+    else:
+        grid, dense, values, read = tensors[0], tensors[2], tensors[3], tensors[2:5]
+        fits = (dense.dtype == dtype and values.dtype == dtype and grid.shape[1] == k // TILE
+                and bool(dense.numel() or values.numel()) and not any(t.numel() for t in tensors[5:]))
+    return fits and all(t.data_ptr() % 16 == 0 for t in read if t.numel())
 
 
 def block_m_for(m: int, most: int) -> int:
@@ -87,7 +96,9 @@ def stages_for(block_m: int, block_n: int, nv24: bool = False) -> int:
 
 def candidates_for(layout: str, x2d: torch.Tensor, tensors) -> list[Config]:
     """This kernel's candidates for the product, none if it does not take it."""
-    return candidates(x2d.shape[0], tensors[3].numel() > 0) if supports(layout, x2d, tensors) else []
+    if not supports(layout, x2d, tensors):
+        return []
+    return candidates(x2d.shape[0], layout == "nv24" or tensors[3].numel() > 0)
 
 
 def candidates(m: int, nv24: bool = False) -> list[Config]:
@@ -189,19 +200,20 @@ def w_descriptor(dense: torch.Tensor, block_n: int, shared) -> TensorDescriptor:
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
            partials=None):
-    """x2d (M, K) @ W.T + bias for a HYBRID weight that `supports` takes."""
+    """x2d (M, K) @ W.T + bias for a HYBRID or NV24 weight that `supports` takes."""
     n, k = dims[0], dims[1]
-    grid, offsets, dense, values = tensors[:4]
     m = x2d.shape[0]
     block_m = block_m_for(m, config.block_m)
-    grid_cols = grid.shape[1]
+    grid_cols = k // TILE
     if split_k is None:
         split_k = split_for(config, -(-m // block_m) * -(-n // config.block_n), grid_cols, x2d.device)
     mma, shared = layouts(block_m, config.num_warps)
     tiling = Tiling(block_m, config.block_n, TILE, split_k)
     x_desc = x_descriptor(x2d, block_m, shared)
-    if values.numel():
-        return run_nv24(x2d, x_desc, tensors, dims, bias, config, block_m, tiling, mma, shared, out, partials)
+    if layout == "nv24" or tensors[3].numel():
+        return run_nv24(x2d, x_desc, layout, tensors, dims, bias, config, block_m, tiling, mma, shared, out,
+                        partials)
+    grid, offsets, dense = tensors[:3]
     constexprs = dict(HAS_ZERO=dense.numel() != n * k, STAGES=stages_for(block_m, config.block_n),
                       MMA=mma, num_warps=config.num_warps)
     w_desc = w_descriptor(dense, config.block_n, shared)
@@ -209,22 +221,27 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
                   out, partials, dependent=True, x_arg=x_desc)
 
 
-def run_nv24(x2d, x_desc, tensors, dims, bias, config: Config, block_m: int, tiling: Tiling, mma, shared, out,
-             partials):
-    """`hybrid_wgmma_ws` for a grid with NV24 tiles."""
-    grid, offsets, dense, values, meta = tensors[:5]
+def run_nv24(x2d, x_desc, layout: str, tensors, dims, bias, config: Config, block_m: int, tiling: Tiling, mma,
+             shared, out, partials):
+    """`hybrid_wgmma_ws` for a grid with NV24 tiles or an NV24 weight."""
     stages = stages_for(block_m, config.block_n, nv24=True)
     if stages < 2:
         raise SparcError(f"hybrid_wgmma config {config} leaves no room for 2 stages next to the NV24 staging; "
                          "take one of hybrid_wgmma.candidates(m, nv24=True)")
-    # a grid without DENSE tiles still passes a descriptor of the right box (never read)
+    plain = layout == "nv24"
+    if plain:  # no grid to read: the weight's buffers stand in for it
+        grid, offsets, dense, (values, meta) = tensors[0], tensors[1], tensors[0][:0], tensors
+    else:
+        grid, offsets, dense, values, meta = tensors[:5]
+        values, meta = values.view(-1, HALF), meta.view(-1, TILE // 8)
+    # a weight without DENSE tiles still passes a descriptor of the right box (never read)
     w = dense if dense.numel() else torch.empty(config.block_n, TILE, dtype=x2d.dtype, device=x2d.device)
     v_desc, m_desc = hybrid_wgmma_ws.staging_descriptors(values, meta, config.block_n)
     lv, lm = hybrid_wgmma_ws.producer_layouts()
     constexprs = dict(STAGES=stages, PRODUCERS=hybrid_wgmma_ws.PRODUCERS,
                       PRODUCER_REGISTERS=hybrid_wgmma_ws.PRODUCER_REGISTERS, LV=lv, LM=lm, MMA=mma,
-                      num_warps=config.num_warps,
+                      PLAIN=plain, num_warps=config.num_warps,
                       maxnreg=registers_at_launch(config.num_warps + hybrid_wgmma_ws.PRODUCERS))
     return launch(hybrid_wgmma_ws.hybrid_wgmma_ws_kernel, x2d, dims[0], dims[1], bias, tiling,
-                  [grid, offsets, w_descriptor(w, config.block_n, shared), v_desc, m_desc], (grid.shape[1],),
+                  [grid, offsets, w_descriptor(w, config.block_n, shared), v_desc, m_desc], (dims[1] // TILE,),
                   constexprs, out, partials, dependent=True, x_arg=x_desc)

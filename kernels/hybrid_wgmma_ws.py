@@ -49,25 +49,33 @@ def staging_bytes(block_n: int) -> int:
 
 
 @gluon.jit
-def tile_entry(formats_ptr, offsets_ptr, at, live):
-    """(format code, offset in weights) of the tile at `at`; ZERO's code unless `live`."""
-    code = gl.load(formats_ptr + at, mask=live, other=CODE_ZERO).to(gl.int32)
-    return code, gl.load(offsets_ptr + at, mask=live, other=0)
+def tile_entry(formats_ptr, offsets_ptr, at, live, PLAIN: gl.constexpr):
+    """(format code, offset in weights) of the tile at `at`; ZERO's code unless `live`. PLAIN: NV24's."""
+    if PLAIN:
+        code, offset = gl.where(live, CODE_NV24, CODE_ZERO), 0
+    else:
+        code = gl.load(formats_ptr + at, mask=live, other=CODE_ZERO).to(gl.int32)
+        offset = gl.load(offsets_ptr + at, mask=live, other=0)
+    return code, offset
 
 
 @gluon.jit
 def stage_nv24(v_desc, m_desc, vs, ms, staged, formats_ptr, offsets_ptr, entries, col, at, live, first_row,
-               BLOCK_K: gl.constexpr):
+               row0, BLOCK_K: gl.constexpr, PLAIN: gl.constexpr):
     """Asks the TMA engine for the program's rows of tile column `col`'s kept values and metadata into staging
     slot at % DEPTH if `live` and the tile is NV24; else a plain arrival on the slot's barrier."""
     slot = at % DEPTH
-    code, offset = tile_entry(formats_ptr, offsets_ptr, entries + col, live)
+    code, offset = tile_entry(formats_ptr, offsets_ptr, entries + col, live, PLAIN)
     wanted = code == CODE_NV24
     mbarrier.expect(staged.index(slot), v_desc.block_type.nbytes + m_desc.block_type.nbytes, pred=wanted)
     mbarrier.arrive(staged.index(slot), count=1, pred=live & (code != CODE_NV24))
-    row = (offset // BLOCK_K + first_row).to(gl.int32)  # a tile row holds 64 values and 16 metadata bytes
-    tma.async_copy_global_to_shared(v_desc, [row, 0], staged.index(slot), vs.index(slot), pred=wanted)
-    tma.async_copy_global_to_shared(m_desc, [row, 0], staged.index(slot), ms.index(slot), pred=wanted)
+    if PLAIN:  # values (N, K / 2), metadata (N, K / 8)
+        v_at, m_at = [row0, col * (BLOCK_K // 2)], [row0, col * (BLOCK_K // 8)]
+    else:  # a tile row: 64 values, 16 metadata bytes
+        row = (offset // BLOCK_K + first_row).to(gl.int32)
+        v_at, m_at = [row, 0], [row, 0]
+    tma.async_copy_global_to_shared(v_desc, v_at, staged.index(slot), vs.index(slot), pred=wanted)
+    tma.async_copy_global_to_shared(m_desc, m_at, staged.index(slot), ms.index(slot), pred=wanted)
 
 
 # Per 2:4 group: $2 holds its kept values (v0 low, v1 high), $3 its metadata nibble (v0's position in bits 0-1,
@@ -117,18 +125,18 @@ def store_expanded(vs, ms, slot, ws, stage, LV: gl.constexpr, LM: gl.constexpr):
 
 @gluon.jit
 def produce(x_desc, w_desc, v_desc, m_desc, xs, ws, vs, ms, ready, empty, staged, formats_ptr, offsets_ptr,
-            entries, first, end, pid_m, first_row, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr,
-            STAGES: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr):
+            entries, first, end, pid_m, first_row, row0, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr,
+            STAGES: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr, PLAIN: gl.constexpr):
     """The producer: each tile column's operands into its stage (module docstring)."""
     half: gl.constexpr = BLOCK_K // 2
     for early in gl.static_range(DEPTH):
         stage_nv24(v_desc, m_desc, vs, ms, staged, formats_ptr, offsets_ptr, entries, first + early, early,
-                   first + early < end, first_row, BLOCK_K)
+                   first + early < end, first_row, row0, BLOCK_K, PLAIN)
     for col in range(first, end):
         i = col - first
         stage = i % STAGES
         mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1)
-        code, offset = tile_entry(formats_ptr, offsets_ptr, entries + col, True)
+        code, offset = tile_entry(formats_ptr, offsets_ptr, entries + col, True, PLAIN)
         present = code != CODE_ZERO
         dense = code == CODE_DENSE
         x_bytes: gl.constexpr = 2 * x_desc.block_type.nbytes
@@ -147,7 +155,7 @@ def produce(x_desc, w_desc, v_desc, m_desc, xs, ws, vs, ms, ready, empty, staged
         mbarrier.arrive(ready.index(stage), count=1, pred=present)
         mbarrier.arrive(ready.index(stage), count=2, pred=code == CODE_ZERO)
         stage_nv24(v_desc, m_desc, vs, ms, staged, formats_ptr, offsets_ptr, entries, col + DEPTH, i + DEPTH,
-                   col + DEPTH < end, first_row, BLOCK_K)
+                   col + DEPTH < end, first_row, row0, BLOCK_K, PLAIN)
 
 
 @gluon.jit
@@ -161,14 +169,14 @@ def multiply(acc, ws, xs, stage):
 
 @gluon.jit
 def consume(ws, xs, ready, empty, formats_ptr, entries, first, end, BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr,
-            STAGES: gl.constexpr, MMA: gl.constexpr):
+            STAGES: gl.constexpr, MMA: gl.constexpr, PLAIN: gl.constexpr):
     """The consumer: acc (BLOCK_N, BLOCK_M) over the slice's tile columns, one column's wgmma in flight."""
     acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
     for col in range(first, end):
         i = col - first
         stage = i % STAGES
         mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
-        if gl.load(formats_ptr + entries + col).to(gl.int32) != CODE_ZERO:
+        if PLAIN or gl.load(formats_ptr + entries + col).to(gl.int32) != CODE_ZERO:
             acc = multiply(acc, ws, xs, stage)
             acc = hopper.warpgroup_mma_wait(2, deps=[acc])
         else:
@@ -185,10 +193,11 @@ def hybrid_wgmma_ws_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, 
                            USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
                            ROUND_BF16: gl.constexpr, STAGES: gl.constexpr, PRODUCERS: gl.constexpr,
                            PRODUCER_REGISTERS: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr,
-                           MMA: gl.constexpr, PDL: gl.constexpr):
+                           MMA: gl.constexpr, PLAIN: gl.constexpr, PDL: gl.constexpr):
     """`hybrid_wgmma_kernel`'s arguments plus TMA descriptors of the NV24 values as (rows, 64) in x's dtype and
     of the metadata as (rows, 16) bytes, in boxes of BLOCK_N rows; the producer's warps, registers and layouts
-    over a tile's values (BLOCK_N, 64) and metadata (BLOCK_N, 16)."""
+    over a tile's values (BLOCK_N, 64) and metadata (BLOCK_N, 16). PLAIN: an NV24 weight instead (`nv24`), its
+    values (N, K / 2) and metadata (N, K / 8) in (BLOCK_N, 64) and (BLOCK_N, 16) boxes; no grid is read."""
     wait_for_inputs(PDL)
     grid_m = gl.cdiv(M, BLOCK_M)
     pid_m, pid_n = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
@@ -209,9 +218,10 @@ def hybrid_wgmma_ws_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, 
     for s in gl.static_range(DEPTH):
         mbarrier.init(staged.index(s), count=1)
     acc, = gl.warp_specialize([
-        (consume, (ws, xs, ready, empty, formats_ptr, entries, first, end, BLOCK_N, BLOCK_M, STAGES, MMA)),
+        (consume, (ws, xs, ready, empty, formats_ptr, entries, first, end, BLOCK_N, BLOCK_M, STAGES, MMA, PLAIN)),
         (produce, (x_desc, w_desc, v_desc, m_desc, xs, ws, vs, ms, ready, empty, staged, formats_ptr, offsets_ptr,
-                   entries, first, end, pid_m, first_row, BLOCK_M, BLOCK_K, STAGES, LV, LM)),
+                   entries, first, end, pid_m, first_row, pid_n * BLOCK_N, BLOCK_M, BLOCK_K, STAGES, LV, LM,
+                   PLAIN)),
     ], [PRODUCERS], [PRODUCER_REGISTERS])
     release_dependents(PDL)
     store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
@@ -226,8 +236,9 @@ def producer_layouts():
 
 
 def staging_descriptors(values: torch.Tensor, meta: torch.Tensor, block_n: int):
-    """TMA descriptors of the NV24 values as (rows, 64) and the metadata as (rows, 16), BLOCK_N rows a box."""
+    """TMA descriptors of 2-D NV24 values in (BLOCK_N, 64) boxes and metadata in (BLOCK_N, 16) boxes: a HYBRID
+    grid's buffers viewed as (rows, 64) and (rows, 16), or an NV24 weight's (N, K / 2) and (N, K / 8)."""
     plain = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2)
     plain_bytes = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
-    return (TensorDescriptor.from_tensor(values.view(-1, 64), [block_n, 64], plain),
-            TensorDescriptor.from_tensor(meta.view(-1, 16), [block_n, 16], plain_bytes))
+    return (TensorDescriptor.from_tensor(values, [block_n, 64], plain),
+            TensorDescriptor.from_tensor(meta, [block_n, 16], plain_bytes))

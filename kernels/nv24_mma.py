@@ -44,6 +44,7 @@ import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
+from . import hybrid_wgmma
 from .gluon_decode import x_as_pairs
 from .int4_mma import bits, packed_twice, split_for, store_transposed, x_rows_for
 from .pdl import release_dependents, wait_for_inputs
@@ -84,7 +85,10 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
     """NV24 and NV24_INT4 products of 2 to MOST_M rows of bf16 or fp16 x on CUDA, values (scales) stored in x's
     dtype (metadata rows of whole words or, NV24 where K padded to 8 is no multiple of 32, read bytewise). Also
     one row of fp16 x, where the decode kernels fall back to slower ones (NV24 to the tile kernel, NV24_INT4 to
-    its Triton decode kernel: RESULTS.md)."""
+    its Triton decode kernel: RESULTS.md). Past MOST_M rows, the NV24 weights `hybrid_wgmma` takes (its configs
+    are candidates here)."""
+    if x2d.shape[0] > MOST_M:
+        return hybrid_wgmma.supports(layout, x2d, tensors)
     fewest = 1 if x2d.dtype == torch.float16 else 2
     if layout not in DEFAULTS or not (fewest <= x2d.shape[0] <= MOST_M and x2d.is_cuda and x2d.dtype in DTYPES):
         return False
@@ -433,7 +437,10 @@ def as_words(t: torch.Tensor) -> torch.Tensor:
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
            partials=None):
-    """x2d (M, K) @ W.T + bias for an NV24 or NV24_INT4 weight that `supports` takes."""
+    """x2d (M, K) @ W.T + bias for an NV24 or NV24_INT4 weight that `supports` takes; a `hybrid_wgmma` config (a
+    candidate only where that kernel takes the weight) runs that kernel."""
+    if isinstance(config, hybrid_wgmma.Config):
+        return hybrid_wgmma.matmul(x2d, layout, tensors, dims, bias, config, split_k, out, partials)
     n, k, group = dims[0], dims[1], dims[2]
     m, block_m = x2d.shape[0], x_rows_for(x2d.shape[0], MAX_M)
     if split_k is None:

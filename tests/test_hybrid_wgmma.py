@@ -1,6 +1,6 @@
-"""HYBRID grids on Hopper's warpgroup mma (`kernels.hybrid_wgmma`; grids with NV24 tiles on its
-warp-specialized variant, `kernels.hybrid_wgmma_ws`): which products they take, their sm_90 code compiled on
-the CPU (no GPU needed), and on the GPU the results against the reference."""
+"""HYBRID grids and NV24 weights on Hopper's warpgroup mma (`kernels.hybrid_wgmma`; grids with NV24 tiles and
+NV24 weights on its warp-specialized variant, `kernels.hybrid_wgmma_ws`): which products they take, their sm_90
+code compiled on the CPU (no GPU needed), and on the GPU the results against the reference."""
 import collections
 import itertools
 import types
@@ -12,7 +12,7 @@ from hypothesis import given, strategies as st
 
 from sparc import kernels
 from sparc.ir import TileFormat
-from sparc.kernels import hybrid_mma, hybrid_wgmma, hybrid_wgmma_ws, tuning
+from sparc.kernels import hybrid_mma, hybrid_wgmma, hybrid_wgmma_ws, nv24_mma, tuning
 from test_hybrid_mma import random_grid
 from test_int4_mma import sass_report
 from test_kernels import GPU, assert_matches_reference, make_case
@@ -109,6 +109,24 @@ def test_takes_grids_of_whole_tiles(m, k, zero_share, nv24, dtype, runs, monkeyp
     assert not hybrid_wgmma.supports("hybrid", fake_x(m, k, dtype), packed.tensors)
 
 
+@pytest.mark.parametrize("m, k, dtype, runs", [
+    (2, 512, torch.bfloat16, True), (256, 512, torch.float16, True), (1, 512, torch.bfloat16, False),
+    (257, 512, torch.bfloat16, False), (64, 504, torch.bfloat16, False), (64, 512, torch.float32, False)])
+def test_takes_nv24_weights_of_whole_tiles(m, k, dtype, runs, monkeypatch):
+    """NV24 weights: 2 to 256 rows, K a multiple of 128, x in the values' dtype; past 128 rows the mma kernel
+    runs those it takes."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    packed = make_case("nv24", 200, k, dtype if dtype != torch.float32 else torch.bfloat16, 128, 0.5, 0).pack()
+    x = fake_x(m, k, dtype)
+    assert hybrid_wgmma.supports("nv24", x, packed.tensors) == runs
+    assert hybrid_wgmma.candidates_for("nv24", x, packed.tensors) == (hybrid_wgmma.candidates(m, True) if runs
+                                                                       else [])
+    if m > nv24_mma.MOST_M:
+        assert nv24_mma.supports("nv24", x, packed.tensors) == runs
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert not hybrid_wgmma.supports("nv24", x, packed.tensors)
+
+
 @pytest.mark.parametrize("m", [16, 100, 200])
 def test_its_configs_are_candidates_of_the_mma_kernel_where_it_takes_the_grid(m, monkeypatch):
     """The tuner weighs both kernels (and past 64 rows the rebuild); past 128 rows the mma kernel runs only the
@@ -150,6 +168,25 @@ def test_matches_reference_gpu(data):
     split = data.draw(st.sampled_from([None, 1, 3]))
     assert tuning.kernel_for("hybrid", x, packed.tensors)[0] == "mma"
     out = hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, bias, config, split_k=split)
+    assert_matches_reference(out, x, packed, bias)
+
+
+@pytest.mark.gpu
+@GPU
+@given(data=st.data())
+def test_nv24_weights_match_reference_gpu(data):
+    n, k = data.draw(st.integers(1, 1200)), 128 * data.draw(st.integers(1, 12))
+    m = data.draw(st.integers(2, hybrid_wgmma.MAX_M))
+    dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
+    packed = make_case("nv24", n, k, dtype, 128, data.draw(st.sampled_from([0.3, 0.5, 1.0])),
+                       data.draw(st.integers(0, 99))).pack().to("cuda")
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
+    config = data.draw(st.sampled_from([*hybrid_wgmma.candidates(m, True),
+                                        *hybrid_wgmma.candidates(hybrid_wgmma.MAX_M, True)]))
+    split = data.draw(st.sampled_from([None, 1, 3]))
+    assert tuning.kernel_for("nv24", x, packed.tensors)[0] == "mma"
+    out = nv24_mma.matmul(x, "nv24", list(packed.tensors), packed.dims, bias, config, split_k=split)
     assert_matches_reference(out, x, packed, bias)
 
 

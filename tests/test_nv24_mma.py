@@ -106,9 +106,12 @@ def test_candidates_fit_the_warps(m):
 
 
 @pytest.mark.parametrize("m, runs", [(64, True), (128, True), (129, False)])
-def test_runs_to_128_rows_in_programs_of_64(m, runs):
-    x = types.SimpleNamespace(shape=(m, 4096), is_cuda=True, dtype=torch.bfloat16)  # what `supports` reads of x
-    assert nv24_mma.supports("nv24", x, [torch.empty(0, dtype=torch.bfloat16)] * 2) == runs
+def test_runs_to_128_rows_in_programs_of_64(m, runs, monkeypatch):
+    """Past 128 rows only on Hopper (`hybrid_wgmma`, tests/test_hybrid_wgmma.py)."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    x = types.SimpleNamespace(shape=(m, 4096), is_cuda=True, dtype=torch.bfloat16, device="cuda")  # what's read
+    tensors = [torch.empty(0, 2048, dtype=torch.bfloat16), torch.empty(0, 512, dtype=torch.uint8)]
+    assert nv24_mma.supports("nv24", x, tensors) == runs
     assert nv24_mma.x_rows_for(m, nv24_mma.MAX_M) == min(64, 1 << (m - 1).bit_length())
 
 
