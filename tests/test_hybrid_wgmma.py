@@ -62,19 +62,22 @@ def test_waits_for_the_kernel_before_first(has_zero):
     assert where["loads_before_wait"] == 0 and where["stores_before_wait"] == 0
 
 
+@pytest.mark.parametrize("plain", [False, True])
 @pytest.mark.parametrize("block_m, block_n, num_warps", WS_SHAPES)
-def test_warp_specialized_loops(block_m, block_n, num_warps):
-    """The producer's loop asks the TMA engine for x's, a DENSE tile's and the staged NV24 rows' boxes (6), reads
-    the staged rows from shared memory, stores the expanded block 16 bytes at a time and fences once; from
-    global memory it loads only tile entries (this column's and the staged one's). The consumer's issues 8
-    wgmma of K = 16 per 64 weight rows a warpgroup holds and asks for nothing. Nothing spills."""
+def test_warp_specialized_loops(block_m, block_n, num_warps, plain):
+    """The producer's loop asks the TMA engine for x's, a DENSE tile's and the staged NV24 rows' boxes (6; an
+    NV24 weight, `plain`: no DENSE tile's, 4), reads the staged rows from shared memory, stores the expanded
+    block 16 bytes at a time and fences once; from global memory it loads only tile entries (this column's and
+    the staged one's; an NV24 weight: none). The consumer's issues 8 wgmma of K = 16 per 64 weight rows a
+    warpgroup holds and asks for nothing. Nothing spills."""
     loops = [collections.Counter(loop) for loop in
-             sass_report("--loops", "wgmma_hybrid_ws", block_m, block_n, num_warps)]
+             sass_report("--loops", "wgmma_hybrid_ws", block_m, block_n, num_warps, int(plain))]
     producer = next(loop for loop in loops if loop["MEMBAR.ALL.CTA"])
     consumer = next(loop for loop in loops if loop["HGMMA.64"])
-    assert producer["UTMALDG.2D"] == 6 and producer["MEMBAR.ALL.CTA"] == 1 and not producer["HGMMA.64"]
+    assert producer["UTMALDG.2D"] == (4 if plain else 6) and producer["MEMBAR.ALL.CTA"] == 1
+    assert not producer["HGMMA.64"]
     assert producer["STS.128"] >= block_n * 128 * 2 // (16 * 32 * hybrid_wgmma_ws.PRODUCERS)
-    assert {op for op in producer if op.startswith("LDG")} == {"LDG.E.U8", "LDG.E.64"}
+    assert {op for op in producer if op.startswith("LDG")} == (set() if plain else {"LDG.E.U8", "LDG.E.64"})
     assert consumer["HGMMA.64"] == 8 * block_n // (16 * num_warps) and not consumer["UTMALDG.2D"]
     assert not {"LDL", "STL"} & {op.split(".")[0] for loop in loops for op in loop}
 
