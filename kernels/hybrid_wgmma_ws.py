@@ -80,24 +80,23 @@ def stage_nv24(v_desc, m_desc, vs, ms, staged, formats_ptr, offsets_ptr, entries
 
 # Per 2:4 group: $2 holds its kept values (v0 low, v1 high), $3 its metadata nibble (v0's position in bits 0-1,
 # v1's in 2-3). Byte p of `sel` picks the source bytes of the group's p-th weight for prmt: v0's (0x10), v1's
-# (0x32) or the zero register's (0x54). $0 gets weights 0 and 2, $1 weights 1 and 3.
+# (0x32) or the zero register's (0x54). $0 gets weights 0 and 1, $1 weights 2 and 3.
 PLACE = gl.constexpr("""{
-.reg .b32 low, high, sel, zero, even, odd;
-and.b32 low, $3, 3;
-shl.b32 low, low, 3;
-shr.b32 high, $3, 2;
-shl.b32 high, high, 3;
+.reg .b32 low, high, sel, zero;
+shl.b32 low, $3, 3;
+and.b32 low, low, 24;
+shl.b32 high, $3, 1;
+and.b32 high, high, 24;
 mov.b32 sel, 0x44;
 shl.b32 low, sel, low;
 mov.b32 sel, 0x66;
 shl.b32 high, sel, high;
 xor.b32 sel, low, high;
 xor.b32 sel, sel, 0x54545454;
-prmt.b32 even, sel, sel, 0x20;
-prmt.b32 odd, sel, sel, 0x31;
 mov.b32 zero, 0;
-prmt.b32 $0, $2, zero, even;
-prmt.b32 $1, $2, zero, odd;
+prmt.b32 $0, $2, zero, sel;
+shr.b32 sel, sel, 16;
+prmt.b32 $1, $2, zero, sel;
 }""")
 
 
@@ -109,9 +108,9 @@ def expand(values, meta):
     v0, v1 = gl.split(gl.reshape(values, [BLOCK_N, 16, 2]))
     nibbles = gl.reshape(gl.join(meta & 15, meta >> 4), [BLOCK_N, 16])
     nibbles = gl.convert_layout(nibbles, v0.type.layout)
-    even, odd = gl.inline_asm_elementwise(PLACE, "=r,=r,r,r,r", [gl.join(v0, v1), gl.join(nibbles, nibbles)],
+    low, high = gl.inline_asm_elementwise(PLACE, "=r,=r,r,r,r", [gl.join(v0, v1), gl.join(nibbles, nibbles)],
                                           dtype=(values.dtype, values.dtype), is_pure=True, pack=2)
-    return gl.reshape(gl.join(even, odd), [BLOCK_N, 64])
+    return gl.reshape(gl.permute(gl.join(low, high), (0, 1, 3, 2)), [BLOCK_N, 64])
 
 
 @gluon.jit
