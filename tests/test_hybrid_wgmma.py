@@ -117,7 +117,7 @@ def test_takes_grids_of_whole_tiles(m, k, zero_share, nv24, dtype, runs, monkeyp
     (257, 512, torch.bfloat16, False), (64, 504, torch.bfloat16, False), (64, 512, torch.float32, False)])
 def test_takes_nv24_weights_of_whole_tiles(m, k, dtype, runs, monkeypatch):
     """NV24 weights: 2 to 256 rows, K a multiple of 128, x in the values' dtype; past 128 rows the mma kernel
-    runs those it takes."""
+    runs those it takes, untuned as the rebuild."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     packed = make_case("nv24", 200, k, dtype if dtype != torch.float32 else torch.bfloat16, 128, 0.5, 0).pack()
     x = fake_x(m, k, dtype)
@@ -126,6 +126,7 @@ def test_takes_nv24_weights_of_whole_tiles(m, k, dtype, runs, monkeypatch):
                                                                        else [])
     if m > nv24_mma.MOST_M:
         assert nv24_mma.supports("nv24", x, packed.tensors) == runs
+        assert tuning.default("mma", "nv24", m) == kernels.rebuild.CONFIG
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     assert not hybrid_wgmma.supports("nv24", x, packed.tensors)
 
