@@ -1,5 +1,5 @@
-"""HYBRID grids that hold NV24 tiles (with DENSE and ZERO ones) on Hopper's warpgroup mma, warp-specialized:
-warps that fill a ring of shared-memory stages feed warps that multiply.
+"""HYBRID grids that hold NV24 tiles (with DENSE and ZERO ones), and NV24 weights (every tile NV24: PLAIN), on
+Hopper's warpgroup mma, warp-specialized: warps that fill a ring of shared-memory stages feed warps that multiply.
 
 `hybrid_wgmma` brings DENSE tiles into shared memory by TMA alone. An NV24 tile has to be expanded first: the
 wgmma reads both operands from shared memory in input order, and Gluon has no sparse wgmma. Here a producer
@@ -16,7 +16,7 @@ The consumer (the kernel's num_warps) waits for each stage, runs two asynchronou
 is ZERO, and frees the stage of the column before once that column's wgmma retired.
 
 K a multiple of 128, 2 to 256 x rows (`hybrid_wgmma.supports`); `hybrid_wgmma.matmul` runs it where the grid
-holds NV24 tiles. The product is transposed, out.T = W @ x.T; the epilogue is `int4_mma`'s. Program (pid, pid_k)
+holds NV24 tiles and for NV24 weights, whose values and metadata rows the TMA engine reads in place. The product is transposed, out.T = W @ x.T; the epilogue is `int4_mma`'s. Program (pid, pid_k)
 owns BLOCK_N rows of one tile row, BLOCK_M x rows and the pid_k-th of SPLIT_K slices of the tile columns. Gluon
 does not run under TRITON_INTERPRET: tests/test_hybrid_wgmma.py compiles it for sm_90 on any machine.
 """
