@@ -16,9 +16,10 @@ The consumer (the kernel's num_warps) waits for each stage, runs two asynchronou
 is ZERO, and frees the stage of the column before once that column's wgmma retired.
 
 K a multiple of 128, 2 to 256 x rows (`hybrid_wgmma.supports`); `hybrid_wgmma.matmul` runs it where the grid
-holds NV24 tiles and for NV24 weights, whose values and metadata rows the TMA engine reads in place. The product is transposed, out.T = W @ x.T; the epilogue is `int4_mma`'s. Program (pid, pid_k)
-owns BLOCK_N rows of one tile row, BLOCK_M x rows and the pid_k-th of SPLIT_K slices of the tile columns. Gluon
-does not run under TRITON_INTERPRET: tests/test_hybrid_wgmma.py compiles it for sm_90 on any machine.
+holds NV24 tiles and for NV24 weights, whose values and metadata rows the TMA engine reads in place. The
+product is transposed, out.T = W @ x.T; the epilogue is `int4_mma`'s. Program (pid, pid_k) owns BLOCK_N rows of
+one tile row, BLOCK_M x rows and the pid_k-th of SPLIT_K slices of the tile columns. Gluon does not run under
+TRITON_INTERPRET: tests/test_hybrid_wgmma.py compiles it for sm_90 on any machine.
 """
 from __future__ import annotations
 
