@@ -13,9 +13,10 @@ run `hybrid_wgmma_ws`, whose producer warps expand those tiles into the stages.
 
 `hybrid_mma` runs every grid up to 128 x rows on mma.sync with its operands through registers. For grids
 with K a multiple of 128 this kernel is a tuner candidate beside it, from 2 to 256 x rows (`Config`); so for
-NV24 weights beside `nv24_mma`. The product is transposed, out.T = W @ x.T, and the epilogue is `int4_mma`'s. Program (pid, pid_k)
-owns BLOCK_N rows of one tile row, BLOCK_M x rows and the pid_k-th of SPLIT_K slices of the tile columns. Gluon
-does not run under TRITON_INTERPRET: tests/test_hybrid_wgmma.py compiles it for sm_90 on any machine.
+NV24 weights beside `nv24_mma`. The product is transposed, out.T = W @ x.T, and the epilogue is `int4_mma`'s.
+Program (pid, pid_k) owns BLOCK_N rows of one tile row, BLOCK_M x rows and the pid_k-th of SPLIT_K slices of the
+tile columns. Gluon does not run under TRITON_INTERPRET: tests/test_hybrid_wgmma.py compiles it for sm_90 on any
+machine.
 """
 from __future__ import annotations
 
