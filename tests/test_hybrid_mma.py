@@ -84,10 +84,12 @@ def test_candidates_fit_a_tile_row(m):
 
 
 @pytest.mark.parametrize("m, runs", [(64, True), (128, True), (129, False)])
-def test_runs_to_128_rows_in_programs_of_64(m, runs):
+def test_runs_to_128_rows_in_programs_of_64(m, runs, monkeypatch):
+    """Past 128 rows only on Hopper (`hybrid_wgmma`, tests/test_hybrid_wgmma.py)."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     packed = make_case("hybrid", 256, 512, torch.bfloat16, 128, 1.0, 0, formats=random_grid(256, 512, 0.5, 0),
                        tile=128).pack()
-    x = types.SimpleNamespace(shape=(m, 512), is_cuda=True, dtype=torch.bfloat16)  # what `supports` reads of x
+    x = types.SimpleNamespace(shape=(m, 512), is_cuda=True, dtype=torch.bfloat16, device="cuda")  # what's read
     assert hybrid_mma.supports("hybrid", x, packed.tensors) == runs
     assert hybrid_mma.x_rows_for(m, hybrid_mma.MAX_M) == min(64, 1 << (m - 1).bit_length())
 
