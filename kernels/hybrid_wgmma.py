@@ -34,10 +34,11 @@ from sparc.errors import SparcError
 from sparc.ir import TileFormat
 
 from . import hybrid_wgmma_ws
-from .int4_mma import step_range, store_transposed
+from .int4_mma import store_transposed
 from .int4_wgmma import split_for
 from .int4_wgmma_ws import registers_at_launch, x_descriptor
 from .pdl import release_dependents, wait_for_inputs
+from .wgmma_stage import multiply, program_tiles
 from .tiling import Tiling, launch
 
 TILE = 128
@@ -142,12 +143,8 @@ def hybrid_wgmma_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_d
     128) in (BLOCK_N, 64) blocks; formats (TN, TK) uint8 and offsets (TN, TK) int64 of the grid (`hybrid`).
     `tiling.launch`'s arguments (x's strides unused); HAS_ZERO: the grid holds ZERO tiles (else no branch)."""
     wait_for_inputs(PDL)
-    grid_m = gl.cdiv(M, BLOCK_M)
-    pid_m, pid_n = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
-    tile_row = pid_n * BLOCK_N // BLOCK_K  # the tile is BLOCK_K square
-    first_row = pid_n * BLOCK_N - tile_row * BLOCK_K
-    entries = tile_row * grid_cols
-    first, end = step_range(K, BLOCK_K, SPLIT_K)
+    pid_m, pid_n, first_row, entries, first, end = program_tiles(M, K, grid_cols, BLOCK_M, BLOCK_N, BLOCK_K,
+                                                                 SPLIT_K)
     ws = gl.allocate_shared_memory(w_desc.dtype, [2 * STAGES, BLOCK_N, BLOCK_K // 2], w_desc.layout)
     xs = gl.allocate_shared_memory(x_desc.dtype, [2 * STAGES, BLOCK_M, BLOCK_K // 2], x_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -177,15 +174,6 @@ def hybrid_wgmma_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_d
     acc = hopper.warpgroup_mma_wait(0, deps=[acc])
     release_dependents(PDL)
     store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
-
-
-@gluon.jit
-def multiply(acc, ws, xs, stage):
-    """acc + the stage's tile rows times its x block: two asynchronous wgmma of 64 inputs."""
-    for h in gl.static_range(2):
-        acc = hopper.warpgroup_mma(ws.index(2 * stage + h), xs.index(2 * stage + h).permute((1, 0)), acc,
-                                   is_async=True)
-    return acc
 
 
 def layouts(block_m: int, num_warps: int):

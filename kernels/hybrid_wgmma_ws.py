@@ -32,9 +32,10 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from sparc.ir import TileFormat
 
-from .int4_mma import step_range, store_transposed
+from .int4_mma import store_transposed
 from .int4_wgmma_ws import registers_at_launch
 from .pdl import release_dependents, wait_for_inputs
+from .wgmma_stage import multiply, program_tiles
 
 PRODUCERS = 4  # warps that fill the stages
 PRODUCER_REGISTERS = 152
@@ -159,15 +160,6 @@ def produce(x_desc, w_desc, v_desc, m_desc, xs, ws, vs, ms, ready, empty, staged
 
 
 @gluon.jit
-def multiply(acc, ws, xs, stage):
-    """acc + the stage's weight rows times its x block: two asynchronous wgmma of 64 inputs."""
-    for h in gl.static_range(2):
-        acc = hopper.warpgroup_mma(ws.index(2 * stage + h), xs.index(2 * stage + h).permute((1, 0)), acc,
-                                   is_async=True)
-    return acc
-
-
-@gluon.jit
 def consume(ws, xs, ready, empty, formats_ptr, entries, first, end, BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr,
             STAGES: gl.constexpr, MMA: gl.constexpr, PLAIN: gl.constexpr):
     """The consumer: acc (BLOCK_N, BLOCK_M) over the slice's tile columns, one column's wgmma in flight."""
@@ -199,12 +191,8 @@ def hybrid_wgmma_ws_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, 
     over a tile's values (BLOCK_N, 64) and metadata (BLOCK_N, 16). PLAIN: an NV24 weight instead (`nv24`), its
     values (N, K / 2) and metadata (N, K / 8) in (BLOCK_N, 64) and (BLOCK_N, 16) boxes; no grid is read."""
     wait_for_inputs(PDL)
-    grid_m = gl.cdiv(M, BLOCK_M)
-    pid_m, pid_n = gl.program_id(0) % grid_m, gl.program_id(0) // grid_m
-    tile_row = pid_n * BLOCK_N // BLOCK_K  # the tile is BLOCK_K square
-    first_row = pid_n * BLOCK_N - tile_row * BLOCK_K
-    entries = tile_row * grid_cols
-    first, end = step_range(K, BLOCK_K, SPLIT_K)
+    pid_m, pid_n, first_row, entries, first, end = program_tiles(M, K, grid_cols, BLOCK_M, BLOCK_N, BLOCK_K,
+                                                                 SPLIT_K)
     ws = gl.allocate_shared_memory(w_desc.dtype, [2 * STAGES, BLOCK_N, BLOCK_K // 2], w_desc.layout)
     xs = gl.allocate_shared_memory(x_desc.dtype, [2 * STAGES, BLOCK_M, BLOCK_K // 2], x_desc.layout)
     vs = gl.allocate_shared_memory(v_desc.dtype, [DEPTH, BLOCK_N, BLOCK_K // 2], v_desc.layout)
