@@ -33,7 +33,7 @@ from triton.experimental.gluon import language as gl
 
 from sparc.ir import TileFormat
 
-from . import hybrid_wgmma
+from . import hybrid_wgmma, rebuild
 from .int4_mma import bits, split_for, store_transposed, x_rows_for
 from .nv24_mma import (DTYPES, NO_INPUTS, STREAM, accumulate_steps, as_words, byte_addresses, operand,
                        operand_layouts, step_layout, steps_of, word_addresses, words_from_bytes, x_addresses, x_layout,
@@ -69,7 +69,10 @@ DEFAULTS = {"hybrid": Config(64, 0, 4)}
 LARGE_M_DEFAULT = Config(128, 0, 8, 1)  # past 16 x rows: 8 warps, so that both formats' registers fit
 
 
-def default(layout: str, m: int) -> Config:
+def default(layout: str, m: int):
+    """Past MOST_M rows (only the Hopper kernel's tuned configs run there) the rebuild, as before that kernel."""
+    if m > MOST_M:
+        return rebuild.CONFIG
     return DEFAULTS[layout] if m <= 16 else LARGE_M_DEFAULT
 
 

@@ -44,7 +44,7 @@ import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-from . import hybrid_wgmma
+from . import hybrid_wgmma, rebuild
 from .gluon_decode import x_as_pairs
 from .int4_mma import bits, packed_twice, split_for, store_transposed, x_rows_for
 from .pdl import release_dependents, wait_for_inputs
@@ -77,7 +77,10 @@ DEFAULTS = {"nv24": Config(64, 0, 4), "nv24_int4": Config(64, 0, 4)}
 LARGE_M_DEFAULT = Config(128, 0, 8, 2)  # past 16 x rows: two row tiles and half the x rows a warp
 
 
-def default(layout: str, m: int) -> Config:
+def default(layout: str, m: int):
+    """Past MOST_M rows (only the Hopper kernel's tuned configs run there) the rebuild, as before that kernel."""
+    if m > MOST_M:
+        return rebuild.CONFIG
     return DEFAULTS[layout] if m <= 16 else LARGE_M_DEFAULT
 
 

@@ -44,8 +44,7 @@ def default(kernel: str, layout: str, m: int):
     if kernel == "decode":
         return decode.DEFAULTS[layout]
     if kernel == "mma":
-        past = m > getattr(MMA[layout], "MOST_M", m)  # where only the Hopper kernels' tuned configs beat it
-        return rebuild.CONFIG if past and rebuild.supports(layout) else MMA[layout].default(layout, m)
+        return MMA[layout].default(layout, m)
     if kernel == "wgmma":
         return int4_wgmma.default(layout, m)
     if m >= rebuild.REBUILD_MIN_M and rebuild.supports(layout):
