@@ -147,13 +147,33 @@ def test_its_configs_are_candidates_of_the_mma_kernel_where_it_takes_the_grid(m,
         assert hybrid_mma.supports("hybrid", x, packed.tensors) == (m <= hybrid_mma.MOST_M or k % 128 == 0)
 
 
+def draw_shape(data):
+    """(N, K, M, dtype) of a product the wgmma kernels take."""
+    return (data.draw(st.integers(1, 1200)), 128 * data.draw(st.integers(1, 12)),
+            data.draw(st.integers(2, hybrid_wgmma.MAX_M)), data.draw(st.sampled_from([torch.bfloat16, torch.float16])))
+
+
+def check_drawn_run(data, layout: str, packed, m: int, dtype, nv24: bool):
+    """The mma kernel that runs the product (past 128 rows too) with a drawn candidate config, split and bias,
+    against the reference on fresh x."""
+    n, k = packed.dims[0], packed.dims[1]
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
+    # the M bucket's table config may have more x rows than M needs: the kernel then runs fewer
+    config = data.draw(st.sampled_from([*hybrid_wgmma.candidates(m, nv24),
+                                        *hybrid_wgmma.candidates(hybrid_wgmma.MAX_M, nv24)]))
+    split = data.draw(st.sampled_from([None, 1, 3]))
+    kernel, matmul = tuning.kernel_for(layout, x, packed.tensors)
+    assert kernel == "mma"
+    out = matmul(x, layout, list(packed.tensors), packed.dims, bias, config, split_k=split)
+    assert_matches_reference(out, x, packed, bias)
+
+
 @pytest.mark.gpu
 @GPU
 @given(data=st.data())
 def test_matches_reference_gpu(data):
-    n, k = data.draw(st.integers(1, 1200)), 128 * data.draw(st.integers(1, 12))
-    m = data.draw(st.integers(2, hybrid_wgmma.MAX_M))
-    dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
+    n, k, m, dtype = draw_shape(data)
     seed = data.draw(st.integers(0, 99))
     if data.draw(st.booleans()):  # DENSE, NV24 and ZERO tiles
         grid = random_grid(n, k, data.draw(st.sampled_from([0.0, 0.3, 0.7])), seed)
@@ -161,37 +181,19 @@ def test_matches_reference_gpu(data):
     else:
         grid = grid_of(n, k, data.draw(st.sampled_from([0.0, 0.3])), seed)
         grid[0, 0] = DENSE
-    nv24 = bool((grid == NV24).any())
     packed = make_case("hybrid", n, k, dtype, 128, data.draw(st.sampled_from([0.3, 1.0])), data.draw(
         st.integers(0, 99)), formats=grid, tile=128).pack().to("cuda")
-    x = torch.randn(m, k, device="cuda", dtype=dtype)
-    bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
-    # the M bucket's table config may have more x rows than M needs: the kernel then runs fewer
-    config = data.draw(st.sampled_from([*hybrid_wgmma.candidates(m, nv24),
-                                        *hybrid_wgmma.candidates(hybrid_wgmma.MAX_M, nv24)]))
-    split = data.draw(st.sampled_from([None, 1, 3]))
-    assert tuning.kernel_for("hybrid", x, packed.tensors)[0] == "mma"
-    out = hybrid_mma.matmul(x, "hybrid", list(packed.tensors), packed.dims, bias, config, split_k=split)
-    assert_matches_reference(out, x, packed, bias)
+    check_drawn_run(data, "hybrid", packed, m, dtype, bool((grid == NV24).any()))
 
 
 @pytest.mark.gpu
 @GPU
 @given(data=st.data())
 def test_nv24_weights_match_reference_gpu(data):
-    n, k = data.draw(st.integers(1, 1200)), 128 * data.draw(st.integers(1, 12))
-    m = data.draw(st.integers(2, hybrid_wgmma.MAX_M))
-    dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]))
+    n, k, m, dtype = draw_shape(data)
     packed = make_case("nv24", n, k, dtype, 128, data.draw(st.sampled_from([0.3, 0.5, 1.0])),
                        data.draw(st.integers(0, 99))).pack().to("cuda")
-    x = torch.randn(m, k, device="cuda", dtype=dtype)
-    bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
-    config = data.draw(st.sampled_from([*hybrid_wgmma.candidates(m, True),
-                                        *hybrid_wgmma.candidates(hybrid_wgmma.MAX_M, True)]))
-    split = data.draw(st.sampled_from([None, 1, 3]))
-    assert tuning.kernel_for("nv24", x, packed.tensors)[0] == "mma"
-    out = nv24_mma.matmul(x, "nv24", list(packed.tensors), packed.dims, bias, config, split_k=split)
-    assert_matches_reference(out, x, packed, bias)
+    check_drawn_run(data, "nv24", packed, m, dtype, True)
 
 
 @pytest.mark.gpu
