@@ -45,6 +45,8 @@ TILE = 128
 HALF = TILE // 2  # inputs of a TMA box: 128 bytes, the swizzle's width
 DTYPES = (torch.bfloat16, torch.float16)
 MAX_M = 256  # wgmma's widest N
+LAYOUTS = ("hybrid", "nv24", "nv24_int4")
+GROUPS = (32, 64, 128)  # NV24_INT4 groups (kept values) of whole halves of a tile column, or of two columns
 SHARED_BYTES = 200 * 1024  # the stages' share of an SM's 227 KB
 CODE_DENSE = gl.constexpr(int(TileFormat.DENSE))
 CODE_ZERO = gl.constexpr(int(TileFormat.ZERO))
@@ -63,9 +65,10 @@ class Config:
 
 def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
     """HYBRID grids of DENSE, NV24 and ZERO tiles of 128 (not only ZERO ones), and NV24 weights, stored in x's
-    dtype, K a multiple of 128, 2 to MAX_M rows of bf16 or fp16 x on a Hopper GPU (from the buffers' sizes and
-    dtypes: no data read). Grids with NV24 tiles and NV24 weights run `hybrid_wgmma_ws`."""
-    if layout not in ("hybrid", "nv24") or tensors is None or not (2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda):
+    dtype, and NV24_INT4 weights (scales in x's dtype, GROUPS), K a multiple of 128, 2 to MAX_M rows of bf16 or
+    fp16 x on a Hopper GPU (from the buffers' sizes and dtypes: no data read). Grids with NV24 tiles and the
+    NV24 and NV24_INT4 weights run `hybrid_wgmma_ws`."""
+    if layout not in LAYOUTS or tensors is None or not (2 <= x2d.shape[0] <= MAX_M and x2d.is_cuda):
         return False
     k = x2d.shape[1]
     return (x2d.dtype in DTYPES and k % TILE == 0 and takes_buffers(layout, tensors, k, x2d.dtype)
@@ -78,11 +81,20 @@ def takes_buffers(layout: str, tensors, k: int, dtype: torch.dtype) -> bool:
     if layout == "nv24":
         values, read = tensors[0], tensors
         fits = values.dtype == dtype and values.shape[1] == k // 2
+    elif layout == "nv24_int4":
+        pairs, scales, read = tensors[0], tensors[1], tensors
+        fits = (pairs.shape[1] == k // 4 and scales.dtype == dtype and scales.shape[1] > 0
+                and k % (2 * scales.shape[1]) == 0 and int4_group(k, tensors) in GROUPS)
     else:
         grid, dense, values, read = tensors[0], tensors[2], tensors[3], tensors[2:5]
         fits = (dense.dtype == dtype and values.dtype == dtype and grid.shape[1] == k // TILE
                 and bool(dense.numel() or values.numel()) and not any(t.numel() for t in tensors[5:]))
     return fits and all(t.data_ptr() % 16 == 0 for t in read if t.numel())
+
+
+def int4_group(k: int, tensors) -> int:
+    """An NV24_INT4 weight's quantization group, in kept values, from its scales' row length."""
+    return k // (2 * tensors[1].shape[1])
 
 
 def block_m_for(m: int, most: int) -> int:
@@ -91,7 +103,7 @@ def block_m_for(m: int, most: int) -> int:
 
 def stages_for(block_m: int, block_n: int, nv24: bool = False) -> int:
     """The ring's stages: as many as SHARED_BYTES holds (a stage: BLOCK_N rows of a tile and BLOCK_M of x; with
-    `nv24`, next to `hybrid_wgmma_ws`'s staging ring), at most 8."""
+    `nv24`, next to `hybrid_wgmma_ws`'s staging ring of 16-bit values, the larger one), at most 8."""
     room = SHARED_BYTES - (hybrid_wgmma_ws.staging_bytes(block_n) if nv24 else 0)
     return min(8, room // (2 * TILE * (block_m + block_n)))
 
@@ -100,7 +112,7 @@ def candidates_for(layout: str, x2d: torch.Tensor, tensors) -> list[Config]:
     """This kernel's candidates for the product, none if it does not take it."""
     if not supports(layout, x2d, tensors):
         return []
-    return candidates(x2d.shape[0], layout == "nv24" or tensors[3].numel() > 0)
+    return candidates(x2d.shape[0], layout != "hybrid" or tensors[3].numel() > 0)
 
 
 def candidates(m: int, nv24: bool = False) -> list[Config]:
@@ -199,7 +211,7 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     mma, shared = layouts(block_m, config.num_warps)
     tiling = Tiling(block_m, config.block_n, TILE, split_k)
     x_desc = x_descriptor(x2d, block_m, shared)
-    if layout == "nv24" or tensors[3].numel():
+    if layout != "hybrid" or tensors[3].numel():
         return run_nv24(x2d, x_desc, layout, tensors, dims, bias, config, block_m, tiling, mma, shared, out,
                         partials)
     grid, offsets, dense = tensors[:3]
@@ -217,20 +229,22 @@ def run_nv24(x2d, x_desc, layout: str, tensors, dims, bias, config: Config, bloc
     if stages < 2:
         raise SparcError(f"hybrid_wgmma config {config} leaves no room for 2 stages next to the NV24 staging; "
                          "take one of hybrid_wgmma.candidates(m, nv24=True)")
-    plain = layout == "nv24"
+    plain, group = layout != "hybrid", int4_group(dims[1], tensors) if layout == "nv24_int4" else 0
     if plain:  # no grid to read: the weight's buffers stand in for it
-        grid, offsets, dense, (values, meta) = tensors[0], tensors[1], tensors[0][:0], tensors
+        grid, offsets, dense, values, meta = tensors[0], tensors[-1], tensors[0][:0], tensors[0], tensors[-1]
     else:
         grid, offsets, dense, values, meta = tensors[:5]
         values, meta = values.view(-1, HALF), meta.view(-1, TILE // 8)
+    scales, mins = tensors[1:3] if group else (values, values)  # 16-bit values: never read
     # a weight without DENSE tiles still passes a descriptor of the right box (never read)
     w = dense if dense.numel() else torch.empty(config.block_n, TILE, dtype=x2d.dtype, device=x2d.device)
     v_desc, m_desc = hybrid_wgmma_ws.staging_descriptors(values, meta, config.block_n)
-    lv, lm = hybrid_wgmma_ws.producer_layouts()
+    lv, lm = hybrid_wgmma_ws.producer_layouts(quantized=group > 0)
     constexprs = dict(STAGES=stages, PRODUCERS=hybrid_wgmma_ws.PRODUCERS,
                       PRODUCER_REGISTERS=hybrid_wgmma_ws.PRODUCER_REGISTERS, LV=lv, LM=lm, MMA=mma,
-                      PLAIN=plain, num_warps=config.num_warps,
+                      PLAIN=plain, GROUP=group, num_warps=config.num_warps,
                       maxnreg=registers_at_launch(config.num_warps + hybrid_wgmma_ws.PRODUCERS))
     return launch(hybrid_wgmma_ws.hybrid_wgmma_ws_kernel, x2d, dims[0], dims[1], bias, tiling,
-                  [grid, offsets, w_descriptor(w, config.block_n, shared), v_desc, m_desc], (dims[1] // TILE,),
+                  [grid, offsets, w_descriptor(w, config.block_n, shared), v_desc, m_desc, scales, mins],
+                  (dims[1] // TILE, scales.shape[1] if group else 0),
                   constexprs, out, partials, dependent=True, x_arg=x_desc)

@@ -1,5 +1,7 @@
-"""HYBRID grids that hold NV24 tiles (with DENSE and ZERO ones), and NV24 weights (every tile NV24: PLAIN), on
-Hopper's warpgroup mma, warp-specialized: warps that fill a ring of shared-memory stages feed warps that multiply.
+"""HYBRID grids that hold NV24 tiles (with DENSE and ZERO ones), and NV24 or NV24_INT4 weights (every tile NV24:
+PLAIN; int4 values: GROUP), on Hopper's warpgroup mma, warp-specialized: warps that fill a ring of shared-memory
+stages feed warps that multiply. NV24_INT4's int4 pairs are dequantized (fp32, one FMA each) before they are
+placed; the producer loads each column's scales and minimums from global memory first thing in its step.
 
 `hybrid_wgmma` brings DENSE tiles into shared memory by TMA alone. An NV24 tile has to be expanded first: the
 wgmma reads both operands from shared memory in input order, and Gluon has no sparse wgmma. Here a producer
@@ -45,9 +47,10 @@ CODE_NV24 = gl.constexpr(int(TileFormat.NV24))
 CODE_ZERO = gl.constexpr(int(TileFormat.ZERO))
 
 
-def staging_bytes(block_n: int) -> int:
-    """Shared bytes of the NV24 staging ring: a tile row's 64 kept values and 16 metadata bytes a row."""
-    return DEPTH.value * block_n * (2 * 64 + 16)
+def staging_bytes(block_n: int, quantized: bool = False) -> int:
+    """Shared bytes of the NV24 staging ring: a tile row's 64 kept values (16-bit, or int4: `quantized`) and 16
+    metadata bytes a row."""
+    return DEPTH.value * block_n * ((32 if quantized else 2 * 64) + 16)
 
 
 @gluon.jit
@@ -71,8 +74,8 @@ def stage_nv24(v_desc, m_desc, vs, ms, staged, formats_ptr, offsets_ptr, entries
     wanted = code == CODE_NV24
     mbarrier.expect(staged.index(slot), v_desc.block_type.nbytes + m_desc.block_type.nbytes, pred=wanted)
     mbarrier.arrive(staged.index(slot), count=1, pred=live & (code != CODE_NV24))
-    if PLAIN:  # values (N, K / 2), metadata (N, K / 8)
-        v_at, m_at = [row0, col * (BLOCK_K // 2)], [row0, col * (BLOCK_K // 8)]
+    if PLAIN:  # values (N, K / 2) or int4 pairs (N, K / 4), metadata (N, K / 8)
+        v_at, m_at = [row0, col * v_desc.block_type.shape[1]], [row0, col * (BLOCK_K // 8)]
     else:  # a tile row: 64 values, 16 metadata bytes
         row = (offset // BLOCK_K + first_row).to(gl.int32)
         v_at, m_at = [row, 0], [row, 0]
@@ -103,31 +106,59 @@ prmt.b32 $1, $2, zero, sel;
 
 
 @gluon.jit
-def expand(values, meta):
-    """Weight rows (BLOCK_N, 64), half a tile's, from their kept values (BLOCK_N, 32) and metadata bytes
-    (BLOCK_N, 8): group g's two values at the 2-bit positions in nibble g % 2 of byte g // 2, zeros elsewhere."""
-    BLOCK_N: gl.constexpr = values.shape[0]
-    v0, v1 = gl.split(gl.reshape(values, [BLOCK_N, 16, 2]))
+def place(v0, v1, meta):
+    """Weight rows (BLOCK_N, 64), half a tile's, from the first and second kept values of its 16 groups (BLOCK_N,
+    16) and its metadata bytes (BLOCK_N, 8): group g's two values at the 2-bit positions in nibble g % 2 of byte
+    g // 2, zeros elsewhere."""
+    BLOCK_N: gl.constexpr = v0.shape[0]
     nibbles = gl.reshape(gl.join(meta & 15, meta >> 4), [BLOCK_N, 16])
     nibbles = gl.convert_layout(nibbles, v0.type.layout)
     low, high = gl.inline_asm_elementwise(PLACE, "=r,=r,r,r,r", [gl.join(v0, v1), gl.join(nibbles, nibbles)],
-                                          dtype=(values.dtype, values.dtype), is_pure=True, pack=2)
+                                          dtype=(v0.dtype, v0.dtype), is_pure=True, pack=2)
     return gl.reshape(gl.permute(gl.join(low, high), (0, 1, 3, 2)), [BLOCK_N, 64])
 
 
 @gluon.jit
-def store_expanded(vs, ms, slot, ws, stage, LV: gl.constexpr, LM: gl.constexpr):
-    """The staged NV24 rows, expanded, into the stage's two (BLOCK_N, 64) halves."""
+def store_expanded(vs, ms, slot, ws, stage, scales, mins, LV: gl.constexpr, LM: gl.constexpr,
+                   GROUP: gl.constexpr):
+    """The staged NV24 rows, expanded, into the stage's two (BLOCK_N, 64) halves; int4 pairs (GROUP) first
+    dequantized with each half's scales and minimums (BLOCK_N, 1) in LV's rows, fp32."""
+    BLOCK_N: gl.constexpr = vs.shape[1]
     for h in gl.static_range(2):
-        values = vs.index(slot).slice(32 * h, 32, dim=1).load(LV)
         meta = ms.index(slot).slice(8 * h, 8, dim=1).load(LM).to(gl.int32)
-        ws.index(2 * stage + h).store(expand(values, meta))
+        if GROUP:  # a byte: a group's two int4 values
+            q = vs.index(slot).slice(16 * h, 16, dim=1).load(LV).to(gl.int32)
+            scale, low = scales[h], mins[h]
+            v0 = ((q & 15).to(gl.float32) * scale + low).to(ws.dtype)
+            v1 = ((q >> 4).to(gl.float32) * scale + low).to(ws.dtype)
+        else:
+            values = vs.index(slot).slice(32 * h, 32, dim=1).load(LV)
+            v0, v1 = gl.split(gl.reshape(values, [BLOCK_N, 16, 2]))
+        ws.index(2 * stage + h).store(place(v0, v1, meta))
 
 
 @gluon.jit
-def produce(x_desc, w_desc, v_desc, m_desc, xs, ws, vs, ms, ready, empty, staged, formats_ptr, offsets_ptr,
-            entries, first, end, pid_m, first_row, row0, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr,
-            STAGES: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr, PLAIN: gl.constexpr):
+def quantization(scales_ptr, mins_ptr, row0, N, row_groups, col, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                 LV: gl.constexpr, GROUP: gl.constexpr):
+    """((scales), (minimums)) of tile column `col`'s two halves, (BLOCK_N, 1) fp32 each, for int4 pairs
+    (GROUP kept values a group); ((1, 1), (0, 0)) for 16-bit values."""
+    if GROUP:
+        rows = row0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LV))
+        scales, mins = (), ()
+        for h in gl.static_range(2):
+            at = rows.to(gl.int64) * row_groups + (col * (BLOCK_K // 2) + h * (BLOCK_K // 4)) // GROUP
+            scales = scales + (gl.expand_dims(gl.load(scales_ptr + at, mask=rows < N, other=0), 1).to(gl.float32),)
+            mins = mins + (gl.expand_dims(gl.load(mins_ptr + at, mask=rows < N, other=0), 1).to(gl.float32),)
+    else:
+        scales, mins = (1, 1), (0, 0)
+    return scales, mins
+
+
+@gluon.jit
+def produce(x_desc, w_desc, v_desc, m_desc, scales_ptr, mins_ptr, xs, ws, vs, ms, ready, empty, staged,
+            formats_ptr, offsets_ptr, entries, first, end, pid_m, first_row, row0, N, row_groups,
+            BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+            LV: gl.constexpr, LM: gl.constexpr, PLAIN: gl.constexpr, GROUP: gl.constexpr):
     """The producer: each tile column's operands into its stage (module docstring)."""
     half: gl.constexpr = BLOCK_K // 2
     for early in gl.static_range(DEPTH):
@@ -136,6 +167,7 @@ def produce(x_desc, w_desc, v_desc, m_desc, xs, ws, vs, ms, ready, empty, staged
     for col in range(first, end):
         i = col - first
         stage = i % STAGES
+        scales, mins = quantization(scales_ptr, mins_ptr, row0, N, row_groups, col, BLOCK_N, BLOCK_K, LV, GROUP)
         mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1)
         code, offset = tile_entry(formats_ptr, offsets_ptr, entries + col, True, PLAIN)
         present = code != CODE_ZERO
@@ -151,7 +183,7 @@ def produce(x_desc, w_desc, v_desc, m_desc, xs, ws, vs, ms, ready, empty, staged
         if code == CODE_NV24:
             slot = i % DEPTH
             mbarrier.wait(staged.index(slot), (i // DEPTH) & 1)
-            store_expanded(vs, ms, slot, ws, stage, LV, LM)
+            store_expanded(vs, ms, slot, ws, stage, scales, mins, LV, LM, GROUP)
             hopper.fence_async_shared()
         mbarrier.arrive(ready.index(stage), count=1, pred=present)
         mbarrier.arrive(ready.index(stage), count=2, pred=code == CODE_ZERO)
@@ -179,23 +211,26 @@ def consume(ws, xs, ready, empty, formats_ptr, entries, first, end, BLOCK_N: gl.
 
 
 @gluon.jit
-def hybrid_wgmma_ws_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_desc, v_desc, m_desc, M, N, K,
-                           stride_xm, stride_xk, grid_cols, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
+def hybrid_wgmma_ws_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_desc, v_desc, m_desc, scales_ptr,
+                           mins_ptr, M, N, K, stride_xm, stride_xk, grid_cols, row_groups, HAS_BIAS: gl.constexpr,
+                           BLOCK_M: gl.constexpr,
                            BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr,
                            USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
                            ROUND_BF16: gl.constexpr, STAGES: gl.constexpr, PRODUCERS: gl.constexpr,
                            PRODUCER_REGISTERS: gl.constexpr, LV: gl.constexpr, LM: gl.constexpr,
-                           MMA: gl.constexpr, PLAIN: gl.constexpr, PDL: gl.constexpr):
+                           MMA: gl.constexpr, PLAIN: gl.constexpr, GROUP: gl.constexpr, PDL: gl.constexpr):
     """`hybrid_wgmma_kernel`'s arguments plus TMA descriptors of the NV24 values as (rows, 64) in x's dtype and
     of the metadata as (rows, 16) bytes, in boxes of BLOCK_N rows; the producer's warps, registers and layouts
     over a tile's values (BLOCK_N, 64) and metadata (BLOCK_N, 16). PLAIN: an NV24 weight instead (`nv24`), its
-    values (N, K / 2) and metadata (N, K / 8) in (BLOCK_N, 64) and (BLOCK_N, 16) boxes; no grid is read."""
+    values (N, K / 2) and metadata (N, K / 8) in (BLOCK_N, 64) and (BLOCK_N, 16) boxes; no grid is read. GROUP:
+    an NV24_INT4 weight (PLAIN), its int4 pairs (N, K / 4) in (BLOCK_N, 32) boxes, scales and minimums
+    (N, row_groups) of GROUP kept values each."""
     wait_for_inputs(PDL)
     pid_m, pid_n, first_row, entries, first, end = program_tiles(M, K, grid_cols, BLOCK_M, BLOCK_N, BLOCK_K,
                                                                  SPLIT_K)
     ws = gl.allocate_shared_memory(w_desc.dtype, [2 * STAGES, BLOCK_N, BLOCK_K // 2], w_desc.layout)
     xs = gl.allocate_shared_memory(x_desc.dtype, [2 * STAGES, BLOCK_M, BLOCK_K // 2], x_desc.layout)
-    vs = gl.allocate_shared_memory(v_desc.dtype, [DEPTH, BLOCK_N, BLOCK_K // 2], v_desc.layout)
+    vs = gl.allocate_shared_memory(v_desc.dtype, [DEPTH, BLOCK_N, v_desc.block_type.shape[1]], v_desc.layout)
     ms = gl.allocate_shared_memory(m_desc.dtype, [DEPTH, BLOCK_N, BLOCK_K // 8], m_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -207,26 +242,28 @@ def hybrid_wgmma_ws_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, 
         mbarrier.init(staged.index(s), count=1)
     acc, = gl.warp_specialize([
         (consume, (ws, xs, ready, empty, formats_ptr, entries, first, end, BLOCK_N, BLOCK_M, STAGES, MMA, PLAIN)),
-        (produce, (x_desc, w_desc, v_desc, m_desc, xs, ws, vs, ms, ready, empty, staged, formats_ptr, offsets_ptr,
-                   entries, first, end, pid_m, first_row, pid_n * BLOCK_N, BLOCK_M, BLOCK_K, STAGES, LV, LM,
-                   PLAIN)),
+        (produce, (x_desc, w_desc, v_desc, m_desc, scales_ptr, mins_ptr, xs, ws, vs, ms, ready, empty, staged,
+                   formats_ptr, offsets_ptr, entries, first, end, pid_m, first_row, pid_n * BLOCK_N, N, row_groups,
+                   BLOCK_M, BLOCK_N, BLOCK_K, STAGES, LV, LM, PLAIN, GROUP)),
     ], [PRODUCERS], [PRODUCER_REGISTERS])
     release_dependents(PDL)
     store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
 
 
-def producer_layouts():
-    """(LV over half a tile's kept values (BLOCK_N, 32): 16-byte reads, a warp 8 rows a pass; LM over its
-    metadata bytes (BLOCK_N, 8): a thread the 2 bytes of its 4 groups, so that the nibbles land where their
-    values are, with no conversion)."""
-    return (gl.BlockedLayout([1, 8], [8, 4], [PRODUCERS, 1], [1, 0]),
+def producer_layouts(quantized: bool = False):
+    """(LV over half a tile's kept values (BLOCK_N, 32): 16-byte reads, a warp 8 rows a pass; or over their int4
+    pairs (BLOCK_N, 16 bytes), `quantized`: 4 bytes; LM over its metadata bytes (BLOCK_N, 8): a thread the 2
+    bytes of its 4 groups, so that the nibbles land where their values are, with no conversion)."""
+    return (gl.BlockedLayout([1, 4 if quantized else 8], [8, 4], [PRODUCERS, 1], [1, 0]),
             gl.BlockedLayout([1, 2], [8, 4], [PRODUCERS, 1], [1, 0]))
 
 
 def staging_descriptors(values: torch.Tensor, meta: torch.Tensor, block_n: int):
-    """TMA descriptors of 2-D NV24 values in (BLOCK_N, 64) boxes and metadata in (BLOCK_N, 16) boxes: a HYBRID
-    grid's buffers viewed as (rows, 64) and (rows, 16), or an NV24 weight's (N, K / 2) and (N, K / 8)."""
-    plain = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2)
+    """TMA descriptors of 2-D NV24 values in (BLOCK_N, 64) boxes (int4 pairs, uint8: (BLOCK_N, 32)) and metadata
+    in (BLOCK_N, 16) boxes: a HYBRID grid's buffers viewed as (rows, 64) and (rows, 16), or an NV24 weight's
+    (N, K / 2) and (N, K / 8), or an NV24_INT4 weight's (N, K / 4) and (N, K / 8)."""
+    bits = values.element_size() * 8
+    shared = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=bits, rank=2)
     plain_bytes = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
-    return (TensorDescriptor.from_tensor(values, [block_n, 64], plain),
+    return (TensorDescriptor.from_tensor(values, [block_n, 64 if bits == 16 else 32], shared),
             TensorDescriptor.from_tensor(meta, [block_n, 16], plain_bytes))

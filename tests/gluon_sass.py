@@ -9,7 +9,7 @@ python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without T
 `int4_wgmma_ws`'s with python tests/gluon_sass.py wgmma_ws BLOCK_M BLOCK_N NUM_WARPS GROUP STAGES PRODUCERS,
 `hybrid_wgmma`'s with python tests/gluon_sass.py wgmma_hybrid BLOCK_M BLOCK_N NUM_WARPS HAS_ZERO,
 `hybrid_wgmma_ws`'s with python tests/gluon_sass.py wgmma_hybrid_ws BLOCK_M BLOCK_N NUM_WARPS [PLAIN (an NV24
-weight)].
+weight) [GROUP (an NV24_INT4 one)]].
 With --pdl first it prints where the kernel waits for the kernel before it and releases the next one instead,
 with --loops the counts of every loop, the smallest first.
 
@@ -179,25 +179,28 @@ def compile_hybrid_wgmma(block_m: int, block_n: int, num_warps: int, has_zero: i
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
 
-def compile_hybrid_wgmma_ws(block_m: int, block_n: int, num_warps: int, plain: int = 0):
+def compile_hybrid_wgmma_ws(block_m: int, block_n: int, num_warps: int, plain: int = 0, group: int = 0):
     mma, shared = hybrid_wgmma.layouts(block_m, num_warps)
-    lv, lm = hybrid_wgmma_ws.producer_layouts()
+    lv, lm = hybrid_wgmma_ws.producer_layouts(quantized=group > 0)
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=hybrid_wgmma.TILE, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
                       STAGES=hybrid_wgmma.stages_for(block_m, block_n, nv24=True),
                       PRODUCERS=hybrid_wgmma_ws.PRODUCERS, PRODUCER_REGISTERS=hybrid_wgmma_ws.PRODUCER_REGISTERS,
-                      LV=lv, LM=lm, MMA=mma, PLAIN=bool(plain))
+                      LV=lv, LM=lm, MMA=mma, PLAIN=bool(plain or group), GROUP=group)
     x_desc = TensorDescriptor.from_tensor(torch.empty(block_m, 4096, dtype=torch.bfloat16),
                                           [block_m, hybrid_wgmma.HALF], shared)
     w_desc = hybrid_wgmma.w_descriptor(torch.empty(4096 * 32, 128, dtype=torch.bfloat16), block_n, shared)
     values, meta = torch.empty(4096, 2048, dtype=torch.bfloat16), torch.empty(4096, 512, dtype=torch.uint8)
-    if not plain:
+    if group:
+        values = torch.empty(4096, 1024, dtype=torch.uint8)
+    elif not plain:
         values, meta = values.view(-1, 64), meta.view(-1, 16)
     v_desc, m_desc = hybrid_wgmma_ws.staging_descriptors(values, meta, block_n)
-    pointers = dict(out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8", offsets_ptr="*i64")
+    pointers = dict(out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8", offsets_ptr="*i64", scales_ptr="*bf16",
+                    mins_ptr="*bf16")
     signature = dict(x_desc=mangle_type(x_desc), **pointers, w_desc=mangle_type(w_desc),
                      v_desc=mangle_type(v_desc), m_desc=mangle_type(m_desc), M="i32", N="i32", K="i32",
-                     stride_xm="i32", grid_cols="i32", **{name: "constexpr" for name in constexprs})
+                     stride_xm="i32", grid_cols="i32", row_groups="i32", **{name: "constexpr" for name in constexprs})
     kernel = hybrid_wgmma_ws.hybrid_wgmma_ws_kernel
     aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in [*pointers, "N", "K"]}
     source = GluonASTSource(kernel, signature, constexprs, aligned)
@@ -262,7 +265,7 @@ if __name__ == "__main__":
         report = loops
         sys.argv.pop(1)
     if sys.argv[1] == "wgmma_hybrid_ws":
-        compiled = compile_hybrid_wgmma_ws(*map(int, sys.argv[2:6]))
+        compiled = compile_hybrid_wgmma_ws(*map(int, sys.argv[2:7]))
     elif sys.argv[1] == "wgmma_hybrid":
         compiled = compile_hybrid_wgmma(*map(int, sys.argv[2:6]))
     elif sys.argv[1] == "wgmma_ws":

@@ -62,22 +62,25 @@ def test_waits_for_the_kernel_before_first(has_zero):
     assert where["loads_before_wait"] == 0 and where["stores_before_wait"] == 0
 
 
-@pytest.mark.parametrize("plain", [False, True])
+@pytest.mark.parametrize("plain, group", [(False, 0), (True, 0), (True, 128)])
 @pytest.mark.parametrize("block_m, block_n, num_warps", WS_SHAPES)
-def test_warp_specialized_loops(block_m, block_n, num_warps, plain):
+def test_warp_specialized_loops(block_m, block_n, num_warps, plain, group):
     """The producer's loop asks the TMA engine for x's, a DENSE tile's and the staged NV24 rows' boxes (6; an
     NV24 weight, `plain`: no DENSE tile's, 4), reads the staged rows from shared memory, stores the expanded
     block 16 bytes at a time and fences once; from global memory it loads only tile entries (this column's and
     the staged one's; an NV24 weight: none). The consumer's issues 8 wgmma of K = 16 per 64 weight rows a
-    warpgroup holds and asks for nothing. Nothing spills."""
+    warpgroup holds and asks for nothing. Nothing spills. An NV24_INT4 weight (`group`) also loads each half's
+    scales and minimums, and dequantizes every value once."""
     loops = [collections.Counter(loop) for loop in
-             sass_report("--loops", "wgmma_hybrid_ws", block_m, block_n, num_warps, int(plain))]
+             sass_report("--loops", "wgmma_hybrid_ws", block_m, block_n, num_warps, int(plain), group)]
     producer = next(loop for loop in loops if loop["MEMBAR.ALL.CTA"])
     consumer = next(loop for loop in loops if loop["HGMMA.64"])
     assert producer["UTMALDG.2D"] == (4 if plain else 6) and producer["MEMBAR.ALL.CTA"] == 1
     assert not producer["HGMMA.64"]
     assert producer["STS.128"] >= block_n * 128 * 2 // (16 * 32 * hybrid_wgmma_ws.PRODUCERS)
-    assert {op for op in producer if op.startswith("LDG")} == (set() if plain else {"LDG.E.U8", "LDG.E.64"})
+    loads = {"LDG.E.U16"} if group else set() if plain else {"LDG.E.U8", "LDG.E.64"}
+    assert {op for op in producer if op.startswith("LDG")} == loads
+    assert producer["FFMA"] == (block_n * 128 // (32 * hybrid_wgmma_ws.PRODUCERS) // 2 if group else 0)
     assert consumer["HGMMA.64"] == 8 * block_n // (16 * num_warps) and not consumer["UTMALDG.2D"]
     assert not {"LDL", "STL"} & {op.split(".")[0] for loop in loops for op in loop}
 
@@ -112,23 +115,24 @@ def test_takes_grids_of_whole_tiles(m, k, zero_share, nv24, dtype, runs, monkeyp
     assert not hybrid_wgmma.supports("hybrid", fake_x(m, k, dtype), packed.tensors)
 
 
+@pytest.mark.parametrize("layout", ["nv24", "nv24_int4"])
 @pytest.mark.parametrize("m, k, dtype, runs", [
     (2, 512, torch.bfloat16, True), (256, 512, torch.float16, True), (1, 512, torch.bfloat16, False),
     (257, 512, torch.bfloat16, False), (64, 504, torch.bfloat16, False), (64, 512, torch.float32, False)])
-def test_takes_nv24_weights_of_whole_tiles(m, k, dtype, runs, monkeypatch):
-    """NV24 weights: 2 to 256 rows, K a multiple of 128, x in the values' dtype; past 128 rows the mma kernel
-    runs those it takes, untuned as the rebuild."""
+def test_takes_nv24_weights_of_whole_tiles(layout, m, k, dtype, runs, monkeypatch):
+    """NV24 and NV24_INT4 (group 128) weights: 2 to 256 rows, K a multiple of 128 (and of 256, NV24_INT4), x in
+    the values' (scales') dtype; past 128 rows the mma kernel runs those it takes, untuned as the rebuild."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    packed = make_case("nv24", 200, k, dtype if dtype != torch.float32 else torch.bfloat16, 128, 0.5, 0).pack()
+    packed = make_case(layout, 200, k, dtype if dtype != torch.float32 else torch.bfloat16, 128, 0.5, 0).pack()
     x = fake_x(m, k, dtype)
-    assert hybrid_wgmma.supports("nv24", x, packed.tensors) == runs
-    assert hybrid_wgmma.candidates_for("nv24", x, packed.tensors) == (hybrid_wgmma.candidates(m, True) if runs
+    assert hybrid_wgmma.supports(layout, x, packed.tensors) == runs
+    assert hybrid_wgmma.candidates_for(layout, x, packed.tensors) == (hybrid_wgmma.candidates(m, True) if runs
                                                                        else [])
     if m > nv24_mma.MOST_M:
-        assert nv24_mma.supports("nv24", x, packed.tensors) == runs
-        assert tuning.default("mma", "nv24", m) == kernels.rebuild.CONFIG
+        assert nv24_mma.supports(layout, x, packed.tensors) == runs
+        assert tuning.default("mma", layout, m) == kernels.rebuild.CONFIG
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
-    assert not hybrid_wgmma.supports("nv24", x, packed.tensors)
+    assert not hybrid_wgmma.supports(layout, x, packed.tensors)
 
 
 @pytest.mark.parametrize("m", [16, 100, 200])
@@ -190,10 +194,13 @@ def test_matches_reference_gpu(data):
 @GPU
 @given(data=st.data())
 def test_nv24_weights_match_reference_gpu(data):
+    layout = data.draw(st.sampled_from(["nv24", "nv24_int4"]))
+    group = data.draw(st.sampled_from(hybrid_wgmma.GROUPS)) if layout == "nv24_int4" else 128
     n, k, m, dtype = draw_shape(data)
-    packed = make_case("nv24", n, k, dtype, 128, data.draw(st.sampled_from([0.3, 0.5, 1.0])),
+    k = max(k, 2 * group) // (2 * group) * (2 * group)
+    packed = make_case(layout, n, k, dtype, group, data.draw(st.sampled_from([0.3, 0.5, 1.0])),
                        data.draw(st.integers(0, 99))).pack().to("cuda")
-    check_drawn_run(data, "nv24", packed, m, dtype, True)
+    check_drawn_run(data, layout, packed, m, dtype, True)
 
 
 @pytest.mark.gpu
