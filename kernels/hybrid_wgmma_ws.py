@@ -1,7 +1,8 @@
 """HYBRID grids that hold NV24 tiles (with DENSE and ZERO ones), and NV24 or NV24_INT4 weights (every tile NV24:
 PLAIN; int4 values: GROUP), on Hopper's warpgroup mma, warp-specialized: warps that fill a ring of shared-memory
-stages feed warps that multiply. NV24_INT4's int4 pairs are dequantized (fp32, one FMA each) before they are
-placed; the producer loads each column's scales and minimums from global memory first thing in its step.
+stages feed warps that multiply. NV24_INT4's int4 pairs are dequantized (two values a 16-bit-pair fused
+multiply-add) as they are placed; the producer loads each column's scales and minimums from global memory first
+thing in its step.
 
 `hybrid_wgmma` brings DENSE tiles into shared memory by TMA alone. An NV24 tile has to be expanded first: the
 wgmma reads both operands from shared memory in input order, and Gluon has no sparse wgmma. Here a producer
@@ -34,7 +35,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from sparc.ir import TileFormat
 
-from .int4_mma import store_transposed
+from .int4_mma import packed_twice, store_transposed
 from .int4_wgmma_ws import registers_at_launch
 from .pdl import release_dependents, wait_for_inputs
 from .wgmma_stage import multiply, program_tiles
@@ -86,11 +87,10 @@ def stage_nv24(v_desc, m_desc, vs, ms, staged, formats_ptr, offsets_ptr, entries
 # Per 2:4 group: $2 holds its kept values (v0 low, v1 high), $3 its metadata nibble (v0's position in bits 0-1,
 # v1's in 2-3). Byte p of `sel` picks the source bytes of the group's p-th weight for prmt: v0's (0x10), v1's
 # (0x32) or the zero register's (0x54). $0 gets weights 0 and 1, $1 weights 2 and 3.
-PLACE = gl.constexpr("""{
-.reg .b32 low, high, sel, zero;
-shl.b32 low, $3, 3;
+SELECT = """
+shl.b32 low, NIBBLE, 3;
 and.b32 low, low, 24;
-shl.b32 high, $3, 1;
+shl.b32 high, NIBBLE, 1;
 and.b32 high, high, 24;
 mov.b32 sel, 0x44;
 shl.b32 low, sel, low;
@@ -99,10 +99,26 @@ shl.b32 high, sel, high;
 xor.b32 sel, low, high;
 xor.b32 sel, sel, 0x54545454;
 mov.b32 zero, 0;
-prmt.b32 $0, $2, zero, sel;
+prmt.b32 $0, PAIR, zero, sel;
 shr.b32 sel, sel, 16;
-prmt.b32 $1, $2, zero, sel;
-}""")
+prmt.b32 $1, PAIR, zero, sel;
+"""
+PLACE = gl.constexpr("{ .reg .b32 low, high, sel, zero;" + SELECT.replace("NIBBLE", "$3").replace("PAIR", "$2") + "}")
+# Per 2:4 group of int4 values: $2 (and $3) the byte of its two values, $4 / $6 its half's scale / minimum
+# twice, $8 its nibble. q | the 16-bit float 128 (bf16; fp16: 1024) is that float plus q: after subtracting it
+# exactly, one fused multiply-add rounds q * s + m once, both values a go.
+DEQUANTIZE = """{ .reg .b32 low, high, sel, zero, pair, c;
+and.b32 pair, $2, 15;
+shl.b32 low, $2, 12;
+and.b32 low, low, 0xF0000;
+or.b32 pair, pair, low;
+mov.b32 c, MAGIC;
+or.b32 pair, pair, c;
+sub.rn.KIND pair, pair, c;
+fma.rn.KIND pair, pair, $4, $6;
+""" + SELECT.replace("NIBBLE", "$8").replace("PAIR", "pair") + "}"
+PLACE_BF16 = gl.constexpr(DEQUANTIZE.replace("MAGIC", "0x43004300").replace("KIND", "bf16x2"))
+PLACE_FP16 = gl.constexpr(DEQUANTIZE.replace("MAGIC", "0x64006400").replace("KIND", "f16x2"))
 
 
 @gluon.jit
@@ -110,47 +126,76 @@ def place(v0, v1, meta):
     """Weight rows (BLOCK_N, 64), half a tile's, from the first and second kept values of its 16 groups (BLOCK_N,
     16) and its metadata bytes (BLOCK_N, 8): group g's two values at the 2-bit positions in nibble g % 2 of byte
     g // 2, zeros elsewhere."""
-    BLOCK_N: gl.constexpr = v0.shape[0]
-    nibbles = gl.reshape(gl.join(meta & 15, meta >> 4), [BLOCK_N, 16])
-    nibbles = gl.convert_layout(nibbles, v0.type.layout)
+    nibbles = group_nibbles(meta, v0)
     low, high = gl.inline_asm_elementwise(PLACE, "=r,=r,r,r,r", [gl.join(v0, v1), gl.join(nibbles, nibbles)],
                                           dtype=(v0.dtype, v0.dtype), is_pure=True, pack=2)
-    return gl.reshape(gl.permute(gl.join(low, high), (0, 1, 3, 2)), [BLOCK_N, 64])
+    return in_input_order(low, high)
+
+
+@gluon.jit
+def group_nibbles(meta, like):
+    """The metadata nibbles of 16 groups (BLOCK_N, 16) from their bytes (BLOCK_N, 8), in the layout of `like`."""
+    return gl.convert_layout(gl.reshape(gl.join(meta & 15, meta >> 4), [meta.shape[0], 16]), like.type.layout)
+
+
+@gluon.jit
+def in_input_order(low, high):
+    """Weight rows (BLOCK_N, 64) from each group's weights 0-1 (`low`) and 2-3 (`high`), (BLOCK_N, 16, 2)."""
+    return gl.reshape(gl.permute(gl.join(low, high), (0, 1, 3, 2)), [low.shape[0], 64])
+
+
+@gluon.jit
+def place_int4(q, s2, m2, meta, dtype: gl.constexpr):
+    """`place` for int4 values: q (BLOCK_N, 16) int32 holds each group's byte of two values, s2 and m2
+    (BLOCK_N, 1) the half's scale and minimum twice in an int32."""
+    nibbles = group_nibbles(meta, q)
+    s2, _ = gl.broadcast(s2, q)
+    m2, _ = gl.broadcast(m2, q)
+    asm: gl.constexpr = PLACE_BF16 if dtype == gl.bfloat16 else PLACE_FP16
+    low, high = gl.inline_asm_elementwise(asm, "=r,=r,r,r,r,r,r,r,r,r", [gl.join(q, q), gl.join(s2, s2),
+                                          gl.join(m2, m2), gl.join(nibbles, nibbles)], dtype=(dtype.value, dtype.value),
+                                          is_pure=True, pack=2)
+    return in_input_order(low, high)
 
 
 @gluon.jit
 def store_expanded(vs, ms, slot, ws, stage, scales, mins, LV: gl.constexpr, LM: gl.constexpr,
                    GROUP: gl.constexpr):
-    """The staged NV24 rows, expanded, into the stage's two (BLOCK_N, 64) halves; int4 pairs (GROUP) first
-    dequantized with each half's scales and minimums (BLOCK_N, 1) in LV's rows, fp32."""
+    """The staged NV24 rows, expanded, into the stage's two (BLOCK_N, 64) halves; int4 pairs (GROUP) dequantized
+    with each half's scales and minimums (BLOCK_N, 1), each twice in an int32, in LV's rows."""
     BLOCK_N: gl.constexpr = vs.shape[1]
     for h in gl.static_range(2):
         meta = ms.index(slot).slice(8 * h, 8, dim=1).load(LM).to(gl.int32)
         if GROUP:  # a byte: a group's two int4 values
             q = vs.index(slot).slice(16 * h, 16, dim=1).load(LV).to(gl.int32)
-            scale, low = scales[h], mins[h]
-            v0 = ((q & 15).to(gl.float32) * scale + low).to(ws.dtype)
-            v1 = ((q >> 4).to(gl.float32) * scale + low).to(ws.dtype)
+            block = place_int4(q, scales[h], mins[h], meta, ws.dtype)
         else:
             values = vs.index(slot).slice(32 * h, 32, dim=1).load(LV)
             v0, v1 = gl.split(gl.reshape(values, [BLOCK_N, 16, 2]))
-        ws.index(2 * stage + h).store(place(v0, v1, meta))
+            block = place(v0, v1, meta)
+        ws.index(2 * stage + h).store(block)
+
+
+@gluon.jit
+def twice(values):
+    """16-bit values, each twice in an int32."""
+    return packed_twice(values.to(gl.int16, bitcast=True))
 
 
 @gluon.jit
 def quantization(scales_ptr, mins_ptr, row0, N, row_groups, col, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                  LV: gl.constexpr, GROUP: gl.constexpr):
-    """((scales), (minimums)) of tile column `col`'s two halves, (BLOCK_N, 1) fp32 each, for int4 pairs
-    (GROUP kept values a group); ((1, 1), (0, 0)) for 16-bit values."""
+    """((scales), (minimums)) of tile column `col`'s two halves, (BLOCK_N, 1) each, twice in an int32, for int4
+    pairs (GROUP kept values a group); ((0, 0), (0, 0)) for 16-bit values."""
     if GROUP:
         rows = row0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LV))
         scales, mins = (), ()
         for h in gl.static_range(2):
             at = rows.to(gl.int64) * row_groups + (col * (BLOCK_K // 2) + h * (BLOCK_K // 4)) // GROUP
-            scales = scales + (gl.expand_dims(gl.load(scales_ptr + at, mask=rows < N, other=0), 1).to(gl.float32),)
-            mins = mins + (gl.expand_dims(gl.load(mins_ptr + at, mask=rows < N, other=0), 1).to(gl.float32),)
+            scales = scales + (gl.expand_dims(twice(gl.load(scales_ptr + at, mask=rows < N, other=0)), 1),)
+            mins = mins + (gl.expand_dims(twice(gl.load(mins_ptr + at, mask=rows < N, other=0)), 1),)
     else:
-        scales, mins = (1, 1), (0, 0)
+        scales, mins = (0, 0), (0, 0)
     return scales, mins
 
 

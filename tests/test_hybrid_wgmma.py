@@ -70,7 +70,7 @@ def test_warp_specialized_loops(block_m, block_n, num_warps, plain, group):
     block 16 bytes at a time and fences once; from global memory it loads only tile entries (this column's and
     the staged one's; an NV24 weight: none). The consumer's issues 8 wgmma of K = 16 per 64 weight rows a
     warpgroup holds and asks for nothing. Nothing spills. An NV24_INT4 weight (`group`) also loads each half's
-    scales and minimums, and dequantizes every value once."""
+    scales and minimums, and dequantizes two values a bf16x2 fused multiply-add, with no conversion."""
     loops = [collections.Counter(loop) for loop in
              sass_report("--loops", "wgmma_hybrid_ws", block_m, block_n, num_warps, int(plain), group)]
     producer = next(loop for loop in loops if loop["MEMBAR.ALL.CTA"])
@@ -80,7 +80,8 @@ def test_warp_specialized_loops(block_m, block_n, num_warps, plain, group):
     assert producer["STS.128"] >= block_n * 128 * 2 // (16 * 32 * hybrid_wgmma_ws.PRODUCERS)
     loads = {"LDG.E.U16"} if group else set() if plain else {"LDG.E.U8", "LDG.E.64"}
     assert {op for op in producer if op.startswith("LDG")} == loads
-    assert producer["FFMA"] == (block_n * 128 // (32 * hybrid_wgmma_ws.PRODUCERS) // 2 if group else 0)
+    assert producer["HFMA2.BF16_V2"] == (block_n * 128 // (32 * hybrid_wgmma_ws.PRODUCERS) // 4 if group else 0)
+    assert not any(op.startswith(("I2F", "F2F")) for op in producer)
     assert consumer["HGMMA.64"] == 8 * block_n // (16 * num_warps) and not consumer["UTMALDG.2D"]
     assert not {"LDL", "STL"} & {op.split(".")[0] for loop in loops for op in loop}
 
