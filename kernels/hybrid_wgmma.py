@@ -102,10 +102,12 @@ def block_m_for(m: int, most: int) -> int:
 
 
 def stages_for(block_m: int, block_n: int, nv24: bool = False) -> int:
-    """The ring's stages: as many as SHARED_BYTES holds (a stage: BLOCK_N rows of a tile and BLOCK_M of x; with
-    `nv24`, next to `hybrid_wgmma_ws`'s staging ring of 16-bit values, the larger one), at most 8."""
-    room = SHARED_BYTES - (hybrid_wgmma_ws.staging_bytes(block_n) if nv24 else 0)
-    return min(8, room // (2 * TILE * (block_m + block_n)))
+    """The ring's stages: as many as SHARED_BYTES holds, at most 8 (a stage: BLOCK_N rows of a tile and BLOCK_M
+    of x) or, `nv24` (`hybrid_wgmma_ws`), 16 of half a tile's inputs next to its staging ring of 16-bit values
+    (the larger one)."""
+    if nv24:
+        return min(16, (SHARED_BYTES - hybrid_wgmma_ws.staging_bytes(block_n)) // (TILE * (block_m + block_n)))
+    return min(8, SHARED_BYTES // (2 * TILE * (block_m + block_n)))
 
 
 def candidates_for(layout: str, x2d: torch.Tensor, tensors) -> list[Config]:
@@ -117,12 +119,12 @@ def candidates_for(layout: str, x2d: torch.Tensor, tensors) -> list[Config]:
 
 def candidates(m: int, nv24: bool = False) -> list[Config]:
     """The configs SPARC_AUTOTUNE=1 times: x rows up to those M needs, 64 or 128 weight rows on one or two
-    warpgroups with at most 128 accumulator registers a thread and (grids with NV24 tiles: `nv24`) a ring of 2
-    stages or more, split by SM fill or not."""
+    warpgroups with at most 128 accumulator registers a thread and a ring of 2 stages or more (grids with NV24
+    tiles, `nv24`: 3 stages of half a column), split by SM fill or not."""
     most = block_m_for(m, MAX_M)
     shapes = [(bm, bn, warps) for bm, (bn, warps) in itertools.product((16, 32, 64, 128, 256),
                                                                       [(64, 4), (128, 4), (128, 8)])
-              if bm <= most and bm * bn <= 128 * 32 * warps and stages_for(bm, bn, nv24) >= 2]
+              if bm <= most and bm * bn <= 128 * 32 * warps and stages_for(bm, bn, nv24) >= (3 if nv24 else 2)]
     return [Config(bm, bn, split, warps) for (bm, bn, warps), split in itertools.product(shapes, (0, 1))]
 
 
@@ -226,8 +228,8 @@ def run_nv24(x2d, x_desc, layout: str, tensors, dims, bias, config: Config, bloc
              shared, out, partials):
     """`hybrid_wgmma_ws` for a grid with NV24 tiles or an NV24 weight."""
     stages = stages_for(block_m, config.block_n, nv24=True)
-    if stages < 2:
-        raise SparcError(f"hybrid_wgmma config {config} leaves no room for 2 stages next to the NV24 staging; "
+    if stages < 3:
+        raise SparcError(f"hybrid_wgmma config {config} leaves no room for 3 stages next to the NV24 staging; "
                          "take one of hybrid_wgmma.candidates(m, nv24=True)")
     plain, group = layout != "hybrid", int4_group(dims[1], tensors) if layout == "nv24_int4" else 0
     if plain:  # no grid to read: the weight's buffers stand in for it

@@ -6,17 +6,18 @@ thing in its step.
 
 `hybrid_wgmma` brings DENSE tiles into shared memory by TMA alone. An NV24 tile has to be expanded first: the
 wgmma reads both operands from shared memory in input order, and Gluon has no sparse wgmma. Here a producer
-partition (PRODUCERS warps) walks the program's tile columns. Per column, once the consumer freed the stage:
-- DENSE: it asks the TMA engine for the program's rows of the tile and x's block, as `hybrid_wgmma` does;
+partition (PRODUCERS warps) walks the program's tile columns. A ring stage holds half a column (64 inputs), so
+that 256 x rows and 128 weight rows still fit 3 stages. Per half column, once the consumer freed its stage:
+- DENSE: it asks the TMA engine for the program's rows of the tile's half and x's block, as `hybrid_wgmma`;
 - NV24: it asks for x's block, reads the rows' kept values and metadata from a staging ring that the TMA
-  engine filled DEPTH columns ahead, places each value at its 2-bit position (`expand`), stores the
-  (BLOCK_N, 128) weight block into the stage and fences the stores for the tensor cores;
+  engine filled DEPTH columns ahead, places each value at its 2-bit position (`place`), stores the
+  (BLOCK_N, 64) weight block into the stage and fences the stores for the tensor cores;
 - ZERO: nothing.
 Then it arrives on the stage's barrier, which completes once its two arrivals (the byte count's and the
 producer's) and the TMA's bytes are in. Only the TMA engine reads global memory, so the fence waits for no
 load in flight (the register loads of `int4_wgmma_ws` make each of its steps wait one memory latency there).
-The consumer (the kernel's num_warps) waits for each stage, runs two asynchronous wgmma on it unless the tile
-is ZERO, and frees the stage of the column before once that column's wgmma retired.
+The consumer (the kernel's num_warps) waits for each stage, runs an asynchronous wgmma on it unless the tile
+is ZERO, and frees the stage before once that one's wgmma retired.
 
 K a multiple of 128, 2 to 256 x rows (`hybrid_wgmma.supports`); `hybrid_wgmma.matmul` runs it where the grid
 holds NV24 tiles and for NV24 weights, whose values and metadata rows the TMA engine reads in place. The
@@ -38,7 +39,7 @@ from sparc.ir import TileFormat
 from .int4_mma import packed_twice, store_transposed
 from .int4_wgmma_ws import registers_at_launch
 from .pdl import release_dependents, wait_for_inputs
-from .wgmma_stage import multiply, program_tiles
+from .wgmma_stage import program_tiles
 
 PRODUCERS = 4  # warps that fill the stages
 PRODUCER_REGISTERS = 152
@@ -159,21 +160,20 @@ def place_int4(q, s2, m2, meta, dtype: gl.constexpr):
 
 
 @gluon.jit
-def store_expanded(vs, ms, slot, ws, stage, scales, mins, LV: gl.constexpr, LM: gl.constexpr,
-                   GROUP: gl.constexpr):
-    """The staged NV24 rows, expanded, into the stage's two (BLOCK_N, 64) halves; int4 pairs (GROUP) dequantized
-    with each half's scales and minimums (BLOCK_N, 1), each twice in an int32, in LV's rows."""
+def store_expanded(vs, ms, slot, h: gl.constexpr, ws, stage, scale, minimum, LV: gl.constexpr,
+                   LM: gl.constexpr, GROUP: gl.constexpr):
+    """Half h of the staged NV24 rows, expanded, into the (BLOCK_N, 64) stage; int4 pairs (GROUP) dequantized
+    with the half's scales and minimums (BLOCK_N, 1), each twice in an int32, in LV's rows."""
     BLOCK_N: gl.constexpr = vs.shape[1]
-    for h in gl.static_range(2):
-        meta = ms.index(slot).slice(8 * h, 8, dim=1).load(LM).to(gl.int32)
-        if GROUP:  # a byte: a group's two int4 values
-            q = vs.index(slot).slice(16 * h, 16, dim=1).load(LV).to(gl.int32)
-            block = place_int4(q, scales[h], mins[h], meta, ws.dtype)
-        else:
-            values = vs.index(slot).slice(32 * h, 32, dim=1).load(LV)
-            v0, v1 = gl.split(gl.reshape(values, [BLOCK_N, 16, 2]))
-            block = place(v0, v1, meta)
-        ws.index(2 * stage + h).store(block)
+    meta = ms.index(slot).slice(8 * h, 8, dim=1).load(LM).to(gl.int32)
+    if GROUP:  # a byte: a group's two int4 values
+        q = vs.index(slot).slice(16 * h, 16, dim=1).load(LV).to(gl.int32)
+        block = place_int4(q, scale, minimum, meta, ws.dtype)
+    else:
+        values = vs.index(slot).slice(32 * h, 32, dim=1).load(LV)
+        v0, v1 = gl.split(gl.reshape(values, [BLOCK_N, 16, 2]))
+        block = place(v0, v1, meta)
+    ws.index(stage).store(block)
 
 
 @gluon.jit
@@ -204,34 +204,35 @@ def produce(x_desc, w_desc, v_desc, m_desc, scales_ptr, mins_ptr, xs, ws, vs, ms
             formats_ptr, offsets_ptr, entries, first, end, pid_m, first_row, row0, N, row_groups,
             BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
             LV: gl.constexpr, LM: gl.constexpr, PLAIN: gl.constexpr, GROUP: gl.constexpr):
-    """The producer: each tile column's operands into its stage (module docstring)."""
+    """The producer: each half tile column's operands into its stage (module docstring)."""
     half: gl.constexpr = BLOCK_K // 2
     for early in gl.static_range(DEPTH):
         stage_nv24(v_desc, m_desc, vs, ms, staged, formats_ptr, offsets_ptr, entries, first + early, early,
                    first + early < end, first_row, row0, BLOCK_K, PLAIN)
     for col in range(first, end):
         i = col - first
-        stage = i % STAGES
         scales, mins = quantization(scales_ptr, mins_ptr, row0, N, row_groups, col, BLOCK_N, BLOCK_K, LV, GROUP)
-        mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1)
         code, offset = tile_entry(formats_ptr, offsets_ptr, entries + col, True, PLAIN)
         present = code != CODE_ZERO
         dense = code == CODE_DENSE
-        x_bytes: gl.constexpr = 2 * x_desc.block_type.nbytes
-        mbarrier.expect(ready.index(stage), x_bytes + 2 * w_desc.block_type.nbytes, pred=dense)
-        mbarrier.expect(ready.index(stage), x_bytes, pred=code == CODE_NV24)
-        for h in gl.static_range(2):
-            tma.async_copy_global_to_shared(x_desc, [pid_m * BLOCK_M, col * BLOCK_K + h * half],
-                                            ready.index(stage), xs.index(2 * stage + h), pred=present)
-            tma.async_copy_global_to_shared(w_desc, [(offset // BLOCK_K + first_row).to(gl.int32), h * half],
-                                            ready.index(stage), ws.index(2 * stage + h), pred=dense)
+        slot = i % DEPTH
         if code == CODE_NV24:
-            slot = i % DEPTH
             mbarrier.wait(staged.index(slot), (i // DEPTH) & 1)
-            store_expanded(vs, ms, slot, ws, stage, scales, mins, LV, LM, GROUP)
-            hopper.fence_async_shared()
-        mbarrier.arrive(ready.index(stage), count=1, pred=present)
-        mbarrier.arrive(ready.index(stage), count=2, pred=code == CODE_ZERO)
+        for h in gl.static_range(2):
+            j = 2 * i + h
+            stage = j % STAGES
+            mbarrier.wait(empty.index(stage), ((j // STAGES) & 1) ^ 1)
+            mbarrier.expect(ready.index(stage), x_desc.block_type.nbytes + w_desc.block_type.nbytes, pred=dense)
+            mbarrier.expect(ready.index(stage), x_desc.block_type.nbytes, pred=code == CODE_NV24)
+            tma.async_copy_global_to_shared(x_desc, [pid_m * BLOCK_M, col * BLOCK_K + h * half],
+                                            ready.index(stage), xs.index(stage), pred=present)
+            tma.async_copy_global_to_shared(w_desc, [(offset // BLOCK_K + first_row).to(gl.int32), h * half],
+                                            ready.index(stage), ws.index(stage), pred=dense)
+            if code == CODE_NV24:
+                store_expanded(vs, ms, slot, h, ws, stage, scales[h], mins[h], LV, LM, GROUP)
+                hopper.fence_async_shared()
+            mbarrier.arrive(ready.index(stage), count=1, pred=present)
+            mbarrier.arrive(ready.index(stage), count=2, pred=code == CODE_ZERO)
         stage_nv24(v_desc, m_desc, vs, ms, staged, formats_ptr, offsets_ptr, entries, col + DEPTH, i + DEPTH,
                    col + DEPTH < end, first_row, row0, BLOCK_K, PLAIN)
 
@@ -239,19 +240,21 @@ def produce(x_desc, w_desc, v_desc, m_desc, scales_ptr, mins_ptr, xs, ws, vs, ms
 @gluon.jit
 def consume(ws, xs, ready, empty, formats_ptr, entries, first, end, BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr,
             STAGES: gl.constexpr, MMA: gl.constexpr, PLAIN: gl.constexpr):
-    """The consumer: acc (BLOCK_N, BLOCK_M) over the slice's tile columns, one column's wgmma in flight."""
+    """The consumer: acc (BLOCK_N, BLOCK_M) over the slice's tile columns, one half column's wgmma in flight."""
     acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
     for col in range(first, end):
         i = col - first
-        stage = i % STAGES
-        mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
-        if PLAIN or gl.load(formats_ptr + entries + col).to(gl.int32) != CODE_ZERO:
-            acc = multiply(acc, ws, xs, stage)
-            acc = hopper.warpgroup_mma_wait(2, deps=[acc])
-        else:
-            acc = hopper.warpgroup_mma_wait(0, deps=[acc])
-        # the column before retired: its stage is free
-        mbarrier.arrive(empty.index((i + STAGES - 1) % STAGES), count=1, pred=i > 0)
+        for h in gl.static_range(2):
+            j = 2 * i + h
+            stage = j % STAGES
+            mbarrier.wait(ready.index(stage), (j // STAGES) & 1)
+            if PLAIN or gl.load(formats_ptr + entries + col).to(gl.int32) != CODE_ZERO:
+                acc = hopper.warpgroup_mma(ws.index(stage), xs.index(stage).permute((1, 0)), acc, is_async=True)
+                acc = hopper.warpgroup_mma_wait(1, deps=[acc])
+            else:
+                acc = hopper.warpgroup_mma_wait(0, deps=[acc])
+            # the half column before retired: its stage is free
+            mbarrier.arrive(empty.index((j + STAGES - 1) % STAGES), count=1, pred=j > 0)
     return (hopper.warpgroup_mma_wait(0, deps=[acc]),)  # a tuple: triton 3.6 flattens the partition's results
 
 
@@ -273,8 +276,8 @@ def hybrid_wgmma_ws_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, 
     wait_for_inputs(PDL)
     pid_m, pid_n, first_row, entries, first, end = program_tiles(M, K, grid_cols, BLOCK_M, BLOCK_N, BLOCK_K,
                                                                  SPLIT_K)
-    ws = gl.allocate_shared_memory(w_desc.dtype, [2 * STAGES, BLOCK_N, BLOCK_K // 2], w_desc.layout)
-    xs = gl.allocate_shared_memory(x_desc.dtype, [2 * STAGES, BLOCK_M, BLOCK_K // 2], x_desc.layout)
+    ws = gl.allocate_shared_memory(w_desc.dtype, [STAGES, BLOCK_N, BLOCK_K // 2], w_desc.layout)
+    xs = gl.allocate_shared_memory(x_desc.dtype, [STAGES, BLOCK_M, BLOCK_K // 2], x_desc.layout)
     vs = gl.allocate_shared_memory(v_desc.dtype, [DEPTH, BLOCK_N, v_desc.block_type.shape[1]], v_desc.layout)
     ms = gl.allocate_shared_memory(m_desc.dtype, [DEPTH, BLOCK_N, BLOCK_K // 8], m_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
