@@ -179,7 +179,7 @@ def test_shipped_tables_hold_valid_configs():
             assert int(bucket[1:]) in autotune.M_BUCKETS and len(shape.split("x")) == 2
             own = [tuning.MMA[layout.split("-")[0]].Config] if kernel == "mma" else [classes[kernel]]
             default = tuning.default(kernel, layout.split("-")[0], 2)
-            on_wgmma = kernel == "mma" and (layout.startswith("hybrid") or layout == "nv24")
+            on_wgmma = kernel == "mma" and (layout.startswith("hybrid") or layout in ("nv24", "nv24_int4"))
             variants = [hybrid_wgmma.Config(16, 64)] if on_wgmma else []
             config = autotune.config_from(key, fields, [default, *variants, rebuild.CONFIG])
             kinds = own + [type(variant) for variant in variants]
