@@ -17,7 +17,7 @@ Then it arrives on the stage's barrier, which completes once its two arrivals (t
 producer's) and the TMA's bytes are in. Only the TMA engine reads global memory, so the fence waits for no
 load in flight (the register loads of `int4_wgmma_ws` make each of its steps wait one memory latency there).
 The consumer (the kernel's num_warps) waits for each stage, runs an asynchronous wgmma on it unless the tile
-is ZERO, and frees the stage before once that one's wgmma retired.
+is ZERO, and frees a stage once its wgmma retired, keeping two stages' in flight where the ring has 4 or more.
 
 K a multiple of 128, 2 to 256 x rows (`hybrid_wgmma.supports`); `hybrid_wgmma.matmul` runs it where the grid
 holds NV24 tiles and for NV24 weights, whose values and metadata rows the TMA engine reads in place. The
@@ -240,7 +240,9 @@ def produce(x_desc, w_desc, v_desc, m_desc, scales_ptr, mins_ptr, xs, ws, vs, ms
 @gluon.jit
 def consume(ws, xs, ready, empty, formats_ptr, entries, first, end, BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr,
             STAGES: gl.constexpr, MMA: gl.constexpr, PLAIN: gl.constexpr):
-    """The consumer: acc (BLOCK_N, BLOCK_M) over the slice's tile columns, one half column's wgmma in flight."""
+    """The consumer: acc (BLOCK_N, BLOCK_M) over the slice's tile columns, the wgmma of two stages in flight
+    where the ring has 4 or more (else one)."""
+    IN_FLIGHT: gl.constexpr = 2 if STAGES >= 4 else 1
     acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
     for col in range(first, end):
         i = col - first
@@ -250,11 +252,11 @@ def consume(ws, xs, ready, empty, formats_ptr, entries, first, end, BLOCK_N: gl.
             mbarrier.wait(ready.index(stage), (j // STAGES) & 1)
             if PLAIN or gl.load(formats_ptr + entries + col).to(gl.int32) != CODE_ZERO:
                 acc = hopper.warpgroup_mma(ws.index(stage), xs.index(stage).permute((1, 0)), acc, is_async=True)
-                acc = hopper.warpgroup_mma_wait(1, deps=[acc])
+                acc = hopper.warpgroup_mma_wait(IN_FLIGHT, deps=[acc])
             else:
                 acc = hopper.warpgroup_mma_wait(0, deps=[acc])
-            # the half column before retired: its stage is free
-            mbarrier.arrive(empty.index((j + STAGES - 1) % STAGES), count=1, pred=j > 0)
+            # the stage IN_FLIGHT before retired: it is free
+            mbarrier.arrive(empty.index((j + STAGES - IN_FLIGHT) % STAGES), count=1, pred=j >= IN_FLIGHT)
     return (hopper.warpgroup_mma_wait(0, deps=[acc]),)  # a tuple: triton 3.6 flattens the partition's results
 
 
