@@ -88,8 +88,8 @@ def supports(layout: str, x2d: torch.Tensor, tensors=None) -> bool:
     """NV24 and NV24_INT4 products of 2 to MOST_M rows of bf16 or fp16 x on CUDA, values (scales) stored in x's
     dtype (metadata rows of whole words or, NV24 where K padded to 8 is no multiple of 32, read bytewise). Also
     one row of fp16 x, where the decode kernels fall back to slower ones (NV24 to the tile kernel, NV24_INT4 to
-    its Triton decode kernel: RESULTS.md). Past MOST_M rows, the NV24 weights `hybrid_wgmma` takes (its configs
-    are candidates here)."""
+    its Triton decode kernel: RESULTS.md). Past MOST_M rows, the NV24 and NV24_INT4 weights `hybrid_wgmma` takes
+    (its configs are candidates here)."""
     if x2d.shape[0] > MOST_M:
         return hybrid_wgmma.supports(layout, x2d, tensors)
     fewest = 1 if x2d.dtype == torch.float16 else 2
