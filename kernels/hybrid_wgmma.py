@@ -226,7 +226,7 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
 
 def run_nv24(x2d, x_desc, layout: str, tensors, dims, bias, config: Config, block_m: int, tiling: Tiling, mma,
              shared, out, partials):
-    """`hybrid_wgmma_ws` for a grid with NV24 tiles or an NV24 weight."""
+    """`hybrid_wgmma_ws` for a grid with NV24 tiles or an NV24 or NV24_INT4 weight."""
     stages = stages_for(block_m, config.block_n, nv24=True)
     if stages < 3:
         raise SparcError(f"hybrid_wgmma config {config} leaves no room for 3 stages next to the NV24 staging; "
