@@ -38,7 +38,7 @@ from .int4_mma import store_transposed
 from .int4_wgmma import split_for
 from .int4_wgmma_ws import registers_at_launch, x_descriptor
 from .pdl import release_dependents, wait_for_inputs
-from .wgmma_stage import multiply, program_tiles
+from .wgmma_stage import program_tiles
 from .tiling import Tiling, launch
 
 TILE = 128
@@ -188,6 +188,15 @@ def hybrid_wgmma_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_d
     acc = hopper.warpgroup_mma_wait(0, deps=[acc])
     release_dependents(PDL)
     store_transposed(acc, out_ptr, bias_ptr, pid_m, pid_n, M, N, HAS_BIAS, BLOCK_M, BLOCK_N, SPLIT_K, MMA)
+
+
+@gluon.jit
+def multiply(acc, ws, xs, stage):
+    """acc + the stage's weight rows times its x block: two asynchronous wgmma of 64 inputs."""
+    for h in gl.static_range(2):
+        acc = hopper.warpgroup_mma(ws.index(2 * stage + h), xs.index(2 * stage + h).permute((1, 0)), acc,
+                                   is_async=True)
+    return acc
 
 
 def layouts(block_m: int, num_warps: int):

@@ -49,10 +49,10 @@ CODE_NV24 = gl.constexpr(int(TileFormat.NV24))
 CODE_ZERO = gl.constexpr(int(TileFormat.ZERO))
 
 
-def staging_bytes(block_n: int, quantized: bool = False) -> int:
-    """Shared bytes of the NV24 staging ring: a tile row's 64 kept values (16-bit, or int4: `quantized`) and 16
-    metadata bytes a row."""
-    return DEPTH.value * block_n * ((32 if quantized else 2 * 64) + 16)
+def staging_bytes(block_n: int) -> int:
+    """Shared bytes of the NV24 staging ring: a tile row's 64 kept values and 16 metadata bytes a row (16-bit
+    values; int4 ones take less)."""
+    return DEPTH.value * block_n * (2 * 64 + 16)
 
 
 @gluon.jit

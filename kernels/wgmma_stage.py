@@ -1,8 +1,6 @@
-"""What both HYBRID wgmma kernels (`hybrid_wgmma`, `hybrid_wgmma_ws`) share: the tiles a program owns and the
-wgmma of one ring stage."""
+"""What both HYBRID wgmma kernels (`hybrid_wgmma`, `hybrid_wgmma_ws`) share: the tiles a program owns."""
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia import hopper
 
 from .int4_mma import step_range
 
@@ -21,11 +19,3 @@ def program_tiles(M, K, grid_cols, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
     first, end = step_range(K, BLOCK_K, SPLIT_K)
     return pid_m, pid_n, first_row, entries, first, end
 
-
-@gluon.jit
-def multiply(acc, ws, xs, stage):
-    """acc + the stage's weight rows times its x block: two asynchronous wgmma of 64 inputs."""
-    for h in gl.static_range(2):
-        acc = hopper.warpgroup_mma(ws.index(2 * stage + h), xs.index(2 * stage + h).permute((1, 0)), acc,
-                                   is_async=True)
-    return acc
