@@ -246,7 +246,7 @@ def run_nv24(x2d, x_desc, layout: str, tensors, dims, bias, config: Config, bloc
     else:
         grid, offsets, dense, values, meta = tensors[:5]
         values, meta = values.view(-1, HALF), meta.view(-1, TILE // 8)
-    scales, mins = tensors[1:3] if group else (values, values)  # 16-bit values: never read
+    scales, mins = (t.view(torch.int16) for t in tensors[1:3]) if group else (values, values)  # never read
     # a weight without DENSE tiles still passes a descriptor of the right box (never read)
     w = dense if dense.numel() else torch.empty(config.block_n, TILE, dtype=x2d.dtype, device=x2d.device)
     v_desc, m_desc = hybrid_wgmma_ws.staging_descriptors(values, meta, config.block_n)

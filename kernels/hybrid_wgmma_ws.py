@@ -177,12 +177,6 @@ def store_expanded(vs, ms, slot, h: gl.constexpr, ws, stage, scale, minimum, LV:
 
 
 @gluon.jit
-def twice(values):
-    """16-bit values, each twice in an int32."""
-    return packed_twice(values.to(gl.int16, bitcast=True))
-
-
-@gluon.jit
 def quantization(scales_ptr, mins_ptr, row0, N, row_groups, col, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                  LV: gl.constexpr, GROUP: gl.constexpr):
     """((scales), (minimums)) of tile column `col`'s two halves, (BLOCK_N, 1) each, twice in an int32, for int4
@@ -192,8 +186,8 @@ def quantization(scales_ptr, mins_ptr, row0, N, row_groups, col, BLOCK_N: gl.con
         scales, mins = (), ()
         for h in gl.static_range(2):
             at = rows.to(gl.int64) * row_groups + (col * (BLOCK_K // 2) + h * (BLOCK_K // 4)) // GROUP
-            scales = scales + (gl.expand_dims(twice(gl.load(scales_ptr + at, mask=rows < N, other=0)), 1),)
-            mins = mins + (gl.expand_dims(twice(gl.load(mins_ptr + at, mask=rows < N, other=0)), 1),)
+            scales = scales + (gl.expand_dims(packed_twice(gl.load(scales_ptr + at, mask=rows < N, other=0)), 1),)
+            mins = mins + (gl.expand_dims(packed_twice(gl.load(mins_ptr + at, mask=rows < N, other=0)), 1),)
     else:
         scales, mins = (0, 0), (0, 0)
     return scales, mins
@@ -274,7 +268,7 @@ def hybrid_wgmma_ws_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, 
     over a tile's values (BLOCK_N, 64) and metadata (BLOCK_N, 16). PLAIN: an NV24 weight instead (`nv24`), its
     values (N, K / 2) and metadata (N, K / 8) in (BLOCK_N, 64) and (BLOCK_N, 16) boxes; no grid is read. GROUP:
     an NV24_INT4 weight (PLAIN), its int4 pairs (N, K / 4) in (BLOCK_N, 32) boxes, scales and minimums
-    (N, row_groups) of GROUP kept values each."""
+    (N, row_groups) as int16, of GROUP kept values each."""
     wait_for_inputs(PDL)
     pid_m, pid_n, first_row, entries, first, end = program_tiles(M, K, grid_cols, BLOCK_M, BLOCK_N, BLOCK_K,
                                                                  SPLIT_K)

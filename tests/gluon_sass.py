@@ -196,8 +196,8 @@ def compile_hybrid_wgmma_ws(block_m: int, block_n: int, num_warps: int, plain: i
     elif not plain:
         values, meta = values.view(-1, 64), meta.view(-1, 16)
     v_desc, m_desc = hybrid_wgmma_ws.staging_descriptors(values, meta, block_n)
-    pointers = dict(out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8", offsets_ptr="*i64", scales_ptr="*bf16",
-                    mins_ptr="*bf16")
+    pointers = dict(out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8", offsets_ptr="*i64", scales_ptr="*i16",
+                    mins_ptr="*i16")
     signature = dict(x_desc=mangle_type(x_desc), **pointers, w_desc=mangle_type(w_desc),
                      v_desc=mangle_type(v_desc), m_desc=mangle_type(m_desc), M="i32", N="i32", K="i32",
                      stride_xm="i32", grid_cols="i32", row_groups="i32", **{name: "constexpr" for name in constexprs})
