@@ -7,9 +7,10 @@ time `select` looks the key up; a shape the table lacks takes the config of the 
 kernel, layout and M bucket, N and K each within NEAREST_FACTOR (logged once), else the kernel's default: no
 tuning, no timing, no host sync.
 With SPARC_AUTOTUNE=1 on a CUDA device, the first call of a key in a process times every candidate config on
-the call's own inputs (`graph_bench` over copies of the weight, see `tuning.timed_run`), keeps the fastest and
-writes the table back, printing each candidate's time to stderr. Never under the Triton interpreter
-(TRITON_INTERPRET=1), never while a CUDA graph is being captured.
+the call's own inputs (`graph_bench` over copies of the weight, see `tuning.timed_run`), keeps the fastest of
+those whose output matches the reference (`tuning.matches_reference`) and writes the table back, printing each
+candidate's time to stderr ("refused" where the compiler or the device refused it, "wrong" where its output did
+not match). Never under the Triton interpreter (TRITON_INTERPRET=1), never while a CUDA graph is being captured.
 """
 from __future__ import annotations
 
@@ -99,19 +100,21 @@ def store(path: Path, key: str, fields: dict, device_name: str) -> None:
     _read.cache_clear()
 
 
-def fastest(candidates: Sequence, run: Callable, bench: Callable[[Callable[[], object]], float], log=None):
-    """(config, time) of the candidate whose run(config) `bench` times lowest; candidates that fail are skipped.
-    `log(config, time or None)` sees every candidate."""
+def fastest(candidates: Sequence, run: Callable, bench: Callable[[Callable[[], object]], float], log=None,
+            check: Callable | None = None):
+    """(config, time) of the candidate whose run(config) `bench` times lowest, of those `check(config)` passes;
+    candidates that fail are skipped. `log(config, outcome)` sees every candidate: its time, "refused" or
+    "wrong"."""
     best, best_time = None, math.inf
     for config in candidates:
         try:
-            elapsed = bench(lambda: run(config))
+            outcome = "wrong" if check and not check(config) else bench(lambda: run(config))
         except Exception:  # a config the compiler or the device refuses (shared memory, registers)
-            elapsed = None
+            outcome = "refused"
         if log:
-            log(config, elapsed)
-        if elapsed is not None and elapsed < best_time:
-            best, best_time = config, elapsed
+            log(config, outcome)
+        if not isinstance(outcome, str) and outcome < best_time:
+            best, best_time = config, outcome
     return best, best_time
 
 
@@ -145,9 +148,10 @@ def _device_table(index: int, directory: Path | None) -> tuple[str, Path]:
 
 
 def select(key: str, default, candidates: Sequence, run: Callable, device: torch.device, *, directory=None,
-           bench: Callable | None = None):
+           bench: Callable | None = None, check: Callable | None = None):
     """The config for `key` on `device`: the tuned table's, else `default`; tuned first when requested.
-    `run(config)` runs the product (tuning times it with `bench`, by default `graph_bench`)."""
+    `run(config)` runs the product (tuning times it with `bench`, by default `graph_bench`); `check(config)`
+    tells whether the config's output is right (see `tune`)."""
     if device.type != "cuda" or interpreting():
         return default
     index = device.index if device.index is not None else torch.cuda.current_device()
@@ -157,10 +161,7 @@ def select(key: str, default, candidates: Sequence, run: Callable, device: torch
     name, path = _device_table(index, directory)
     if tuning_requested() and (path, key) not in _TUNED and not torch.cuda.is_current_stream_capturing():
         _TUNED.add((path, key))
-        tried = []
-        best, _ = fastest([default, *candidates], run, bench or graph_bench,
-                          lambda c, t: tried.append("x" if t is None else f"{t:.3f}"))
-        print(f"sparc autotune {key}: {best} from ms [{' '.join(tried)}]", file=sys.stderr, flush=True)
+        best = tune(key, [default, *candidates], run, bench or graph_bench, check)
         if best is not None:
             store(path, key, dataclasses.asdict(best), name)
             _CHOSEN[index, key] = best
@@ -171,6 +172,27 @@ def select(key: str, default, candidates: Sequence, run: Callable, device: torch
     else:
         _CHOSEN[index, key] = nearest_config(key, default, candidates, path, name)
     return _CHOSEN[index, key]
+
+
+def tune(key: str, configs: Sequence, run: Callable, bench: Callable, check: Callable | None):
+    """The fastest of `configs` whose output `check` passes, None if none ran; each one's time or fate printed.
+    A config whose output is wrong is a kernel fault on this device: it is logged, and where no config is right
+    the product is refused, never run wrong."""
+    tried, wrong = [], []
+
+    def seen(config, outcome):
+        tried.append(outcome if isinstance(outcome, str) else f"{outcome:.3f}")
+        if outcome == "wrong":
+            wrong.append(config)
+    best, _ = fastest(configs, run, bench, seen, check)
+    print(f"sparc autotune {key}: {best} from ms [{' '.join(tried)}]", file=sys.stderr, flush=True)
+    if wrong:
+        log.warning("sparc: %s: %d configs gave outputs off the reference on this device and are never chosen: %s",
+                    key, len(wrong), wrong)
+    if wrong and best is None:
+        raise SparcError(f"{key}: no launch config gave the right output on this device (tried {len(configs)}); "
+                         "run the GPU tests (pytest -m gpu) and report the kernel that fails")
+    return best
 
 
 def nearest_config(key: str, default, candidates: Sequence, path: Path, device_name: str):

@@ -13,7 +13,7 @@ from M = 65 a candidate of every kernel's tuner (`runner` runs it in the kernel'
 `config_for` returns the config the per-GPU table of `autotune` holds for (kernel, layout, N, K, M bucket; for
 HYBRID's decode and mma kernels the layout with its tile mix, `tuned_layout`), else that of the nearest tuned
 shape (`autotune.nearest_key`), else the kernel's default; with SPARC_AUTOTUNE=1 it times `candidates` on the
-call's inputs first.
+call's inputs first, each checked against the rebuilt weight's product (`matches_reference`).
 """
 from __future__ import annotations
 
@@ -105,13 +105,20 @@ def run_rebuilt(x2d: torch.Tensor, layout: str, tensors, dims, bias, config, spl
 
 
 TUNING_BYTES = 200 * 2**20  # weight bytes each timed run streams: 4x the H100's L2, so none comes from L2
+# a tuned config's output may be off the float64 product by this much of |x| @ |W|.T + |bias| (fp32: TF32 products,
+# where the user allows them, stay within it)
+TOLERANCE = {torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def kernel_matmul(kernel: str, layout: str):
+    return {"decode": decode.matmul, "mma": MMA.get(layout, int4_mma).matmul, "wgmma": int4_wgmma.matmul}.get(
+        kernel, bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul)
 
 
 def timed_run(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
     """run(config): the product over enough copies of the weight to stream TUNING_BYTES (the first is the
     caller's), so tuning times device memory, not L2; made only when a key is tuned."""
-    matmul = {"decode": decode.matmul, "mma": MMA.get(layout, int4_mma).matmul, "wgmma": int4_wgmma.matmul}.get(
-        kernel, bsr_int4.matmul if layout == "bsr_int4" else hybrid.matmul)
+    matmul = kernel_matmul(kernel, layout)
     copies = [tensors]
 
     def run(config):
@@ -121,6 +128,24 @@ def timed_run(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
         for weights in copies:
             runner(matmul, config)(x2d, layout, weights, dims, bias, config)
     return run
+
+
+def matches_reference(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
+    """check(config): whether the config's output on the call's inputs is x @ W.T + bias of the rebuilt weight in
+    float64, within TOLERANCE of |x| @ |W|.T + |bias|; the reference is made at the first check."""
+    matmul = kernel_matmul(kernel, layout)
+    reference = []
+
+    def check(config):
+        if not reference:
+            weight = rebuild.rebuild(layout, tensors, dims, x2d.dtype, x2d.device).double()
+            x = x2d.double()
+            offset = 0 if bias is None else bias.double()
+            reference.extend([x @ weight.T + offset, x.abs() @ weight.abs().T + abs(offset)])
+        expected, scale = reference
+        error = (runner(matmul, config)(x2d, layout, tensors, dims, bias, config).double() - expected).abs()
+        return bool((error <= TOLERANCE[x2d.dtype] * scale + 1e-6).all())  # NaN fails too
+    return check
 
 
 def tuned_layout(kernel: str, layout: str, tensors, dims) -> str:
@@ -143,4 +168,4 @@ def config_for(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias)
     more = hybrid_wgmma.candidates_for(layout, x2d, tensors) if kernel == "mma" else []
     return autotune.select(key, default(kernel, layout, m),
                            candidates(kernel, layout, m, more), timed_run(kernel, layout, x2d, tensors, dims, bias),
-                           x2d.device)
+                           x2d.device, check=matches_reference(kernel, layout, x2d, tensors, dims, bias))

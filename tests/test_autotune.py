@@ -3,6 +3,7 @@ tuning away from the interpreter and from run time."""
 import dataclasses
 import json
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from sparc import kernels
 from sparc.errors import SparcError
 from sparc.kernels import (autotune, decode, hybrid, hybrid_mma, hybrid_wgmma, int4_wgmma, nv24_mma, pack, rebuild,
                            tuning)
+from test_kernels import make_case
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +68,38 @@ def test_fastest_skips_failing_candidates():
     best, best_time = autotune.fastest([Fake(a) for a in (1, 4, 2, 3)], run, lambda fn: times[fn()],
                                        lambda c, t: seen.append((c.a, t)))
     assert (best, best_time) == (Fake(2), 1.5)
-    assert seen == [(1, 3.0), (4, None), (2, 1.5), (3, 2.0)]
+    assert seen == [(1, 3.0), (4, "refused"), (2, 1.5), (3, 2.0)]
+
+
+def test_fastest_never_takes_a_candidate_whose_output_is_wrong():
+    """The fastest candidate gives a wrong output: the next fastest right one is taken; the wrong one is not
+    even timed."""
+    times, timed, seen = {1: 3.0, 2: 1.0, 3: 2.0}, [], []
+
+    def bench(fn):
+        timed.append(fn())
+        return times[timed[-1]]
+    best, best_time = autotune.fastest([Fake(a) for a in (1, 2, 3)], lambda c: c.a, bench,
+                                       lambda c, t: seen.append((c.a, t)), check=lambda c: c.a != 2)
+    assert (best, best_time) == (Fake(3), 2.0)
+    assert seen == [(1, 3.0), (2, "wrong"), (3, 2.0)] and timed == [1, 3]
+
+
+def test_tuning_refuses_a_product_no_config_gets_right(monkeypatch, tmp_path, capsys, caplog):
+    """Every candidate ran and none matched the reference: an error that names the key, nothing written, and
+    the tuning line shows each one's fate; some wrong ones beside a right one are logged by name."""
+    path = fake_cuda(monkeypatch, tmp_path)
+    monkeypatch.setenv("SPARC_AUTOTUNE", "1")
+    device = torch.device("cuda", 0)
+    with pytest.raises(SparcError, match="mma/nv24/64x64/m16.*no launch config gave the right output"):
+        autotune.select("mma/nv24/64x64/m16", Fake(1), [Fake(2)], lambda c: c.a, device, directory=tmp_path,
+                        bench=lambda fn: 1.0, check=lambda c: False)
+    assert "[wrong wrong]" in capsys.readouterr().err and not path.exists()
+    with caplog.at_level("WARNING", logger="sparc"):
+        chosen = autotune.select("k", Fake(1), [Fake(2)], lambda c: c.a, device, directory=tmp_path,
+                                 bench=lambda fn: 1.0, check=lambda c: c.a == 1)
+    assert chosen == Fake(1) and "Fake(a=2, b=0)" in caplog.text and autotune.lookup(path, "k") == {"a": 1, "b": 0}
+    autotune._device_table.cache_clear()
 
 
 def test_select_off_cuda_or_interpreted_returns_the_default_without_running(monkeypatch):
@@ -255,6 +288,28 @@ def test_a_rebuild_config_runs_the_rebuild_whatever_the_kernel():
     x = torch.randn(70, 40)
     out = kernels.triton_matmul(x, "nv24", packed.tensors, packed.dims, None, config=rebuild.CONFIG)
     torch.testing.assert_close(out, x @ kernels.unpack(packed).T)
+
+
+@pytest.mark.parametrize("layout, m", [("nv24", 1), ("bsr_int4", 5), ("hybrid", 3)])
+def test_the_tuners_check_passes_a_right_output_and_fails_a_wrong_one(layout, m, monkeypatch):
+    """`matches_reference` on fresh random inputs: the kernel's own output passes; the same output with one
+    element off by 5% of its scale fails, and so does one NaN."""
+    case = make_case(layout, 40, 256, torch.float32, 128, 0.5, int(torch.randint(0, 1000, ())),
+                     formats=np.array([[int(TileFormat.NV24), int(TileFormat.DENSE)]], dtype=np.uint8), tile=128)
+    packed, x, bias = case.pack(), torch.randn(m, 256), torch.randn(40)
+    kernel, matmul = tuning.kernel_for(layout, x, packed.tensors)
+    config = tuning.default(kernel, layout, m)
+    assert tuning.matches_reference(kernel, layout, x, packed.tensors, packed.dims, bias)(config)
+    weight = kernels.unpack(packed)
+    for spoil in (lambda out: out[0, 3].add_(0.05 * float(x[0].abs() @ weight[3].abs() + bias[3].abs())),
+                  lambda out: out[-1, -1].fill_(float("nan"))):
+        def spoiled(*args, **kwargs):
+            out = matmul(*args, **kwargs)
+            spoil(out)
+            return out
+        monkeypatch.setattr(sys.modules[matmul.__module__], "matmul", spoiled)
+        assert not tuning.matches_reference(kernel, layout, x, packed.tensors, packed.dims, bias)(config)
+        monkeypatch.undo()
 
 
 @pytest.mark.parametrize("kernel, layout, m", [("decode", "int4", 1), ("decode", "bsr_int4", 1), ("tile", "nv24", 16),
