@@ -160,12 +160,18 @@ def tuned_layout(kernel: str, layout: str, tensors, dims) -> str:
     return f"hybrid-dense{min(tenths, 9 if values.numel() else 10) * 10}"
 
 
+def product_candidates(kernel: str, layout: str, x2d: torch.Tensor, tensors) -> list:
+    """The configs SPARC_AUTOTUNE=1 times for this product besides the default: the mma kernel's with those of
+    `hybrid_wgmma` where it takes the product."""
+    more = hybrid_wgmma.candidates_for(layout, x2d, tensors) if kernel == "mma" else []
+    return candidates(kernel, layout, x2d.shape[0], more)
+
+
 def config_for(kernel: str, layout: str, x2d: torch.Tensor, tensors, dims, bias):
     """The tuned (or default) config for this product; tunes first under SPARC_AUTOTUNE=1 (the timed run's
     time covers every copy: only the ranking matters)."""
     n, k, m = dims[0], dims[1], x2d.shape[0]
     key = autotune.config_key(kernel, tuned_layout(kernel, layout, tensors, dims), n, k, m)
-    more = hybrid_wgmma.candidates_for(layout, x2d, tensors) if kernel == "mma" else []
-    return autotune.select(key, default(kernel, layout, m),
-                           candidates(kernel, layout, m, more), timed_run(kernel, layout, x2d, tensors, dims, bias),
-                           x2d.device, check=matches_reference(kernel, layout, x2d, tensors, dims, bias))
+    return autotune.select(key, default(kernel, layout, m), product_candidates(kernel, layout, x2d, tensors),
+                           timed_run(kernel, layout, x2d, tensors, dims, bias), x2d.device,
+                           check=matches_reference(kernel, layout, x2d, tensors, dims, bias))
