@@ -34,12 +34,9 @@ from sparc.kernels import tuning
 def compile_job(job) -> tuple[str, int, list[str]]:
     """(what the job was, how many configs it ran, the failures) for job (layout, (N, K), M, device)."""
     name, (n, k), m, device = job
-    torch.manual_seed(n * 7919 + k)
-    packed = linear.BUILDERS[name](torch.randn(n, k, device=device).to(linear.BF16),
-                                   torch.Generator().manual_seed(n * 31 + k)).packed
+    packed = linear.BUILDERS[name](torch.randn(n, k, device=device).to(linear.BF16), torch.Generator()).packed
     x = torch.randn(m, k, device=device).to(linear.BF16)
-    kernel = tuning.kernel_for(packed.layout, x, packed.tensors)[0]
-    matmul = tuning.kernel_matmul(kernel, packed.layout)
+    kernel, matmul = tuning.kernel_for(packed.layout, x, packed.tensors)
     configs = [tuning.default(kernel, packed.layout, m), *tuning.product_candidates(kernel, packed.layout, x,
                                                                                     packed.tensors)]
     failed = []
