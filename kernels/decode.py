@@ -25,8 +25,9 @@ registers of a second block slow it down. Per K block, for its rows:
                4i..4i+3) of word w = input 8w + i (the packed byte order read as little-endian words). Per word
                d = sum_i f_i * x[8w + i] and xs = sum_i x[8w + i], the word's 8 inputs one contiguous (vector)
                load shared by the program's rows; with a = 16 s and b = m - 16 s of its group, the block adds
-               sum a * d + b * xs. With G * W >= 32 * num_warps each thread holds one word column of every
-               row (about 35 instructions a word on sm_90); smaller blocks split the 8 inputs over threads.
+               sum a * d + b * xs (fp32 x: sum (q s + m) x, each weight first, `int4_word_products`). With
+               G * W >= 32 * num_warps each thread holds one word column of every row (about 35 instructions a
+               word on sm_90); smaller blocks split the 8 inputs over threads.
     bsr_int4   the same per stored block (block_n rows x GROUP inputs), BLOCK_B blocks at once, each block's x
                from its column index.
     nv24       (bf16 only) the meta bytes (BLOCK_N, B) and one value word per group of 4 (BLOCK_N, B, 2), two
@@ -34,7 +35,8 @@ registers of a second block slow it down. Per K block, for its rows:
                the meta nibble picks x[4g + idx] with three selects.
     nv24_int4  (BLOCK_N, G, W) value words, 4 groups of 4 a word (a byte each: v0 low nibble, v1 high) and the
                meta read as int16 words, 4 nibbles matching the 4 value bytes; W = GROUP / 8 words per
-               quantization group of 2 * GROUP inputs. d = sum f * x_kept, xs = sum x_kept (row-dependent).
+               quantization group of 2 * GROUP inputs. d = sum f * x_kept, xs = sum x_kept (row-dependent;
+               fp32 x: each weight first, as INT4).
     hybrid     (bf16, no INT4 / NV24_INT4 tiles) per tile its format code and offset (two scalar loads), then
                the DENSE rows (bf16) and the NV24 meta / value words, loaded with masks that keep only the tile's
                own format; both products are added (a ZERO tile moves no weight bytes). With K % 8 == 0 offsets
@@ -107,15 +109,25 @@ def load_x(x_ptr, offs, K, stride_xk):
 
 
 @triton.jit
-def int4_word_sums(words, x, one):
-    """(d, xs): d = sum_i (1 + q_i / 16) * x[..., i] per word (nibble i at bits 4i) and xs = sum_i x[..., i];
-    words (A, B, W), x (A or 1, B or 1, W, 8) fp32: each word's 8 inputs, loaded as one contiguous run (one
-    vector load) and shared by the rows that broadcast over it."""
+def dequantized(f, s, m):
+    """q * s + m for f = 1 + q / 16 (`nibble_as_float`): one weight, computed as `int4.dequantize` does."""
+    return (f - 1.0) * 16.0 * s + m
+
+
+@triton.jit
+def int4_word_products(words, x, s, m, one, PER_WEIGHT: tl.constexpr):
+    """sum_i w_i * x[..., i] per word (nibble i at bits 4i), w = q * s + m; words (A, B, W), s and m (A, B, 1),
+    x (A or 1, B or 1, W, 8) fp32: each word's 8 inputs, loaded as one contiguous run (one vector load) and
+    shared by the rows that broadcast over it. Shared by the group: 16 s * d + (m - 16 s) * xs with
+    d = sum_i (1 + q_i / 16) * x_i and xs = sum_i x_i; PER_WEIGHT (fp32 x): each weight first (`dequantized`),
+    since the shared form rounds at the size of 16 s * d, far above fp32's precision where w is near 0."""
     shift = 19 - 4 * tl.arange(0, 8)
     w = words[:, :, :, None]
     moved = tl.where(shift >= 0, w << tl.maximum(shift, 0), w >> tl.maximum(-shift, 0))
     f = ((moved & 0x00780000) | one).to(tl.float32, bitcast=True)
-    return tl.sum(f * x, axis=3), tl.sum(x, axis=3)
+    if PER_WEIGHT:
+        return tl.sum(dequantized(f, s[:, :, :, None], m[:, :, :, None]) * x, axis=3)
+    return 16 * s * tl.sum(f * x, axis=3) + (m - 16 * s) * tl.sum(x, axis=3)
 
 
 @triton.jit
@@ -167,6 +179,7 @@ def int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M,
                        SPLIT_K: tl.constexpr, USE_DOT: tl.constexpr, DOT_DTYPE: tl.constexpr,
                        PRECISION: tl.constexpr, ROUND_BF16: tl.constexpr, GROUP: tl.constexpr):
     """q_ptr: int32 words (N, Kp / 8)."""
+    PER_WEIGHT: tl.constexpr = x_ptr.dtype.element_ty == tl.float32  # see `int4_word_products`
     G: tl.constexpr = BLOCK_K // GROUP
     W: tl.constexpr = GROUP // 8
     one = one_bits(N)
@@ -180,8 +193,7 @@ def int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_ptr, M,
     for step in range(first, end):
         s_n, m_n, words_n, x_n = int4_block_loads(q_ptr, scales_ptr, mins_ptr, x_ptr, rows, row_ok, row_groups, K,
                                                   stride_xk, step + 1, step + 1 < end, G, W)
-        d, xs = int4_word_sums(words, x, one)
-        acc += (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs
+        acc += int4_word_products(words, x, s[:, :, None], m[:, :, None], one, PER_WEIGHT)
         s, m, words, x = s_n, m_n, words_n, x_n
     out = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
     store_result(out, out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, tl.program_id(1), HAS_BIAS, SPLIT_K, ROUND_BF16)
@@ -210,6 +222,7 @@ def bsr_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, sc
                            USE_DOT: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
                            ROUND_BF16: tl.constexpr, BLOCK_B: tl.constexpr):
     """BLOCK_N = block_n and BLOCK_K = group; q_ptr: int32 words (nnz, block_n, group / 8)."""
+    PER_WEIGHT: tl.constexpr = x_ptr.dtype.element_ty == tl.float32  # see `int4_word_products`
     W: tl.constexpr = BLOCK_K // 8
     STRIDE: tl.constexpr = SPLIT_K * BLOCK_B
     one = one_bits(N)
@@ -226,8 +239,7 @@ def bsr_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, row_ptr, col_ptr, q_ptr, sc
         ok = i0 + tl.arange(0, BLOCK_B) < count
         kbase = tl.where(ok, cols * BLOCK_K, K)[:, None, None] + 8 * tl.arange(0, W)[None, None, :]
         x = load_x(x_ptr, kbase[:, :, :, None] + tl.arange(0, 8)[None, None, None, :], K, stride_xk)
-        d, xs = int4_word_sums(words, x, one)
-        part = (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs
+        part = int4_word_products(words, x, s[:, :, None], m[:, :, None], one, PER_WEIGHT)
         acc += tl.sum(tl.sum(part, axis=2), axis=0)
         cols, s, m, words = cols_n, s_n, m_n, words_n
     store_result(acc[None, :], out_ptr, bias_ptr, tl.arange(0, 1), pid_n * BLOCK_N + rows, 1, N, pid_k, HAS_BIAS,
@@ -295,6 +307,7 @@ def nv24_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_pt
                             GROUP: tl.constexpr):
     """q_ptr: int32 words (N, Kp / 16), 4 groups of 4 each; meta_ptr: int16 words (N, Kp / 16), the same 4."""
     SPAN: tl.constexpr = 2 * GROUP  # inputs per quantization group
+    PER_WEIGHT: tl.constexpr = x_ptr.dtype.element_ty == tl.float32  # see `int4_word_products`
     G: tl.constexpr = BLOCK_K // SPAN
     W: tl.constexpr = SPAN // 16
     one = one_bits(N)
@@ -307,6 +320,7 @@ def nv24_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_pt
         s, m, words = group_loads(q_ptr, scales_ptr, mins_ptr, rows, row_ok, row_groups, step, True, G, W)
         at, ok = group_at(rows, row_ok, row_groups, step, True, G)
         nibbles = group_words(meta_ptr, at, ok, W).to(tl.int32)
+        s3, m3 = s[:, :, None], m[:, :, None]
         quad0 = 16 * ((step * G + tl.arange(0, G))[:, None] * W + tl.arange(0, W)[None, :])  # first input a word
         d = tl.zeros((BLOCK_N, G, W), tl.float32)
         xs = tl.zeros((BLOCK_N, G, W), tl.float32)
@@ -318,9 +332,13 @@ def nv24_int4_decode_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, scales_ptr, mins_pt
             x3 = load_x(x_ptr, quad + 3, K, stride_xk)[None]
             xa = pick((nibbles >> (4 * j)) & 3, x0, x1, x2, x3)
             xb = pick((nibbles >> (4 * j + 2)) & 3, x0, x1, x2, x3)
-            d += nibble_as_float(words, 2 * j, one) * xa + nibble_as_float(words, 2 * j + 1, one) * xb
-            xs += xa + xb
-        acc += (16 * s)[:, :, None] * d + (m - 16 * s)[:, :, None] * xs
+            fa, fb = nibble_as_float(words, 2 * j, one), nibble_as_float(words, 2 * j + 1, one)
+            if PER_WEIGHT:  # each weight first, as `int4_word_products`
+                d += dequantized(fa, s3, m3) * xa + dequantized(fb, s3, m3) * xb
+            else:
+                d += fa * xa + fb * xb
+                xs += xa + xb
+        acc += d if PER_WEIGHT else 16 * s3 * d + (m3 - 16 * s3) * xs
     out = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
     store_result(out, out_ptr, bias_ptr, tl.arange(0, 1), rows, 1, N, tl.program_id(1), HAS_BIAS, SPLIT_K,
                  ROUND_BF16)

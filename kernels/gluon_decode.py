@@ -618,10 +618,13 @@ def explicit_kernel(layout: str, block_n: int, block_k: int, dims, config, dtype
     """(kernel, arguments it takes after those of `decode`'s kernel, constexprs with num_warps) of `layout`'s
     kernel for (block_n x block_k) blocks of a weight of `dims`, launched with `config` (a `decode.Config`), x
     in `dtype`; None where the layout has no such kernel (NV24_INT4 reads x as bf16 pairs: other dtypes; INT4,
-    NV24 and BSR_INT4 mask x a word of 8 inputs at a time: K % 8 != 0) or the block is too small to spread over
-    one warp (tiny K): `decode`'s Triton kernel runs then."""
+    NV24 and BSR_INT4 mask x a word of 8 inputs at a time: K % 8 != 0; INT4 and BSR_INT4 share the scale over a
+    group, which fp32 x would see round: fp32) or the block is too small to spread over one warp (tiny K):
+    `decode`'s Triton kernel runs then."""
     warps = config.num_warps
     if layout == "nv24_int4" and dtype != torch.bfloat16 or layout in ("int4", "nv24", "bsr_int4") and dims[1] % 8:
+        return None
+    if layout in ("int4", "bsr_int4") and dtype == torch.float32:
         return None
     if layout == "int4":
         chosen, extra = int4_layout(block_n, block_k, dims[2], warps), ()

@@ -78,11 +78,14 @@ def test_a_block_too_small_for_one_warp_runs_the_triton_kernel():
 
 
 def test_nv24_int4_runs_the_triton_kernel_unless_x_is_bf16():
-    """It reads x as pairs of bf16; INT4 converts whatever it loads."""
+    """It reads x as pairs of bf16; INT4 converts whatever it loads, but leaves fp32 x to the Triton kernel,
+    which dequantizes each weight before its product (the Gluon ones share the scale over a group)."""
     assert explicit("nv24_int4", 16, 512, (64, 1000, 128))[0] is gluon_decode.nv24_int4_gemv_kernel
     assert explicit("nv24_int4", 16, 512, (64, 1000, 128), torch.float16) is None
     assert explicit("nv24_int4", 16, 512, (64, 1000, 128), torch.float32) is None
-    assert explicit("int4", 16, 512, (64, 1000, 128), torch.float32)[0] is gluon_decode.int4_gemv_kernel
+    assert explicit("int4", 16, 512, (64, 1000, 128), torch.float16)[0] is gluon_decode.int4_gemv_kernel
+    assert explicit("int4", 16, 512, (64, 1000, 128), torch.float32) is None
+    assert explicit("bsr_int4", 16, 512, (64, 1000, 32, 16), torch.float32) is None
 
 
 @pytest.mark.parametrize("layout", ["int4", "nv24", "bsr_int4"])

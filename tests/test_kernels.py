@@ -252,6 +252,25 @@ def test_kernel_matches_reference(layout, data):
     check_kernel(case, data.draw(M_VALUES), data.draw(st.sampled_from([None, 1, 2, 3])), data.draw(st.booleans()))
 
 
+@pytest.mark.parametrize("layout", ["int4", "nv24_int4", "bsr_int4"])
+def test_fp32_weights_near_zero_stay_exact_at_one_row(layout):
+    check_weights_near_zero(layout, "cpu")
+
+
+def check_weights_near_zero(layout: str, device: str) -> None:
+    """fp32 x at M = 1, each row one negative weight among zeros: in its group q s + m of the zeros cancels to
+    nearly 0 from terms near 1, so a kernel that shares the scale over the group (16 s * sum f x + (m - 16 s) *
+    sum x, over x of ones) rounds at their size, far above the product x_j w_j of 0.01 times the weight."""
+    n, k = 16, 256
+    weight = torch.zeros(n, k)
+    weight[:, 3] = -0.6 - 0.01 * torch.arange(n)
+    kept = torch.tensor([False, False, True, True]) if layout == "nv24_int4" else torch.ones(4, dtype=torch.bool)
+    packed = kernels.pack(layout, weight, kept.repeat(n, k // 4), torch.float32, 32).to(device)
+    x = torch.ones(1, k, device=device)
+    x[0, 3] = 0.01
+    assert_matches_reference(kernels.triton_matmul(x, layout, packed.tensors, packed.dims, None), x, packed, None)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @settings(CPU, max_examples=15)
 @given(data=st.data())
@@ -318,6 +337,12 @@ def test_bad_options_are_refused(options, message):
     layout, group = options.pop("layout"), options.pop("group", 32)
     with pytest.raises(SparcError, match=message):
         kernels.pack(layout, torch.randn(40, 70), torch.ones(40, 70), torch.float32, group, **options)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["int4", "nv24_int4", "bsr_int4"])
+def test_fp32_weights_near_zero_stay_exact_at_one_row_gpu(layout):
+    check_weights_near_zero(layout, "cuda")
 
 
 @pytest.mark.gpu
