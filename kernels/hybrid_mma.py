@@ -33,7 +33,7 @@ from triton.experimental.gluon import language as gl
 
 from sparc.ir import TileFormat
 
-from . import hybrid_wgmma, rebuild
+from . import hybrid_wgmma, rebuild, sparse_wgmma
 from .int4_mma import bits, split_for, store_transposed, x_rows_for
 from .nv24_mma import (DTYPES, NO_INPUTS, STREAM, accumulate_steps, as_words, byte_addresses, operand,
                        operand_layouts, step_layout, steps_of, word_addresses, words_from_bytes, x_addresses, x_layout,
@@ -360,10 +360,12 @@ def hybrid_mma_kernel(x_ptr, out_ptr, bias_ptr, formats_ptr, offsets_ptr, dense_
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
            partials=None):
-    """x2d (M, K) @ W.T + bias for a HYBRID weight that `supports` takes; a `hybrid_wgmma` config (a candidate
-    only where that kernel takes the grid) runs that kernel."""
+    """x2d (M, K) @ W.T + bias for a HYBRID weight that `supports` takes; a `hybrid_wgmma` or `sparse_wgmma`
+    config (a candidate only where that kernel takes the grid) runs that kernel."""
     if isinstance(config, hybrid_wgmma.Config):
         return hybrid_wgmma.matmul(x2d, layout, tensors, dims, bias, config, split_k, out, partials)
+    if isinstance(config, sparse_wgmma.Config):
+        return sparse_wgmma.matmul(x2d, layout, tensors, dims, bias, config, split_k, out, partials)
     n, k = dims[0], dims[1]
     grid, offsets, dense, values, meta = tensors[:5]
     m, block_m = x2d.shape[0], x_rows_for(x2d.shape[0], MAX_M)

@@ -44,7 +44,7 @@ import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-from . import hybrid_wgmma, rebuild
+from . import hybrid_wgmma, rebuild, sparse_wgmma
 from .gluon_decode import x_as_pairs
 from .int4_mma import bits, packed_twice, split_for, store_transposed, x_rows_for
 from .pdl import release_dependents, wait_for_inputs
@@ -440,10 +440,12 @@ def as_words(t: torch.Tensor) -> torch.Tensor:
 
 def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, split_k=None, out=None,
            partials=None):
-    """x2d (M, K) @ W.T + bias for an NV24 or NV24_INT4 weight that `supports` takes; a `hybrid_wgmma` config (a
-    candidate only where that kernel takes the weight) runs that kernel."""
+    """x2d (M, K) @ W.T + bias for an NV24 or NV24_INT4 weight that `supports` takes; a `hybrid_wgmma` or
+    `sparse_wgmma` config (a candidate only where that kernel takes the weight) runs that kernel."""
     if isinstance(config, hybrid_wgmma.Config):
         return hybrid_wgmma.matmul(x2d, layout, tensors, dims, bias, config, split_k, out, partials)
+    if isinstance(config, sparse_wgmma.Config):
+        return sparse_wgmma.matmul(x2d, layout, tensors, dims, bias, config, split_k, out, partials)
     n, k, group = dims[0], dims[1], dims[2]
     m, block_m = x2d.shape[0], x_rows_for(x2d.shape[0], MAX_M)
     if split_k is None:

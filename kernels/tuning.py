@@ -21,7 +21,8 @@ import itertools
 
 import torch
 
-from . import autotune, bsr_int4, decode, hybrid, hybrid_mma, hybrid_wgmma, int4_mma, int4_wgmma, nv24_mma, rebuild
+from . import (autotune, bsr_int4, decode, hybrid, hybrid_mma, hybrid_wgmma, int4_mma, int4_wgmma, nv24_mma,
+               rebuild, sparse_wgmma)
 
 # the tensor-core kernel of each layout at small M
 MMA = {"int4": int4_mma, "bsr_int4": int4_mma, "nv24": nv24_mma, "nv24_int4": nv24_mma, "hybrid": hybrid_mma}
@@ -162,8 +163,9 @@ def tuned_layout(kernel: str, layout: str, tensors, dims) -> str:
 
 def product_candidates(kernel: str, layout: str, x2d: torch.Tensor, tensors) -> list:
     """The configs SPARC_AUTOTUNE=1 times for this product besides the default: the mma kernel's with those of
-    `hybrid_wgmma` where it takes the product."""
-    more = hybrid_wgmma.candidates_for(layout, x2d, tensors) if kernel == "mma" else []
+    `hybrid_wgmma` and `sparse_wgmma` where they take the product."""
+    more = (hybrid_wgmma.candidates_for(layout, x2d, tensors) + sparse_wgmma.candidates_for(layout, x2d, tensors)
+            if kernel == "mma" else [])
     return candidates(kernel, layout, x2d.shape[0], more)
 
 

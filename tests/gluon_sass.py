@@ -9,8 +9,11 @@ python tests/gluon_sass.py LAYOUT BLOCK_N BLOCK_K GROUP NUM_WARPS (run without T
 `int4_wgmma_ws`'s with python tests/gluon_sass.py wgmma_ws BLOCK_M BLOCK_N NUM_WARPS GROUP STAGES PRODUCERS,
 `hybrid_wgmma`'s with python tests/gluon_sass.py wgmma_hybrid BLOCK_M BLOCK_N NUM_WARPS HAS_ZERO,
 `hybrid_wgmma_ws`'s with python tests/gluon_sass.py wgmma_hybrid_ws BLOCK_M BLOCK_N NUM_WARPS [PLAIN (an NV24
-weight) [GROUP (an NV24_INT4 one)]].
-With --pdl first it prints where the kernel waits for the kernel before it and releases the next one instead,
+weight) [GROUP (an NV24_INT4 one)]],
+`sparse_wgmma`'s with python tests/gluon_sass.py wgmma_sparse BLOCK_M BLOCK_N STAGES [LAYOUT (0 an NV24 weight,
+1 an NV24_INT4 one, 2 a HYBRID grid) [GROUP]].
+With --shared-offsets first it prints the constant offsets the kernel adds to the base of its shared memory,
+with --pdl first where the kernel waits for the kernel before it and releases the next one instead,
 with --loops the counts of every loop, the smallest first.
 
 Specialized as the launcher specializes a Llama layer: aligned pointers, N and K multiples of 16, x contiguous."""
@@ -28,7 +31,7 @@ from triton.runtime.jit import mangle_type
 from triton.tools.disasm import get_sass
 
 from sparc.kernels import (decode, gluon_decode, hybrid_mma, hybrid_wgmma, hybrid_wgmma_ws, int4_mma, int4_wgmma,
-                           int4_wgmma_ws, nv24_mma)
+                           int4_wgmma_ws, nv24_mma, sparse_wgmma)
 
 
 POINTERS = {"int4": dict(q_ptr="*i32", scales_ptr="*bf16", mins_ptr="*bf16"),
@@ -208,6 +211,40 @@ def compile_hybrid_wgmma_ws(block_m: int, block_n: int, num_warps: int, plain: i
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, maxnreg=cap))
 
 
+def compile_sparse_wgmma(block_m: int, block_n: int, stages: int, layout: int = 0, group: int = 128):
+    """`layout`: 0 an NV24 weight, 1 an NV24_INT4 one (of `group`), 2 a HYBRID grid."""
+    layout = sparse_wgmma.LAYOUTS[layout]
+    mma, shared, plain_bytes = sparse_wgmma.layouts(block_m, block_n)
+    asm, constraints = sparse_wgmma.sparse_wgmma_asm(block_m, "bf16")
+    num_warps = block_n // 16
+    w_at, x_at = sparse_wgmma.ring_offsets(block_m, block_n, stages, layout)
+    group = group if layout == "nv24_int4" else 0
+    constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=sparse_wgmma.COLUMN, SPLIT_K=1,
+                      USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
+                      STAGES=stages, W_AT=w_at, X_AT=x_at, MMA=mma, ASM=asm, CONSTRAINTS=constraints,
+                      PLAIN=layout != "hybrid", GROUP=group, LQ=sparse_wgmma.pairs_layout())
+    x_desc = TensorDescriptor.from_tensor(torch.empty(block_m, 4096, dtype=torch.bfloat16), [block_m, 64], shared)
+    meta, scales = torch.empty(4096, 512, dtype=torch.uint8), torch.empty(4096, 2048 // max(group, 1),
+                                                                          dtype=torch.bfloat16)
+    tensors = {"nv24": (torch.empty(4096, 2048, dtype=torch.bfloat16), meta),
+               "nv24_int4": (torch.empty(4096, 1024, dtype=torch.uint8), scales, scales, meta),
+               "hybrid": (meta, meta, torch.empty(4096 * 32, 128, dtype=torch.bfloat16),
+                          torch.empty(4096, 2048, dtype=torch.bfloat16), meta)}[layout]
+    _, _, w_desc, v_desc, m_desc, _, _ = sparse_wgmma.descriptors(layout, tensors, block_n, torch.bfloat16, shared,
+                                                                  plain_bytes)
+    pointers = dict(out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8", offsets_ptr="*i64", scales_ptr="*i16",
+                    mins_ptr="*i16")
+    signature = dict(x_desc=mangle_type(x_desc), out_ptr="*bf16", bias_ptr="*bf16", formats_ptr="*u8",
+                     offsets_ptr="*i64", w_desc=mangle_type(w_desc), v_desc=mangle_type(v_desc),
+                     m_desc=mangle_type(m_desc), scales_ptr="*i16", mins_ptr="*i16", M="i32", N="i32", K="i32",
+                     stride_xm="i32", grid_cols="i32", row_groups="i32", **{name: "constexpr" for name in constexprs})
+    kernel = sparse_wgmma.sparse_wgmma_kernel
+    aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in [*pointers, "N", "K"]}
+    source = GluonASTSource(kernel, signature, constexprs, aligned)
+    cap = int4_wgmma_ws.registers_at_launch(num_warps + (sparse_wgmma.DEQUANTIZERS.value if group else 1))
+    return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, maxnreg=cap))
+
+
 def loop_spans(lines: list[str]) -> list[tuple[int, int]]:
     """First and last line of every backward branch's body (a loop), the shortest first."""
     labels = {line.strip()[:-1]: i for i, line in enumerate(lines) if re.match(r"^\.?L\w+:$", line.strip())}
@@ -256,15 +293,25 @@ def dependent_launch(sass: str) -> dict:
                 stores_before_wait=sum(op.startswith(("STG", "RED", "ATOM")) for op in ops[:first_wait]))
 
 
+def shared_offsets(llir: str) -> list[int]:
+    """The constant offsets the kernel adds to the base of its shared memory, ascending."""
+    return sorted({int(at) for at in re.findall(r"@global_smem, i32 (\d+)\)", llir)})
+
+
 if __name__ == "__main__":
     report = main_loop
     if sys.argv[1] == "--pdl":
         report = dependent_launch
         sys.argv.pop(1)
+    elif sys.argv[1] == "--shared-offsets":
+        report = shared_offsets
+        sys.argv.pop(1)
     elif sys.argv[1] == "--loops":
         report = loops
         sys.argv.pop(1)
-    if sys.argv[1] == "wgmma_hybrid_ws":
+    if sys.argv[1] == "wgmma_sparse":
+        compiled = compile_sparse_wgmma(*map(int, sys.argv[2:7]))
+    elif sys.argv[1] == "wgmma_hybrid_ws":
         compiled = compile_hybrid_wgmma_ws(*map(int, sys.argv[2:7]))
     elif sys.argv[1] == "wgmma_hybrid":
         compiled = compile_hybrid_wgmma(*map(int, sys.argv[2:6]))
@@ -280,4 +327,4 @@ if __name__ == "__main__":
         compiled = compile_int4_mma(*map(int, sys.argv[2:7]), "bsr_int4" if sys.argv[1] == "mma_bsr" else "int4")
     else:
         compiled = compile_decode(sys.argv[1], *map(int, sys.argv[2:6]))
-    print(json.dumps(report(get_sass(compiled.asm["cubin"]))))
+    print(json.dumps(report(compiled.asm["llir"] if report is shared_offsets else get_sass(compiled.asm["cubin"]))))
