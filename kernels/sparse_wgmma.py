@@ -112,14 +112,13 @@ def block_m_for(m: int, most: int) -> int:
 
 
 def candidates(m: int, layout: str) -> list[Config]:
-    """The configs SPARC_AUTOTUNE=1 times: x rows up to those M needs, 64 or 128 weight rows, 2 stages up to as
-    many as fit (at most 4 tried), split by SM fill or not."""
+    """The configs SPARC_AUTOTUNE=1 times: the x rows M needs or half as many, 64 or 128 weight rows, as many
+    stages as fit or 3, split by SM fill or not."""
     most = block_m_for(m, MAX_M)
     configs = []
-    for bm, bn, split in itertools.product((8, 16, 32, 64, 128, 256), (64, 128), (0, 1)):
-        stages = [s for s in sorted({2, 3, 4, most_stages(bm, bn, layout)}) if fits(bm, bn, s, layout)]
-        if bm <= most:
-            configs += [Config(bm, bn, s, split) for s in stages]
+    for bm, bn, split in itertools.product(sorted({max(8, most // 2), most}), (64, 128), (0, 1)):
+        stages = [s for s in sorted({3, most_stages(bm, bn, layout)}) if fits(bm, bn, s, layout)]
+        configs += [Config(bm, bn, s, split) for s in stages]
     return configs
 
 
