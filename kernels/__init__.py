@@ -8,7 +8,8 @@ explicit-layout versions, `gluon_decode`); on the GPU INT4 at M = 2 to 16 and BS
 `int4_mma`, at M = 2 to 128 NV24 and NV24_INT4 `nv24_mma` (sparse tensor cores), HYBRID grids of DENSE / NV24 / ZERO
 128-tiles `hybrid_mma` (from M = 1 where DENSE and NV24 tiles mix; all three from M = 1 in fp16, where the decode
 kernels are slower or absent; on Hopper, by config, such grids and NV24 weights with K a multiple of 128
-`hybrid_wgmma` up to M = 256, NV24 tiles expanded by producer warps in `hybrid_wgmma_ws`),
+`hybrid_wgmma` up to M = 256, NV24 tiles expanded by producer warps in `hybrid_wgmma_ws`; from M = 8 NV24 and
+NV24_INT4 weights and grids with NV24 tiles also on the sparse warpgroup mma, `sparse_wgmma`),
 and on Hopper at M = 17 to 256 INT4 `int4_wgmma` (warpgroup mma; or its warp-specialized variant
 `int4_wgmma_ws`, where the tuned config says).
 For large M a tuned choice (the default from M = 256) rebuilds the weight once in the activation dtype and

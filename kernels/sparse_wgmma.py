@@ -1,27 +1,33 @@
-"""NV24 weights on Hopper's sparse warpgroup mma (wgmma.mma_async.sp, inline PTX: Gluon has no sparse wgmma):
-the stored 2:4 values are the compressed A operand, read by the tensor cores from shared memory where the TMA
-engine put them, and the stored metadata their sparsity metadata. Nothing is expanded, and each instruction
-does the work of a dense one twice its K.
+"""NV24 and NV24_INT4 weights, and HYBRID grids with NV24 tiles, on Hopper's sparse warpgroup mma
+(wgmma.mma_async.sp, inline PTX: Gluon has no sparse wgmma): the kept 2:4 values are the compressed A operand,
+read by the tensor cores from shared memory, and the stored metadata their sparsity metadata. Nothing is
+expanded, and each instruction does the work of a dense one twice its K.
 
-Warp-specialized: one producer warp asks the TMA engine, per 128-input column of the program's slice, for the
-program's BLOCK_N rows of kept values (a (BLOCK_N, 64) box), x's (BLOCK_M, 128) block (two (BLOCK_M, 64) boxes)
-and the rows' metadata ((BLOCK_N, 16) bytes) into a ring stage; the consumer warpgroups (64 weight rows each)
-wait for the stage, read their rows' metadata words and issue 4 wgmma.sp of K = 32 in one inline-asm block,
-keep one column's in flight and free the stage of the column before.
+Warp-specialized. One producer warp asks the TMA engine, per 128-input column of the program's slice, for x's
+(BLOCK_M, 128) block (two (BLOCK_M, 64) boxes) and, for an NV24 tile or weight, the program's BLOCK_N rows of
+kept values (a (BLOCK_N, 64) box) and their metadata ((BLOCK_N, 16) bytes); for a grid's DENSE tile, its two
+(BLOCK_N, 64) halves; for a ZERO tile, nothing. An NV24_INT4 weight has DEQUANTIZERS producer warps instead:
+they ask for x and the metadata the same way, and for the int4 pairs DEPTH columns ahead into a staging ring,
+from which they dequantize the kept values (one 16-bit-pair fused multiply-add a pair, `DEQUANTIZE`) and store
+them into the stage. The consumer warpgroups (64 weight rows each) wait for each stage, read their rows'
+metadata words, issue 4 wgmma.sp of K = 32 in one inline-asm block (a DENSE tile: two dense wgmma), keep one
+column's in flight and free the stage of the column before.
 
-The asm builds the shared-memory descriptors itself: a stage's values and x boxes are rows of 128 bytes
-(128-byte swizzle, 8-row groups 1024 bytes apart), at byte offsets of the ring, which is the kernel's largest
-shared buffer and so starts at the base of its shared memory (`global_smem`; tests/test_nv24_wgmma.py checks
-the compiled kernel). Step j of a column reads the values at byte 32 j of each row and x's half j // 2 at byte
-64 (j % 2). The metadata of step j is word j of the row's 4 words in the column (groups 8 j .. 8 j + 7, a nibble
-each); with sparsity selector 0, lanes 4 g and 4 g + 1 of a warp give rows g and g + 8 of the warp's 16 rows,
-groups 0-3 (lane 4 g) or 4-7 (lane 4 g + 1), row g in bits 0-15 and row g + 8 in bits 16-31: one `prmt` of
-the two rows' words. In the accumulator's layout a thread holds rows g (its elements 0 and 1 of every 4) and
-g + 8 (2 and 3), so each operand is an accumulator-shaped tensor and the asm reads elements 0 and 2.
+The asm builds the shared-memory descriptors itself: the values' and x's boxes are rows of 128 bytes (128-byte
+swizzle, 8-row groups 1024 bytes apart) in two rings that lead the kernel's shared buffers, so that Triton's
+allocator places them first, the larger at the base of shared memory (`global_smem`), the other right after it
+(`ring_offsets`; tests/test_sparse_wgmma.py checks the compiled kernel). Step j of a column reads the values at
+byte 32 j of each row and x's half j // 2 at byte 64 (j % 2). Its metadata is word j of the row's 4 words in
+the column (groups 8 j .. 8 j + 7, a nibble each): with sparsity selector 0, lanes 4 g and 4 g + 1 of a warp
+give rows g and g + 8 of the warp's 16 rows, groups 0-3 (lane 4 g) or 4-7 (lane 4 g + 1), row g in bits 0-15
+and row g + 8 in bits 16-31, one `prmt` of the two rows' words. In the accumulator's layout a thread holds
+rows g (its elements 0 and 1 of every 4) and g + 8 (2 and 3), so each operand is an accumulator-shaped tensor
+and the asm reads elements 0 and 2.
 
-K a multiple of 128, 8 to 256 x rows; NV24 values in x's dtype (bf16 or fp16). The product is transposed,
-out.T = W @ x.T; the epilogue is `int4_mma`'s. Program (pid, pid_k) owns BLOCK_N weight rows, BLOCK_M x rows and
-the pid_k-th of SPLIT_K slices of the columns. Gluon does not run under TRITON_INTERPRET.
+K a multiple of 128, 8 to 256 x rows (`supports`); `nv24_mma` and `hybrid_mma` take its configs as tuner
+candidates. The product is transposed, out.T = W @ x.T; the epilogue is `int4_mma`'s. Program (pid, pid_k) owns
+BLOCK_N weight rows, BLOCK_M x rows and the pid_k-th of SPLIT_K slices of the columns. Gluon does not run under
+TRITON_INTERPRET: tests/test_sparse_wgmma.py compiles it for sm_90 on any machine.
 """
 from __future__ import annotations
 
@@ -295,13 +301,12 @@ def consume(ws, xs, metas, ready, empty, formats_ptr, entries, first, end, BLOCK
 
 @gluon.jit
 def sparse_wgmma_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_desc, v_desc, m_desc, scales_ptr,
-                        mins_ptr, M, N, K, stride_xm, stride_xk, grid_cols, row_groups, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
-                        BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr, USE_DOT: gl.constexpr,
-                        DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr, ROUND_BF16: gl.constexpr,
-                        STAGES: gl.constexpr, W_AT: gl.constexpr, X_AT: gl.constexpr, MMA: gl.constexpr,
-                        ASM: gl.constexpr,
-                        CONSTRAINTS: gl.constexpr, PLAIN: gl.constexpr, GROUP: gl.constexpr, LQ: gl.constexpr,
-                        PDL: gl.constexpr):
+                        mins_ptr, M, N, K, stride_xm, stride_xk, grid_cols, row_groups, HAS_BIAS: gl.constexpr,
+                        BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr,
+                        USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
+                        ROUND_BF16: gl.constexpr, STAGES: gl.constexpr, W_AT: gl.constexpr, X_AT: gl.constexpr,
+                        MMA: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, PLAIN: gl.constexpr,
+                        GROUP: gl.constexpr, LQ: gl.constexpr, PDL: gl.constexpr):
     """x_desc: x (M, K) in (BLOCK_M, 64) boxes; formats (TN, TK) uint8 and offsets (TN, TK) int64 of a HYBRID
     grid, w_desc its DENSE buffer as (rows, 128), v_desc its NV24 values as (rows, 64), m_desc their metadata as
     (rows, 16), in boxes of BLOCK_N rows and 64 inputs (16 bytes of metadata). PLAIN: an NV24 weight instead, no

@@ -5,9 +5,9 @@ grids of DENSE / NV24 / ZERO tiles), `mma` on the GPU for INT4 at M = 2 to 16, B
 and for NV24, NV24_INT4 (`nv24_mma`) and such HYBRID grids of 128-input tiles (`hybrid_mma`; the last tile
 column may be narrower) at M = 2 to 128 (from M = 1 the HYBRID grids that mix DENSE and NV24 tiles, and all
 three in fp16, which `decode` runs slower or not; up to 256 the grids, NV24 and NV24_INT4 weights
-`hybrid_wgmma` takes, whose configs are then candidates too; untuned past 128 rows, the rebuild), `wgmma` on
-Hopper for INT4 at M = 17 to 256 (`int4_wgmma` or, by config, `int4_wgmma_ws`), else the tile kernels
-(`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`).
+`hybrid_wgmma` takes, whose configs are then candidates too, as are `sparse_wgmma`'s from 8 rows; untuned past
+128 rows, the rebuild), `wgmma` on Hopper for INT4 at M = 17 to 256 (`int4_wgmma` or, by config,
+`int4_wgmma_ws`), else the tile kernels (`bsr_int4.bsr_int4_kernel`, `hybrid.tile_grid_kernel`).
 A config may name `rebuild` (the weight rebuilt once, then cuBLAS): the tile kernels' default from M = 256, and
 from M = 65 a candidate of every kernel's tuner (`runner` runs it in the kernel's place).
 `config_for` returns the config the per-GPU table of `autotune` holds for (kernel, layout, N, K, M bucket; for
@@ -55,7 +55,7 @@ def default(kernel: str, layout: str, m: int):
 
 def candidates(kernel: str, layout: str, m: int, more=()) -> list:
     """The configs SPARC_AUTOTUNE=1 times for this kernel, layout and M (`more`: the mma kernel's also, such as
-    `hybrid_wgmma`'s where it takes the grid)."""
+    `hybrid_wgmma`'s and `sparse_wgmma`'s where they take the weight)."""
     if kernel == "decode":
         if layout == "bsr_int4":
             return [decode.Config(b, 0, s, w, 1) for b, s, w in itertools.product((2, 4, 8, 16), (1, 2, 4), (4, 8))]
