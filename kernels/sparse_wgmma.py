@@ -68,6 +68,7 @@ DESCRIPTOR_HIGH = (1024 >> 4) | (1 << 30)
 CODE_DENSE = gl.constexpr(int(TileFormat.DENSE))
 CODE_NV24 = gl.constexpr(int(TileFormat.NV24))
 CODE_ZERO = gl.constexpr(int(TileFormat.ZERO))
+NO_INPUTS = gl.constexpr(0x4444444444444444)  # two metadata words whose groups keep inputs 0 and 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,9 +105,9 @@ def buffer_bytes(block_m: int, block_n: int, stages: int, layout: str) -> list[i
 
 
 def fits(block_m: int, block_n: int, stages: int, layout: str) -> bool:
-    """The buffers fit SHARED_BYTES and the two rings lead them (`ring_offsets`)."""
+    """The buffers fit SHARED_BYTES and the two rings, of different sizes, lead them (`ring_offsets`)."""
     sizes = buffer_bytes(block_m, block_n, stages, layout)
-    return sum(sizes) <= SHARED_BYTES and min(sizes[:2]) >= max(sizes[2:])
+    return sum(sizes) <= SHARED_BYTES and min(sizes[:2]) >= max(sizes[2:]) and sizes[0] != sizes[1]
 
 
 def most_stages(block_m: int, block_n: int, layout: str) -> int:
@@ -139,8 +140,9 @@ def sparse_wgmma_asm(block_m: int, dtype: str) -> tuple[str, str]:
         ".reg .b64 desc_a, desc_b; .reg .pred p;",
         "setp.ne.b32 p, 1, 0;",
         "mov.u32 base, global_smem;",
-        f"add.u32 a, base, ${a}; shr.u32 a, a, 4; or.b32 a, a, 0x10000;",
-        f"add.u32 b, base, ${b}; shr.u32 b, b, 4; or.b32 b, b, 0x10000;",
+        # 14 bits of address (bits 4-17; those of the cluster's CTA rank dropped), leading offset 1 (unused)
+        f"add.u32 a, base, ${a}; bfe.u32 a, a, 4, 14; or.b32 a, a, 0x10000;",
+        f"add.u32 b, base, ${b}; bfe.u32 b, b, 4, 14; or.b32 b, b, 0x10000;",
         "mov.u32 lane, %laneid; and.b32 lane, lane, 1; mad.lo.u32 sel, lane, 0x2222, 0x5410;",
         f"mov.b64 {{w0, w1}}, ${m01}; mov.b64 {{w2, w3}}, ${m23};",  # row g
         f"mov.b64 {{v0, v1}}, ${m01 + 2}; mov.b64 {{v2, v3}}, ${m23 + 2};",  # row g + 8
@@ -264,12 +266,15 @@ def produce_int4(x_desc, q_desc, m_desc, scales_ptr, mins_ptr, ws, xs, qs, metas
 
 
 @gluon.jit
-def consume(ws, xs, metas, ready, empty, formats_ptr, entries, first, end, BLOCK_M: gl.constexpr,
+def consume(ws, xs, metas, ready, empty, formats_ptr, entries, first, end, row0, N, BLOCK_M: gl.constexpr,
             BLOCK_N: gl.constexpr, STAGES: gl.constexpr, W_AT: gl.constexpr, X_AT: gl.constexpr, MMA: gl.constexpr,
             ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, PLAIN: gl.constexpr):
-    """The consumer: acc (BLOCK_N, BLOCK_M) over the slice's columns, one column's wgmma in flight."""
+    """The consumer: acc (BLOCK_N, BLOCK_M) over the slice's columns, one column's wgmma in flight. Rows past N
+    (zeros from the TMA engine, or the next tile's) take metadata words that keep inputs 0 and 1 of each group:
+    a zero nibble is no valid metadata."""
     SLOTS: gl.constexpr = 1 if PLAIN else 2
     rows = gl.expand_dims(gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA)), 1)
+    real = row0 + rows < N
     zeros = gl.zeros([BLOCK_N, BLOCK_M], gl.int32, layout=MMA)
     a_at = zeros + (W_AT + (rows // 64) * (64 * ROW_BYTES))  # the warpgroup's rows
     b_at = zeros + X_AT
@@ -281,8 +286,10 @@ def consume(ws, xs, metas, ready, empty, formats_ptr, entries, first, end, BLOCK
         code = tile_code(formats_ptr, entries + col, PLAIN)
         mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
         if code == CODE_NV24:
-            w01, _ = gl.broadcast(words.index(stage).slice(0, 1, dim=1).load(MMA), acc)
-            w23, _ = gl.broadcast(words.index(stage).slice(1, 1, dim=1).load(MMA), acc)
+            w01 = gl.where(real, words.index(stage).slice(0, 1, dim=1).load(MMA), NO_INPUTS)
+            w23 = gl.where(real, words.index(stage).slice(1, 1, dim=1).load(MMA), NO_INPUTS)
+            w01, _ = gl.broadcast(w01, acc)
+            w23, _ = gl.broadcast(w23, acc)
             acc = gl.inline_asm_elementwise(ASM, CONSTRAINTS, [acc, a_at + stage * (SLOTS * BLOCK_N * ROW_BYTES),
                                                                b_at + stage * (2 * BLOCK_M * ROW_BYTES), w01, w23],
                                             dtype=gl.float32, is_pure=False, pack=BLOCK_M // 2)
@@ -333,16 +340,16 @@ def sparse_wgmma_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_d
         for s in gl.static_range(DEPTH):
             mbarrier.init(staged.index(s), count=1)
         acc, = gl.warp_specialize([
-            (consume, (ws, xs, metas, ready, empty, formats_ptr, entries, first, end, BLOCK_M, BLOCK_N, STAGES, W_AT,
-                       X_AT, MMA, ASM, CONSTRAINTS, PLAIN)),
+            (consume, (ws, xs, metas, ready, empty, formats_ptr, entries, first, end, pid_n * BLOCK_N, N, BLOCK_M,
+                       BLOCK_N, STAGES, W_AT, X_AT, MMA, ASM, CONSTRAINTS, PLAIN)),
             (produce_int4, (x_desc, v_desc, m_desc, scales_ptr, mins_ptr, ws, xs, qs, metas, ready, empty, staged,
                             first, end, pid_m, pid_n * BLOCK_N, N, row_groups, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, LQ,
                             GROUP)),
         ], [DEQUANTIZERS], [DEQUANTIZER_REGISTERS])
     else:
         acc, = gl.warp_specialize([
-            (consume, (ws, xs, metas, ready, empty, formats_ptr, entries, first, end, BLOCK_M, BLOCK_N, STAGES, W_AT,
-                       X_AT, MMA, ASM, CONSTRAINTS, PLAIN)),
+            (consume, (ws, xs, metas, ready, empty, formats_ptr, entries, first, end, pid_n * BLOCK_N, N, BLOCK_M,
+                       BLOCK_N, STAGES, W_AT, X_AT, MMA, ASM, CONSTRAINTS, PLAIN)),
             (produce, (x_desc, w_desc, v_desc, m_desc, ws, xs, metas, ready, empty, formats_ptr, offsets_ptr,
                        entries, first, end, pid_m, first_row, pid_n * BLOCK_N, BLOCK_M, BLOCK_K, STAGES, PLAIN)),
         ], [1], [PRODUCER_REGISTERS])
@@ -352,10 +359,10 @@ def sparse_wgmma_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_d
 
 def ring_offsets(block_m: int, block_n: int, stages: int, layout: str) -> tuple[int, int]:
     """Where the weights' and x's rings start in shared memory: Triton's allocator places the kernel's buffers
-    (all live throughout) largest first from offset 0, ties in the order allocated; the rings' sizes are
-    multiples of their 1024-byte alignment and they lead the others (`fits`)."""
+    (all live throughout) largest first from offset 0; the rings' sizes are multiples of their 1024-byte
+    alignment, they lead the others and differ (`fits`)."""
     weights, x = buffer_bytes(block_m, block_n, stages, layout)[:2]
-    return (0, weights) if weights >= x else (x, 0)
+    return (0, weights) if weights > x else (x, 0)
 
 
 def layouts(block_m: int, block_n: int):
@@ -416,7 +423,7 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     w_at, x_at = ring_offsets(block_m, config.block_n, config.stages, layout)
     constexprs = dict(STAGES=config.stages, W_AT=w_at, X_AT=x_at, MMA=mma, ASM=asm, CONSTRAINTS=constraints,
                       PLAIN=layout != "hybrid", GROUP=group, LQ=pairs_layout(), num_warps=num_warps,
-                      maxnreg=registers_at_launch(num_warps + (DEQUANTIZERS.value if group else 1)))
+                      maxnreg=registers_at_launch(num_warps + 4))  # kernels launch whole warpgroups
     return launch(sparse_wgmma_kernel, x2d, n, k, bias, Tiling(block_m, config.block_n, COLUMN, split_k),
                   descriptors(layout, tensors, config.block_n, x2d.dtype, shared, plain_bytes),
                   (k // COLUMN, tensors[1].shape[1] if group else 0), constexprs, out, partials, dependent=True,

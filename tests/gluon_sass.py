@@ -241,7 +241,7 @@ def compile_sparse_wgmma(block_m: int, block_n: int, stages: int, layout: int = 
     kernel = sparse_wgmma.sparse_wgmma_kernel
     aligned = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in [*pointers, "N", "K"]}
     source = GluonASTSource(kernel, signature, constexprs, aligned)
-    cap = int4_wgmma_ws.registers_at_launch(num_warps + (sparse_wgmma.DEQUANTIZERS.value if group else 1))
+    cap = int4_wgmma_ws.registers_at_launch(num_warps + 4)
     return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, maxnreg=cap))
 
 
