@@ -133,6 +133,24 @@ def test_rows_past_n_gpu(layout, config):
     assert_matches_reference(out, x, packed, None)
 
 
+AXES = {"columns": lambda c: (c.block_n, 4096, c.block_m, 1), "rows": lambda c: (64 * c.block_n, 128, c.block_m, 1),
+        "x rows": lambda c: (c.block_n, 128, 2 * c.block_m, 1), "slices": lambda c: (c.block_n, 512, c.block_m, 4)}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("axis", AXES)
+@pytest.mark.parametrize("config", [sparse_wgmma.Config(bm, bn, 3, 0) for bm, bn in
+                                    [(16, 64), (128, 64), (16, 128), (128, 128)]], ids=str)
+def test_each_grid_axis_gpu(axis, config):
+    """NV24, one axis of the grid at a time: one program over 32 columns, 64 programs of weight rows, 2 of x
+    rows, or 4 split-K slices of one program's rows."""
+    n, k, m, split = AXES[axis](config)
+    packed = make_case("nv24", n, k, torch.bfloat16, 128, 1.0, 0).pack().to("cuda")
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    out = sparse_wgmma.matmul(x, "nv24", packed.tensors, packed.dims, None, config, split_k=split)
+    assert_matches_reference(out, x, packed, None)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", sparse_wgmma.LAYOUTS)
 def test_every_candidate_on_a_llama_shape_gpu(layout):
