@@ -35,9 +35,10 @@ def test_warp_specialized_loops(block_m, block_n, stages, layout):
     """The producer's loop asks the TMA engine for x's two boxes and an NV24 tile's values and metadata (a DENSE
     tile's two halves; NV24_INT4: the metadata and, DEPTH columns ahead, the int4 pairs); a grid's reads its tile
     entries, only NV24_INT4's reads data: the pairs (shared memory) and each half's scale and minimum (global),
-    dequantizes each pair with one bf16x2 fused multiply-add and stores the values 16 bytes at a time. The consumer's reads its rows' metadata
-    (two 16-byte shared loads), builds the 4 steps' words with one PRMT each and issues 4 sparse wgmma a
-    warpgroup (a DENSE tile: 8 dense ones), waiting only for the column before. Nothing spills."""
+    dequantizes each pair with one bf16x2 fused multiply-add and stores the values 16 bytes at a time. The
+    consumer's reads its rows' metadata (two 16-byte shared loads), builds the 4 steps' words with one PRMT each
+    and issues 4 sparse wgmma a warpgroup (a DENSE tile: 8 dense ones), waiting only for the column before.
+    Nothing spills."""
     loops = [collections.Counter(loop) for loop in sass_report("--loops", "wgmma_sparse", block_m, block_n, stages,
                                                                layout)]
     producer = next(loop for loop in loops if loop["UTMALDG.2D"])
