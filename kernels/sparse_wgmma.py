@@ -10,8 +10,9 @@ kept values (a (BLOCK_N, 64) box) and their metadata ((BLOCK_N, 16) bytes); for 
 they ask for x and the metadata the same way, and for the int4 pairs DEPTH columns ahead into a staging ring,
 from which they dequantize the kept values (one 16-bit-pair fused multiply-add a pair, `DEQUANTIZE`) and store
 them into the stage. The consumer warpgroups (64 weight rows each) wait for each stage, read their rows'
-metadata words, issue 4 wgmma.sp of K = 32 in one inline-asm block (a DENSE tile: two dense wgmma), keep one
-column's in flight and free the stage of the column before.
+metadata words, wait for the column before to retire (its wgmma.sp may still read their metadata registers,
+which the next column's reuse), free its stage and issue 4 wgmma.sp of K = 32 in one inline-asm block (a DENSE
+tile: two dense wgmma, one column kept in flight).
 
 The asm builds the shared-memory descriptors itself: the values' and x's boxes are rows of 128 bytes (128-byte
 swizzle, 8-row groups 1024 bytes apart) in two rings that lead the kernel's shared buffers, so that Triton's
@@ -266,10 +267,17 @@ def produce_int4(x_desc, q_desc, m_desc, scales_ptr, mins_ptr, ws, xs, qs, metas
 
 
 @gluon.jit
+def free_stage_before(empty, i, STAGES: gl.constexpr):
+    """Frees the stage of the column before column i, whose wgmma retired."""
+    mbarrier.arrive(empty.index((i + STAGES - 1) % STAGES), count=1, pred=i >= 1)
+
+
+@gluon.jit
 def consume(ws, xs, metas, ready, empty, formats_ptr, entries, first, end, row0, N, BLOCK_M: gl.constexpr,
             BLOCK_N: gl.constexpr, STAGES: gl.constexpr, W_AT: gl.constexpr, X_AT: gl.constexpr, MMA: gl.constexpr,
             ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, PLAIN: gl.constexpr):
-    """The consumer: acc (BLOCK_N, BLOCK_M) over the slice's columns, one column's wgmma in flight. Rows past N
+    """The consumer: acc (BLOCK_N, BLOCK_M) over the slice's columns, one column's wgmma in flight while it
+    waits for the next stage and reads its metadata. Rows past N
     (zeros from the TMA engine, or the next tile's) take metadata words that keep inputs 0 and 1 of each group:
     a zero nibble is no valid metadata."""
     SLOTS: gl.constexpr = 1 if PLAIN else 2
@@ -290,19 +298,21 @@ def consume(ws, xs, metas, ready, empty, formats_ptr, entries, first, end, row0,
             w23 = gl.where(real, words.index(stage).slice(1, 1, dim=1).load(MMA), NO_INPUTS)
             w01, _ = gl.broadcast(w01, acc)
             w23, _ = gl.broadcast(w23, acc)
+            # the column before retires first: its wgmma may read their metadata registers, which these reuse
+            acc = hopper.warpgroup_mma_wait(0, deps=[acc])
+            free_stage_before(empty, i, STAGES)
             acc = gl.inline_asm_elementwise(ASM, CONSTRAINTS, [acc, a_at + stage * (SLOTS * BLOCK_N * ROW_BYTES),
                                                                b_at + stage * (2 * BLOCK_M * ROW_BYTES), w01, w23],
                                             dtype=gl.float32, is_pure=False, pack=BLOCK_M // 2)
-            acc = hopper.warpgroup_mma_wait(1, deps=[acc])  # the column before retired
         elif code == CODE_DENSE:
             for h in gl.static_range(2):
                 acc = hopper.warpgroup_mma(ws.index(2 * stage + h), xs.index(2 * stage + h).permute((1, 0)), acc,
                                            is_async=True)
             acc = hopper.warpgroup_mma_wait(2, deps=[acc])
+            free_stage_before(empty, i, STAGES)
         else:
             acc = hopper.warpgroup_mma_wait(0, deps=[acc])
-        # the column before retired: its stage is free
-        mbarrier.arrive(empty.index((i + STAGES - 1) % STAGES), count=1, pred=i >= 1)
+            free_stage_before(empty, i, STAGES)
     return (hopper.warpgroup_mma_wait(0, deps=[acc]),)  # a tuple: triton 3.6 flattens the partition's results
 
 
