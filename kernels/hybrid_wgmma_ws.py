@@ -105,21 +105,33 @@ shr.b32 sel, sel, 16;
 prmt.b32 $1, PAIR, zero, sel;
 """
 PLACE = gl.constexpr("{ .reg .b32 low, high, sel, zero;" + SELECT.replace("NIBBLE", "$3").replace("PAIR", "$2") + "}")
-# Per 2:4 group of int4 values: $2 (and $3) the byte of its two values, $4 / $6 its half's scale / minimum
-# twice, $8 its nibble. q | the 16-bit float 128 (bf16; fp16: 1024) is that float plus q: after subtracting it
-# exactly, one fused multiply-add rounds q * s + m once, both values a go.
-DEQUANTIZE = """{ .reg .b32 low, high, sel, zero, pair, c;
-and.b32 pair, $2, 15;
-shl.b32 low, $2, 12;
+# The kept pair of a 2:4 group of int4 values into `pair` (registers low, pair, c): BYTE holds the byte of its two
+# values, SCALE / MINIMUM its half's scale / minimum twice. q | the 16-bit float 128 (bf16; fp16: 1024) is that
+# float plus q: after subtracting it exactly, one fused multiply-add rounds q * s + m once, both values a go.
+DEQUANTIZE_PAIR = """and.b32 pair, BYTE, 15;
+shl.b32 low, BYTE, 12;
 and.b32 low, low, 0xF0000;
 or.b32 pair, pair, low;
 mov.b32 c, MAGIC;
 or.b32 pair, pair, c;
 sub.rn.KIND pair, pair, c;
-fma.rn.KIND pair, pair, $4, $6;
-""" + SELECT.replace("NIBBLE", "$8").replace("PAIR", "pair") + "}"
-PLACE_BF16 = gl.constexpr(DEQUANTIZE.replace("MAGIC", "0x43004300").replace("KIND", "bf16x2"))
-PLACE_FP16 = gl.constexpr(DEQUANTIZE.replace("MAGIC", "0x64006400").replace("KIND", "f16x2"))
+fma.rn.KIND pair, pair, SCALE, MINIMUM;
+"""
+
+
+def in_dtype(asm: str, bf16: bool) -> gl.constexpr:
+    """`asm` with DEQUANTIZE_PAIR's constant and instructions for bf16 or fp16 values."""
+    return gl.constexpr(asm.replace("MAGIC", "0x43004300" if bf16 else "0x64006400")
+                        .replace("KIND", "bf16x2" if bf16 else "f16x2"))
+
+
+# Per 2:4 group of int4 values: $2 (and $3) the byte of its two values, $4 / $6 its half's scale / minimum
+# twice, $8 its nibble.
+DEQUANTIZE = ("{ .reg .b32 low, high, sel, zero, pair, c;\n"
+              + DEQUANTIZE_PAIR.replace("BYTE", "$2").replace("SCALE", "$4").replace("MINIMUM", "$6")
+              + SELECT.replace("NIBBLE", "$8").replace("PAIR", "pair") + "}")
+PLACE_BF16 = in_dtype(DEQUANTIZE, bf16=True)
+PLACE_FP16 = in_dtype(DEQUANTIZE, bf16=False)
 
 
 @gluon.jit

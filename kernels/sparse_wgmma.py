@@ -46,7 +46,7 @@ from sparc.errors import SparcError
 from sparc.ir import TileFormat
 
 from . import hybrid_wgmma
-from .hybrid_wgmma_ws import quantization
+from .hybrid_wgmma_ws import DEQUANTIZE_PAIR, in_dtype, quantization
 from .int4_mma import store_transposed
 from .int4_wgmma import split_for
 from .int4_wgmma_ws import registers_at_launch, x_descriptor
@@ -200,20 +200,13 @@ def produce(x_desc, w_desc, v_desc, m_desc, ws, xs, metas, ready, empty, formats
         tma.async_copy_global_to_shared(m_desc, m_at, ready.index(stage), metas.index(stage), pred=nv24)
 
 
-# Per group of 4: $1 holds the byte of its two int4 values, $3 / $5 its half's scale / minimum twice. q | the
-# 16-bit float 128 (bf16; fp16: 1024) is that float plus q: after subtracting it exactly, one fused multiply-add
-# rounds q * s + m once, both kept values a go, in input order.
-DEQUANTIZE = """{ .reg .b32 pair, low, c;
-and.b32 pair, $1, 15;
-shl.b32 low, $1, 12;
-and.b32 low, low, 0xF0000;
-or.b32 pair, pair, low;
-mov.b32 c, MAGIC;
-or.b32 pair, pair, c;
-sub.rn.KIND pair, pair, c;
-fma.rn.KIND $0, pair, $3, $5; }"""
-DEQUANTIZE_BF16 = gl.constexpr(DEQUANTIZE.replace("MAGIC", "0x43004300").replace("KIND", "bf16x2"))
-DEQUANTIZE_FP16 = gl.constexpr(DEQUANTIZE.replace("MAGIC", "0x64006400").replace("KIND", "f16x2"))
+# Per group of 4: $1 holds the byte of its two int4 values, $3 / $5 its half's scale / minimum twice; $0 gets
+# both kept values, in input order.
+DEQUANTIZE = ("{ .reg .b32 pair, low, c;\n"
+              + DEQUANTIZE_PAIR.replace("BYTE", "$1").replace("SCALE", "$3").replace("MINIMUM", "$5")
+              + "mov.b32 $0, pair; }")
+DEQUANTIZE_BF16 = in_dtype(DEQUANTIZE, bf16=True)
+DEQUANTIZE_FP16 = in_dtype(DEQUANTIZE, bf16=False)
 
 
 @gluon.jit

@@ -159,15 +159,14 @@ def draw_shape(data):
             data.draw(st.integers(2, hybrid_wgmma.MAX_M)), data.draw(st.sampled_from([torch.bfloat16, torch.float16])))
 
 
-def check_drawn_run(data, layout: str, packed, m: int, dtype, nv24: bool):
-    """The mma kernel that runs the product (past 128 rows too) with a drawn candidate config, split and bias,
-    against the reference on fresh x."""
+def check_drawn_run(data, layout: str, packed, m: int, dtype, candidates):
+    """The mma kernel that runs the product (past 128 rows too) with a config drawn from candidates(m) and
+    candidates(MAX_M) (the M bucket's table config may have more x rows than M needs: the kernel then runs
+    fewer), a drawn split and bias, against the reference on fresh x."""
     n, k = packed.dims[0], packed.dims[1]
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
-    # the M bucket's table config may have more x rows than M needs: the kernel then runs fewer
-    config = data.draw(st.sampled_from([*hybrid_wgmma.candidates(m, nv24),
-                                        *hybrid_wgmma.candidates(hybrid_wgmma.MAX_M, nv24)]))
+    config = data.draw(st.sampled_from([*candidates(m), *candidates(hybrid_wgmma.MAX_M)]))
     split = data.draw(st.sampled_from([None, 1, 3]))
     kernel, matmul = tuning.kernel_for(layout, x, packed.tensors)
     assert kernel == "mma"
@@ -189,7 +188,8 @@ def test_matches_reference_gpu(data):
         grid[0, 0] = DENSE
     packed = make_case("hybrid", n, k, dtype, 128, data.draw(st.sampled_from([0.3, 1.0])), data.draw(
         st.integers(0, 99)), formats=grid, tile=128).pack().to("cuda")
-    check_drawn_run(data, "hybrid", packed, m, dtype, bool((grid == NV24).any()))
+    nv24 = bool((grid == NV24).any())
+    check_drawn_run(data, "hybrid", packed, m, dtype, lambda rows: hybrid_wgmma.candidates(rows, nv24))
 
 
 @pytest.mark.gpu
@@ -202,7 +202,7 @@ def test_nv24_weights_match_reference_gpu(data):
     k = max(k, 2 * group) // (2 * group) * (2 * group)
     packed = make_case(layout, n, k, dtype, group, data.draw(st.sampled_from([0.3, 0.5, 1.0])),
                        data.draw(st.integers(0, 99))).pack().to("cuda")
-    check_drawn_run(data, layout, packed, m, dtype, True)
+    check_drawn_run(data, layout, packed, m, dtype, lambda rows: hybrid_wgmma.candidates(rows, True))
 
 
 @pytest.mark.gpu

@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 
 from sparc.kernels import hybrid_wgmma, sparse_wgmma, tuning
 from test_hybrid_mma import random_grid
-from test_hybrid_wgmma import NV24, fake_x, grid_of
+from test_hybrid_wgmma import NV24, check_drawn_run, fake_x, grid_of
 from test_int4_mma import sass_report
 from test_kernels import GPU, assert_matches_reference, make_case
 
@@ -92,8 +92,8 @@ def test_takes_grids_with_nv24_tiles_and_nv24_weights(m, k, nv24_tiles, runs, mo
 @GPU
 @given(data=st.data())
 def test_matches_reference_gpu(data):
-    """A drawn NV24 weight or HYBRID grid with NV24 tiles (and DENSE and ZERO ones), candidate config (the M
-    bucket's may have more x rows than M needs), split and bias, against the reference on fresh x."""
+    """A drawn NV24 or NV24_INT4 weight or HYBRID grid with NV24 tiles (and DENSE and ZERO ones), run by the mma
+    kernel with a drawn candidate config of this kernel (`check_drawn_run`)."""
     n, k = data.draw(st.integers(1, 1200)), 128 * data.draw(st.integers(1, 12))
     m, dtype = data.draw(st.integers(8, sparse_wgmma.MAX_M)), data.draw(st.sampled_from(sparse_wgmma.DTYPES))
     density, seed = data.draw(st.sampled_from([0.3, 1.0])), data.draw(st.integers(0, 99))
@@ -106,16 +106,8 @@ def test_matches_reference_gpu(data):
         grid = random_grid(n, k, data.draw(st.sampled_from([0.0, 0.3, 0.7])), seed)
         grid[0, 0] = NV24
         packed = make_case("hybrid", n, k, dtype, 128, density, seed, formats=grid, tile=128).pack().to("cuda")
-    x = torch.randn(m, k, device="cuda", dtype=dtype)
-    bias = torch.randn(n, device="cuda", dtype=dtype) if data.draw(st.booleans()) else None
-    assert sparse_wgmma.supports(layout, x, packed.tensors)
-    config = data.draw(st.sampled_from([*sparse_wgmma.candidates(m, layout),
-                                        *sparse_wgmma.candidates(sparse_wgmma.MAX_M, layout)]))
-    split = data.draw(st.sampled_from([None, 1, 3]))
-    kernel, matmul = tuning.kernel_for(layout, x, packed.tensors)
-    assert kernel == "mma"
-    out = matmul(x, layout, list(packed.tensors), packed.dims, bias, config, split_k=split)
-    assert_matches_reference(out, x, packed, bias)
+    assert sparse_wgmma.supports(layout, torch.empty(m, k, device="cuda", dtype=dtype), packed.tensors)
+    check_drawn_run(data, layout, packed, m, dtype, lambda rows: sparse_wgmma.candidates(rows, layout))
 
 
 @pytest.mark.gpu
