@@ -96,19 +96,30 @@ def candidates_for(layout: str, x2d: torch.Tensor, tensors) -> list[Config]:
     return candidates(x2d.shape[0], layout) if supports(layout, x2d, tensors) else []
 
 
-def buffer_bytes(block_m: int, block_n: int, stages: int, layout: str) -> list[int]:
+def x_boxes(block_m: int, block_n: int, stages: int, layout: str) -> int:
+    """x's ring: two boxes a stage, and as many more (never read) as make it larger than the metadata's ring and
+    NV24_INT4's staging and other than the weights' ring (whose size leads those), so that where the allocator
+    places the two rings does not hang on a tie (`ring_offsets`)."""
+    weights, _, *others = buffer_bytes(block_m, block_n, stages, layout, boxes=0)
+    box, boxes = block_m * ROW_BYTES.value, 2 * stages
+    while boxes * box == weights or boxes * box <= max(others):
+        boxes += 1
+    return boxes
+
+
+def buffer_bytes(block_m: int, block_n: int, stages: int, layout: str, boxes: int | None = None) -> list[int]:
     """The kernel's shared buffers in the order it allocates them: the weights' ring (an NV24 tile's values box
-    a stage, or a DENSE tile's two halves in grids), x's (two boxes a stage), the metadata's, and NV24_INT4's
-    staging of int4 pairs."""
+    a stage, or a DENSE tile's two halves in grids), x's (`x_boxes`), the metadata's, and NV24_INT4's staging of
+    int4 pairs."""
+    if boxes is None:
+        boxes = x_boxes(block_m, block_n, stages, layout)
     sizes = [(2 if layout == "hybrid" else 1) * stages * block_n * ROW_BYTES.value,
-             2 * stages * block_m * ROW_BYTES.value, stages * block_n * 16]
+             boxes * block_m * ROW_BYTES.value, stages * block_n * 16]
     return sizes + ([DEPTH.value * block_n * 32] if layout == "nv24_int4" else [])
 
 
 def fits(block_m: int, block_n: int, stages: int, layout: str) -> bool:
-    """The buffers fit SHARED_BYTES and the two rings, of different sizes, lead them (`ring_offsets`)."""
-    sizes = buffer_bytes(block_m, block_n, stages, layout)
-    return sum(sizes) <= SHARED_BYTES and min(sizes[:2]) >= max(sizes[2:]) and sizes[0] != sizes[1]
+    return sum(buffer_bytes(block_m, block_n, stages, layout)) <= SHARED_BYTES
 
 
 def most_stages(block_m: int, block_n: int, layout: str) -> int:
@@ -314,7 +325,8 @@ def sparse_wgmma_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_d
                         mins_ptr, M, N, K, stride_xm, stride_xk, grid_cols, row_groups, HAS_BIAS: gl.constexpr,
                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT_K: gl.constexpr,
                         USE_DOT: gl.constexpr, DOT_DTYPE: gl.constexpr, PRECISION: gl.constexpr,
-                        ROUND_BF16: gl.constexpr, STAGES: gl.constexpr, W_AT: gl.constexpr, X_AT: gl.constexpr,
+                        ROUND_BF16: gl.constexpr, STAGES: gl.constexpr, X_BOXES: gl.constexpr,
+                        W_AT: gl.constexpr, X_AT: gl.constexpr,
                         MMA: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, PLAIN: gl.constexpr,
                         GROUP: gl.constexpr, LQ: gl.constexpr, PDL: gl.constexpr):
     """x_desc: x (M, K) in (BLOCK_M, 64) boxes; formats (TN, TK) uint8 and offsets (TN, TK) int64 of a HYBRID
@@ -323,14 +335,14 @@ def sparse_wgmma_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_d
     grid read, its values (N, K / 2) and metadata (N, K / 8) in the same boxes. `tiling.launch`'s arguments (x's
     strides unused). GROUP: an NV24_INT4 weight (PLAIN), v_desc over its int4 pairs (N, K / 4) in (BLOCK_N, 32)
     boxes, its scales and minimums (N, row_groups) as int16, of GROUP kept values each; LQ the producer's layout
-    over a column's pairs. W_AT and X_AT: where the weights' and x's rings start in shared memory
-    (`ring_offsets`)."""
+    over a column's pairs. X_BOXES: x's ring (`x_boxes`); W_AT and X_AT: where the weights' and x's rings start in
+    shared memory (`ring_offsets`)."""
     SLOTS: gl.constexpr = 1 if PLAIN else 2
     wait_for_inputs(PDL)
     pid_m, pid_n, first_row, entries, first, end = program_tiles(M, K, grid_cols, BLOCK_M, BLOCK_N, BLOCK_K,
                                                                  SPLIT_K)
     ws = gl.allocate_shared_memory(x_desc.dtype, [SLOTS * STAGES, BLOCK_N, BLOCK_K // 2], x_desc.layout)
-    xs = gl.allocate_shared_memory(x_desc.dtype, [2 * STAGES, BLOCK_M, BLOCK_K // 2], x_desc.layout)
+    xs = gl.allocate_shared_memory(x_desc.dtype, [X_BOXES, BLOCK_M, BLOCK_K // 2], x_desc.layout)
     metas = gl.allocate_shared_memory(m_desc.dtype, [STAGES, BLOCK_N, BLOCK_K // 8], m_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -363,7 +375,7 @@ def sparse_wgmma_kernel(x_desc, out_ptr, bias_ptr, formats_ptr, offsets_ptr, w_d
 def ring_offsets(block_m: int, block_n: int, stages: int, layout: str) -> tuple[int, int]:
     """Where the weights' and x's rings start in shared memory: Triton's allocator places the kernel's buffers
     (all live throughout) largest first from offset 0; the rings' sizes are multiples of their 1024-byte
-    alignment, they lead the others and differ (`fits`)."""
+    alignment, they lead the others and differ (`x_boxes`)."""
     weights, x = buffer_bytes(block_m, block_n, stages, layout)[:2]
     return (0, weights) if weights > x else (x, 0)
 
@@ -413,7 +425,7 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     m = x2d.shape[0]
     block_m = block_m_for(m, config.block_m)
     if config.block_n not in (64, 128) or config.stages < 2 or not fits(block_m, config.block_n, config.stages,
-                                                                         layout):
+                                                                         layout):  # fewer x rows fit as well
         raise SparcError(f"sparse_wgmma config {config}: 64 or 128 weight rows and 2 to "
                          f"{most_stages(block_m, config.block_n, layout)} stages; take one of "
                          "sparse_wgmma.candidates(m, layout)")
@@ -424,7 +436,8 @@ def matmul(x2d: torch.Tensor, layout: str, tensors, dims, bias, config: Config, 
     group = hybrid_wgmma.int4_group(k, tensors) if layout == "nv24_int4" else 0
     asm, constraints = sparse_wgmma_asm(block_m, "bf16" if x2d.dtype == torch.bfloat16 else "f16")
     w_at, x_at = ring_offsets(block_m, config.block_n, config.stages, layout)
-    constexprs = dict(STAGES=config.stages, W_AT=w_at, X_AT=x_at, MMA=mma, ASM=asm, CONSTRAINTS=constraints,
+    constexprs = dict(STAGES=config.stages, X_BOXES=x_boxes(block_m, config.block_n, config.stages, layout),
+                      W_AT=w_at, X_AT=x_at, MMA=mma, ASM=asm, CONSTRAINTS=constraints,
                       PLAIN=layout != "hybrid", GROUP=group, LQ=pairs_layout(), num_warps=num_warps,
                       maxnreg=registers_at_launch(num_warps + 4))  # kernels launch whole warpgroups
     return launch(sparse_wgmma_kernel, x2d, n, k, bias, Tiling(block_m, config.block_n, COLUMN, split_k),

@@ -221,7 +221,8 @@ def compile_sparse_wgmma(block_m: int, block_n: int, stages: int, layout: int = 
     group = group if layout == "nv24_int4" else 0
     constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=sparse_wgmma.COLUMN, SPLIT_K=1,
                       USE_DOT=True, DOT_DTYPE="bf16", PRECISION="tf32", ROUND_BF16=False, PDL=True, stride_xk=1,
-                      STAGES=stages, W_AT=w_at, X_AT=x_at, MMA=mma, ASM=asm, CONSTRAINTS=constraints,
+                      STAGES=stages, X_BOXES=sparse_wgmma.x_boxes(block_m, block_n, stages, layout), W_AT=w_at,
+                      X_AT=x_at, MMA=mma, ASM=asm, CONSTRAINTS=constraints,
                       PLAIN=layout != "hybrid", GROUP=group, LQ=sparse_wgmma.pairs_layout())
     x_desc = TensorDescriptor.from_tensor(torch.empty(block_m, 4096, dtype=torch.bfloat16), [block_m, 64], shared)
     meta, scales = torch.empty(4096, 512, dtype=torch.uint8), torch.empty(4096, 2048 // max(group, 1),
