@@ -304,10 +304,10 @@ def consume(ws, xs, metas, ready, empty, formats_ptr, entries, first, end, row0,
             w23, _ = gl.broadcast(w23, acc)
             # the column before retires first: its wgmma may read their metadata registers, which these reuse
             acc = hopper.warpgroup_mma_wait(0, deps=[acc])
-            free_stage_before(empty, i, STAGES)
             acc = gl.inline_asm_elementwise(ASM, CONSTRAINTS, [acc, a_at + stage * (SLOTS * BLOCK_N * ROW_BYTES),
                                                                b_at + stage * (2 * BLOCK_M * ROW_BYTES), w01, w23],
                                             dtype=gl.float32, is_pure=False, pack=BLOCK_M // 2)
+            free_stage_before(empty, i, STAGES)  # after the issue: the barrier it takes is off the mma's path
         elif code == CODE_DENSE:
             for h in gl.static_range(2):
                 acc = hopper.warpgroup_mma(ws.index(2 * stage + h), xs.index(2 * stage + h).permute((1, 0)), acc,
