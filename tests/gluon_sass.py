@@ -14,7 +14,8 @@ weight) [GROUP (an NV24_INT4 one)]],
 1 an NV24_INT4 one, 2 a HYBRID grid) [GROUP]].
 With --shared-offsets first it prints the constant offsets the kernel adds to the base of its shared memory,
 with --pdl first where the kernel waits for the kernel before it and releases the next one instead,
-with --loops the counts of every loop, the smallest first.
+with --loops the counts of every loop, the smallest first, with --metadata-in-flight the instructions of the sparse
+wgmma's loop that write a register an unfinished wgmma.sp reads as its metadata.
 
 Specialized as the launcher specializes a Llama layer: aligned pointers, N and K multiples of 16, x contiguous."""
 import collections
@@ -294,6 +295,36 @@ def dependent_launch(sass: str) -> dict:
                 stores_before_wait=sum(op.startswith(("STG", "RED", "ATOM")) for op in ops[:first_wait]))
 
 
+def registers_written(line: str) -> set[str]:
+    """The registers an instruction writes: its first operand, and the ones after it that a 64- or 128-bit
+    access also takes."""
+    m = re.match(r"^\S+\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)\s+R(\d+)\b", line.strip())
+    if not m or m.group(1).startswith(("ST", "HGMMA", "SYNCS", "RED", "ATOM", "BAR")):
+        return set()
+    width = 4 if ".128" in m.group(1) else 2 if ".64" in m.group(1) else 1
+    return {f"R{int(m.group(2)) + i}" for i in range(width)}
+
+
+def metadata_in_flight(sass: str) -> list[str]:
+    """The instructions of the sparse wgmma's loop (run twice, for the wrap) that write a register a wgmma.sp
+    still in flight reads as its metadata: a group stays in flight until a WARPGROUP.DEPBAR leaves fewer
+    groups than came after it."""
+    lines = sass.splitlines()
+    start, end = next(span for span in loop_spans(lines) if any("HGMMA.SP" in line
+                                                                for line in lines[span[0]:span[1] + 1]))
+    groups, forming, hazards = [], set(), []
+    for line in lines[start:end + 1] * 2:
+        if (forming | set().union(*groups)) & registers_written(line):
+            hazards.append(line.split("\t")[-1].strip())
+        if "HGMMA.SP" in line:
+            forming.add(re.search(r"HGMMA\S+ \w+, [^,]+, \w+, (R\d+)", line).group(1))
+        if "HGMMA" in line and line.rstrip().endswith("gsb0;"):
+            groups, forming = groups + [forming], set()
+        if m := re.search(r"WARPGROUP.DEPBAR.LE gsb0, (0x\w+)", line):
+            groups = groups[len(groups) - int(m.group(1), 16):] if int(m.group(1), 16) else []
+    return sorted(set(hazards))
+
+
 def shared_offsets(llir: str) -> list[int]:
     """The constant offsets the kernel adds to the base of its shared memory, ascending."""
     return sorted({int(at) for at in re.findall(r"@global_smem, i32 (\d+)\)", llir)})
@@ -309,6 +340,9 @@ if __name__ == "__main__":
         sys.argv.pop(1)
     elif sys.argv[1] == "--loops":
         report = loops
+        sys.argv.pop(1)
+    elif sys.argv[1] == "--metadata-in-flight":
+        report = metadata_in_flight
         sys.argv.pop(1)
     if sys.argv[1] == "wgmma_sparse":
         compiled = compile_sparse_wgmma(*map(int, sys.argv[2:7]))

@@ -56,6 +56,15 @@ def test_warp_specialized_loops(block_m, block_n, stages, layout):
     assert not {op for op in consumer if op.startswith(("LDG.E.128", "STG", "LDL", "STL"))}
 
 
+@pytest.mark.parametrize("block_m, block_n, stages, layout", [(128, 64, 3, 0), (64, 128, 3, 1), (64, 128, 3, 2)])
+def test_no_metadata_register_is_written_while_a_wgmma_sp_reads_it(block_m, block_n, stages, layout):
+    """A wgmma.sp may read its metadata register while it runs, as it reads A from registers, and ptxas does
+    not keep the next column's metadata out of it (where the consumer waited only for the column before the
+    one in flight, the next column's PRMTs wrote the registers of the one in flight): no instruction of the
+    consumer's loop writes a register that an unfinished wgmma.sp reads as its metadata."""
+    assert sass_report("--metadata-in-flight", "wgmma_sparse", block_m, block_n, stages, layout) == []
+
+
 @pytest.mark.parametrize("layout", sparse_wgmma.LAYOUTS)
 def test_candidates_fit_shared_memory(layout):
     for m in (8, 16, 64, 100, 256):
