@@ -13,7 +13,7 @@ from sparc.ir import TileFormat
 from sparc import kernels
 from sparc.errors import SparcError
 from sparc.kernels import (autotune, decode, hybrid, hybrid_mma, hybrid_wgmma, int4_wgmma, nv24_mma, pack, rebuild,
-                           tuning)
+                           sparse_wgmma, tuning)
 from test_kernels import make_case
 
 
@@ -213,7 +213,7 @@ def test_shipped_tables_hold_valid_configs():
             own = [tuning.MMA[layout.split("-")[0]].Config] if kernel == "mma" else [classes[kernel]]
             default = tuning.default(kernel, layout.split("-")[0], 2)
             on_wgmma = kernel == "mma" and (layout.startswith("hybrid") or layout in ("nv24", "nv24_int4"))
-            variants = [hybrid_wgmma.Config(16, 64)] if on_wgmma else []
+            variants = [hybrid_wgmma.Config(16, 64), sparse_wgmma.Config(16, 64, 3)] if on_wgmma else []
             config = autotune.config_from(key, fields, [default, *variants, rebuild.CONFIG])
             kinds = own + [type(variant) for variant in variants]
             assert config == rebuild.CONFIG if fields.get("rebuild") else type(config) in kinds
